@@ -1,0 +1,141 @@
+//! `stream-aligner bench`: prefill and decode speed, with baselines measured in the same run
+//! (burn's own f32 matmul on the same model, and llama.cpp's llama-bench when given).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use stream_aligner::model::llama::read_f32;
+use stream_aligner::model::sampler::argmax;
+use stream_aligner::model::{Backend, Logits};
+use web_time::Instant;
+
+use crate::ModelArgs;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Backends to measure, the first is the one the ratios are about
+    #[arg(long, value_delimiter = ',', default_value = "cpu,cpu-reference")]
+    backends: Vec<Backend>,
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 128)]
+    gen_tokens: usize,
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// llama.cpp's llama-bench binary, run on the same GGUF with the same token counts
+    #[arg(long)]
+    llama_bench: Option<PathBuf>,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Print one JSON object instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Row {
+    name: String,
+    prefill_tok_s: f64,
+    decode_tok_s: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn measure(args: &BenchArgs, backend: Backend) -> Result<Row> {
+    let mut margs = args.model.clone();
+    margs.backend = backend;
+    let engine = margs.load()?;
+    let text = "The quick brown fox jumps over the lazy dog while the sea keeps its slow rhythm against the harbour wall. ";
+    let mut ids = Vec::new();
+    while ids.len() < args.prompt_tokens {
+        ids.extend(engine.tokenizer.encode(text)?);
+    }
+    ids.truncate(args.prompt_tokens);
+    let m = &engine.model;
+    let (mut pre, mut dec) = (Vec::new(), Vec::new());
+    // One unmeasured round first: shader compilation, allocator warm-up.
+    for rep in 0..=args.reps {
+        let mut cache = m.new_cache();
+        let t = Instant::now();
+        let logits = futures::executor::block_on(async { read_f32(m.forward(&ids, &mut cache, Logits::Last).await?).await })?;
+        let prefill = t.elapsed().as_secs_f64();
+        let mut next = argmax(&logits);
+        let t = Instant::now();
+        for _ in 0..args.gen_tokens {
+            let l = futures::executor::block_on(async { read_f32(m.forward(&[next], &mut cache, Logits::Last).await?).await })?;
+            next = argmax(&l);
+        }
+        let decode = t.elapsed().as_secs_f64();
+        if rep > 0 {
+            pre.push(args.prompt_tokens as f64 / prefill);
+            dec.push(args.gen_tokens as f64 / decode);
+        }
+    }
+    Ok(Row { name: format!("stream-aligner {backend:?}"), prefill_tok_s: median(pre), decode_tok_s: median(dec) })
+}
+
+fn llama_bench(args: &BenchArgs, bin: &PathBuf) -> Result<Row> {
+    let model = args.model.path()?;
+    let out = Command::new(bin)
+        .arg("-m")
+        .arg(&model)
+        .args(["-p", &args.prompt_tokens.to_string(), "-n", &args.gen_tokens.to_string(), "-t", &args.threads.to_string()])
+        .args(["-r", &args.reps.to_string(), "-o", "json"])
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    anyhow::ensure!(out.status.success(), "llama-bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing llama-bench's JSON")?;
+    let ts = |prompt: bool| -> Result<f64> {
+        v.as_array()
+            .context("llama-bench JSON is not an array")?
+            .iter()
+            .find(|r| (r["n_prompt"].as_u64().unwrap_or(0) > 0) == prompt)
+            .and_then(|r| r["avg_ts"].as_f64())
+            .context("llama-bench JSON lacks avg_ts")
+    };
+    Ok(Row { name: format!("llama.cpp ({} threads)", args.threads), prefill_tok_s: ts(true)?, decode_tok_s: ts(false)? })
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let mut rows = Vec::new();
+    for &b in &args.backends {
+        rows.push(measure(&args, b)?);
+    }
+    if let Some(bin) = &args.llama_bench {
+        rows.push(llama_bench(&args, bin)?);
+    }
+    let first = rows[0].clone();
+    if args.json {
+        println!("{}", serde_json::json!({
+            "prompt_tokens": args.prompt_tokens,
+            "gen_tokens": args.gen_tokens,
+            "rows": rows,
+            "ratios_vs_first": rows.iter().map(|r| serde_json::json!({
+                "name": r.name,
+                "prefill": first.prefill_tok_s / r.prefill_tok_s,
+                "decode": first.decode_tok_s / r.decode_tok_s,
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    println!("pp{} / tg{}, median of {} runs", args.prompt_tokens, args.gen_tokens, args.reps);
+    println!("{:32} {:>12} {:>12} {:>16} {:>16}", "", "prefill t/s", "decode t/s", "prefill (ratio)", "decode (ratio)");
+    for r in &rows {
+        println!(
+            "{:32} {:>12.1} {:>12.1} {:>16.2} {:>16.2}",
+            r.name,
+            r.prefill_tok_s,
+            r.decode_tok_s,
+            first.prefill_tok_s / r.prefill_tok_s,
+            first.decode_tok_s / r.decode_tok_s
+        );
+    }
+    println!("(ratio = {} / row: above 1.0 means {} is faster)", first.name, first.name);
+    Ok(())
+}

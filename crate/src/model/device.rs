@@ -1,0 +1,70 @@
+//! Where the engine runs: the one place that knows about devices.
+//!
+//! `Cpu` runs burn's Flex backend with the hand-written quantized kernels for the matrix
+//! products (weights stay in their GGML blocks). `CpuReference` runs the same model with the
+//! weights dequantized to f32 and burn's own matmul: the differentiable path used for training
+//! and as the reference the fast kernels are checked against. `Wgpu` runs burn's wgpu backend
+//! (WebGPU in the browser, Vulkan/Metal natively).
+
+use burn::tensor::Device;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Cpu,
+    CpuReference,
+    Wgpu,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cpu-reference" => Ok(Self::CpuReference),
+            "wgpu" => Ok(Self::Wgpu),
+            _ => Err(format!("unknown backend '{s}' (cpu, cpu-reference, wgpu)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineDevice {
+    pub device: Device,
+    pub backend: Backend,
+}
+
+impl EngineDevice {
+    pub fn cpu() -> Self {
+        Self { device: Device::flex(), backend: Backend::Cpu }
+    }
+
+    pub fn cpu_reference() -> Self {
+        Self { device: Device::flex(), backend: Backend::CpuReference }
+    }
+
+    /// Initialises the wgpu runtime once; later calls reuse it.
+    pub async fn wgpu() -> Result<Self> {
+        static WGPU: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+        if let Some(d) = WGPU.get() {
+            return Ok(Self { device: d.clone(), backend: Backend::Wgpu });
+        }
+        let device = Device::wgpu_options().init_async().await.map_err(|e| Error::Device(format!("no WebGPU/Vulkan adapter: {e}")))?;
+        let device = WGPU.get_or_init(|| device).clone();
+        Ok(Self { device, backend: Backend::Wgpu })
+    }
+
+    pub async fn new(backend: Backend) -> Result<Self> {
+        match backend {
+            Backend::Cpu => Ok(Self::cpu()),
+            Backend::CpuReference => Ok(Self::cpu_reference()),
+            Backend::Wgpu => Self::wgpu().await,
+        }
+    }
+
+    /// Whether matrix products use the quantized CPU kernels (else dequantized f32 on the device).
+    pub fn quantized_kernels(&self) -> bool {
+        self.backend == Backend::Cpu && !self.device.is_autodiff()
+    }
+}

@@ -1,0 +1,333 @@
+//! The Llama-family transformer, written once on burn for every device.
+//!
+//! `embed -> for layer { x += attn(norm(x)); x += mlp(norm(x)) } -> norm -> head`.
+//! Weights are fetched by their GGUF names in [`Llama::from_gguf`]. Matrix weights stay in their
+//! GGML blocks ([`QLinear`]); on the CPU the hand-written kernels multiply with them directly,
+//! elsewhere (wgpu, autodiff, the reference path) they are dequantized once onto the device.
+
+use burn::tensor::{Tensor, TensorData, activation};
+
+use super::device::EngineDevice;
+use super::gguf::Gguf;
+use super::kernels;
+use super::kv_cache::KvCache;
+use super::quant::{GgmlType, QMatrix, dequantize};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    pub n_layer: usize,
+    pub d_model: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub ffn: usize,
+    pub vocab: usize,
+    pub rope_base: f32,
+    pub eps: f32,
+    pub context: usize,
+}
+
+impl LlamaConfig {
+    pub fn from_gguf(g: &Gguf) -> Result<Self> {
+        let arch = g.get_str("general.architecture")?;
+        if arch != "llama" {
+            return Err(Error::UnsupportedArchitecture(arch.to_string()));
+        }
+        let u = |k: &str| -> Result<usize> {
+            let v = g.get_u64(&format!("llama.{k}"))?;
+            usize::try_from(v).ok().filter(|&v| v > 0 && v < 1 << 24).ok_or_else(|| Error::Config(format!("llama.{k} = {v}")))
+        };
+        let (d_model, n_head) = (u("embedding_length")?, u("attention.head_count")?);
+        let n_kv_head = g.get_u64("llama.attention.head_count_kv").map(|v| v as usize).unwrap_or(n_head);
+        if d_model % n_head != 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
+            return Err(Error::Config(format!("{n_head} heads, {n_kv_head} KV heads, width {d_model}")));
+        }
+        let head_dim = d_model / n_head;
+        let rope_dims = g.get_u64("llama.rope.dimension_count").map(|v| v as usize).unwrap_or(head_dim);
+        if rope_dims != head_dim || head_dim % 2 != 0 {
+            return Err(Error::Config(format!("rotary dims {rope_dims} with head dim {head_dim} (partial rotary is not supported)")));
+        }
+        let token_embd = g.tensor("token_embd.weight")?;
+        let vocab = g.get_u64("llama.vocab_size").map(|v| v as usize).unwrap_or(token_embd.dims.get(1).copied().unwrap_or(0) as usize);
+        Ok(Self {
+            n_layer: u("block_count")?,
+            d_model,
+            n_head,
+            n_kv_head,
+            head_dim,
+            ffn: u("feed_forward_length")?,
+            vocab,
+            rope_base: g.get_f64("llama.rope.freq_base").unwrap_or(10_000.0) as f32,
+            eps: g.get_f64("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32,
+            context: u("context_length")?,
+        })
+    }
+}
+
+/// Which positions get logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    Last,
+    All,
+}
+
+/// A linear layer without bias whose weight stays in its GGML blocks.
+#[derive(Debug, Clone)]
+pub struct QLinear {
+    pub weight: QMatrix,
+    /// `Wᵀ` dequantized on the device, for every path but the CPU kernels.
+    dense_t: Option<Tensor<2>>,
+}
+
+impl QLinear {
+    fn load(g: &Gguf, name: &str, rows: usize, cols: usize, dev: &EngineDevice) -> Result<Self> {
+        Ok(Self::new(load_matrix(g, name, rows, cols)?, dev))
+    }
+
+    fn new(weight: QMatrix, dev: &EngineDevice) -> Self {
+        let (rows, cols) = (weight.rows, weight.cols);
+        let dense_t = (!dev.quantized_kernels()).then(|| {
+            let w = Tensor::<2>::from_data(TensorData::new(weight.dequantize(), [rows, cols]), &dev.device);
+            w.transpose()
+        });
+        Self { weight, dense_t }
+    }
+
+    /// `x` is [n, in]; returns [n, out].
+    pub async fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>> {
+        if let Some(w) = &self.dense_t {
+            return Ok(x.matmul(w.clone()));
+        }
+        let device = x.device();
+        let [n, _] = x.dims();
+        let x = read_f32(x).await?;
+        let y = kernels::matmul_t(&self.weight, &x, n);
+        Ok(Tensor::from_data(TensorData::new(y, [n, self.weight.rows]), &device))
+    }
+}
+
+/// Reads a tensor back to the host (asynchronously: WebGPU can only read back that way).
+pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    let data = t.into_data_async().await.map_err(|e| Error::Device(format!("{e:?}")))?;
+    data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
+}
+
+fn check_dims(g: &Gguf, name: &str, want: &[u64]) -> Result<()> {
+    let info = g.tensor(name)?;
+    if info.dims != want {
+        return Err(Error::Shape { name: name.into(), got: info.dims.clone(), want: want.to_vec() });
+    }
+    Ok(())
+}
+
+fn load_matrix(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
+    check_dims(g, name, &[cols as u64, rows as u64])?;
+    let info = g.tensor(name)?;
+    Ok(QMatrix { ty: info.ty, rows, cols, data: g.tensor_bytes(info).into() })
+}
+
+fn load_vector(g: &Gguf, name: &str, n: usize, dev: &EngineDevice) -> Result<Tensor<1>> {
+    check_dims(g, name, &[n as u64])?;
+    let info = g.tensor(name)?;
+    let v = dequantize(info.ty, g.tensor_bytes(info), n);
+    Ok(Tensor::from_data(TensorData::new(v, [n]), &dev.device))
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    attn_norm: Tensor<1>,
+    q: QLinear,
+    k: QLinear,
+    v: QLinear,
+    o: QLinear,
+    ffn_norm: Tensor<1>,
+    gate: QLinear,
+    up: QLinear,
+    down: QLinear,
+}
+
+/// Rotary position embedding tables: cos and sin of [context, head_dim / 2].
+#[derive(Debug, Clone)]
+struct Rope {
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+}
+
+impl Rope {
+    fn new(c: &LlamaConfig, dev: &EngineDevice) -> Self {
+        let half = c.head_dim / 2;
+        let (mut cos, mut sin) = (Vec::with_capacity(c.context * half), Vec::with_capacity(c.context * half));
+        for p in 0..c.context {
+            for i in 0..half {
+                let theta = p as f64 * (c.rope_base as f64).powf(-2.0 * i as f64 / c.head_dim as f64);
+                cos.push(theta.cos() as f32);
+                sin.push(theta.sin() as f32);
+            }
+        }
+        let t = |v| Tensor::from_data(TensorData::new(v, [c.context, half]), &dev.device);
+        Self { cos: t(cos), sin: t(sin) }
+    }
+
+    /// Rotates adjacent pairs (x0, x1), (x2, x3), … of `x` [T, heads, head_dim] at positions
+    /// `pos..pos+T`: GGUF's llama converter permutes Q and K rows into this order.
+    fn apply(&self, x: Tensor<3>, pos: usize) -> Tensor<3> {
+        let [t, h, d] = x.dims();
+        let x = x.reshape([t, h, d / 2, 2]);
+        let cos = self.cos.clone().narrow(0, pos, t).reshape([t, 1, d / 2, 1]);
+        let sin = self.sin.clone().narrow(0, pos, t).reshape([t, 1, d / 2, 1]);
+        let x0 = x.clone().narrow(3, 0, 1);
+        let x1 = x.narrow(3, 1, 1);
+        let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+        let r1 = x0 * sin + x1 * cos;
+        Tensor::cat(vec![r0, r1], 3).reshape([t, h, d])
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Llama {
+    pub config: LlamaConfig,
+    pub device: EngineDevice,
+    embed: QMatrix,
+    layers: Vec<Layer>,
+    norm: Tensor<1>,
+    head: QLinear,
+    rope: Rope,
+}
+
+impl Llama {
+    pub fn from_gguf(g: &Gguf, device: &EngineDevice) -> Result<Self> {
+        let c = LlamaConfig::from_gguf(g)?;
+        let (d, kv) = (c.d_model, c.n_kv_head * c.head_dim);
+        let embed = load_matrix(g, "token_embd.weight", c.vocab, d)?;
+        if matches!(embed.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) && d % 32 != 0 {
+            return Err(Error::Config(format!("width {d} is not a multiple of 32")));
+        }
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            let lin = |s: &str, rows, cols| QLinear::load(g, &n(s), rows, cols, device);
+            layers.push(Layer {
+                attn_norm: load_vector(g, &n("attn_norm"), d, device)?,
+                q: lin("attn_q", d, d)?,
+                k: lin("attn_k", kv, d)?,
+                v: lin("attn_v", kv, d)?,
+                o: lin("attn_output", d, d)?,
+                ffn_norm: load_vector(g, &n("ffn_norm"), d, device)?,
+                gate: lin("ffn_gate", c.ffn, d)?,
+                up: lin("ffn_up", c.ffn, d)?,
+                down: lin("ffn_down", d, c.ffn)?,
+            });
+        }
+        // A tied output head reuses the token embedding.
+        let head = match g.tensor("output.weight") {
+            Ok(_) => QLinear::load(g, "output.weight", c.vocab, d, device)?,
+            Err(_) => QLinear::new(embed.clone(), device),
+        };
+        Ok(Self {
+            norm: load_vector(g, "output_norm.weight", d, device)?,
+            rope: Rope::new(&c, device),
+            embed,
+            layers,
+            head,
+            device: device.clone(),
+            config: c,
+        })
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.config.n_layer)
+    }
+
+    /// Runs `ids` after what `cache` holds, appends them to it, and returns logits
+    /// ([1, vocab] for `Logits::Last`, [ids.len(), vocab] for `Logits::All`).
+    pub async fn forward(&self, ids: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Tensor<2>> {
+        if ids.is_empty() {
+            return Err(Error::EmptyInput("no tokens to run"));
+        }
+        let pos = cache.len();
+        if pos + ids.len() > self.config.context {
+            return Err(Error::ContextOverflow { needed: pos + ids.len(), max: self.config.context });
+        }
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.config.vocab) {
+            return Err(Error::Tokenizer(format!("token id {bad} is outside the vocabulary ({})", self.config.vocab)));
+        }
+        let x = kernels::embedding_rows(&self.embed, ids);
+        let mut x = Tensor::<2>::from_data(TensorData::new(x, [ids.len(), self.config.d_model]), &self.device.device);
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = self.block(layer, i, x, pos, cache).await?;
+        }
+        cache.push_tokens(ids);
+        if logits == Logits::Last && ids.len() > 1 {
+            x = x.narrow(0, ids.len() - 1, 1);
+        }
+        self.head.forward(self.rms_norm(x, &self.norm)).await
+    }
+
+    async fn block(&self, l: &Layer, i: usize, x: Tensor<2>, pos: usize, cache: &mut KvCache) -> Result<Tensor<2>> {
+        let h = self.rms_norm(x.clone(), &l.attn_norm);
+        let x = x + self.attention(l, i, h, pos, cache).await?;
+        let h = self.rms_norm(x.clone(), &l.ffn_norm);
+        let gate = activation::silu(l.gate.forward(h.clone()).await?);
+        let up = l.up.forward(h).await?;
+        Ok(x.clone() + l.down.forward(gate * up).await?)
+    }
+
+    fn rms_norm(&self, x: Tensor<2>, w: &Tensor<1>) -> Tensor<2> {
+        let rms = (x.clone().square().mean_dim(1) + self.config.eps).sqrt();
+        x / rms * w.clone().unsqueeze::<2>()
+    }
+
+    /// Grouped-query attention over the cache plus the new positions `pos..pos+T`.
+    async fn attention(&self, l: &Layer, i: usize, h: Tensor<2>, pos: usize, cache: &mut KvCache) -> Result<Tensor<2>> {
+        let c = &self.config;
+        let t = h.dims()[0];
+        let group = c.n_head / c.n_kv_head;
+        let q = l.q.forward(h.clone()).await?.reshape([t, c.n_head, c.head_dim]);
+        let k = l.k.forward(h.clone()).await?.reshape([t, c.n_kv_head, c.head_dim]);
+        let v = l.v.forward(h).await?.reshape([t, c.n_kv_head, c.head_dim]);
+        let q = self.rope.apply(q, pos).swap_dims(0, 1); // [heads, T, hd]
+        let k = self.rope.apply(k, pos).swap_dims(0, 1);
+        let (k, v) = cache.append(i, k, v.swap_dims(0, 1));
+        let total = pos + t;
+        // Query heads h*group..(h+1)*group share KV head h: fold them into the rows.
+        let q = q.reshape([c.n_kv_head, group * t, c.head_dim]);
+        let mut scores = q.matmul(k.swap_dims(1, 2)) * (1.0 / (c.head_dim as f32).sqrt());
+        if t > 1 {
+            scores = scores + self.causal_mask(group, t, pos, total).unsqueeze::<3>();
+        }
+        let att = activation::softmax(scores, 2).matmul(v); // [kv_heads, group*T, hd]
+        let att = att.reshape([c.n_head, t, c.head_dim]).swap_dims(0, 1).reshape([t, c.d_model]);
+        l.o.forward(att).await
+    }
+
+    /// Additive mask [group*T, total]: row r is position pos + r % T and sees keys up to it.
+    fn causal_mask(&self, group: usize, t: usize, pos: usize, total: usize) -> Tensor<2> {
+        let mut m = vec![0.0f32; group * t * total];
+        for r in 0..group * t {
+            let p = pos + r % t;
+            for col in p + 1..total {
+                m[r * total + col] = f32::NEG_INFINITY;
+            }
+        }
+        Tensor::from_data(TensorData::new(m, [group * t, total]), &self.device.device)
+    }
+
+    /// Runs `ids` reusing the longest cached prefix: rolls the cache back to where `ids` and the
+    /// cache diverge and prefills only the rest. Returns the last position's logits.
+    pub async fn prefill(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        if ids.is_empty() {
+            return Err(Error::EmptyInput("no tokens to run"));
+        }
+        // Keep at least one token to run so there are logits to return.
+        let keep = cache.common_prefix(ids).min(ids.len() - 1);
+        cache.truncate(keep);
+        read_f32(self.forward(&ids[keep..], cache, Logits::Last).await?).await
+    }
+
+    /// Quantized weight bytes held in memory, for reports.
+    pub fn weight_bytes(&self) -> usize {
+        let l: usize = self.layers.iter().map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].iter().map(|q| q.weight.bytes()).sum::<usize>()).sum();
+        l + self.embed.bytes()
+    }
+}

@@ -1,0 +1,15 @@
+//! The engine: GGUF weights, the Llama-family transformer on burn, its KV cache and sampling.
+
+pub mod device;
+pub mod gguf;
+pub mod kernels;
+pub mod kv_cache;
+pub mod llama;
+pub mod quant;
+pub mod sampler;
+
+pub use device::{Backend, EngineDevice};
+pub use gguf::Gguf;
+pub use kv_cache::KvCache;
+pub use llama::{Llama, LlamaConfig, Logits};
+pub use sampler::{Sampler, SamplerConfig};

@@ -1,0 +1,9 @@
+//! Text: the tokenizer and chat template from the GGUF, and streaming detokenization.
+
+pub mod chat_template;
+pub mod stream_decoder;
+pub mod tokenizer;
+
+pub use chat_template::{ChatTemplate, Message};
+pub use stream_decoder::StreamDecoder;
+pub use tokenizer::Tokenizer;
