@@ -125,8 +125,7 @@ impl Engine {
             if out.len() == opts.max_tokens || cache.len() + 1 >= ctx {
                 break;
             }
-            let l = self.model.forward(&[id], cache, crate::model::Logits::Last).await?;
-            logits = crate::model::llama::read_f32(l).await?;
+            logits = self.model.logits(&[id], cache, crate::model::Logits::Last).await?;
         }
         let rest = decoder.finish(&self.tokenizer)?;
         if !rest.is_empty() {

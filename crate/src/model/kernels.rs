@@ -10,6 +10,10 @@ use super::quant::{GgmlType, QK, QMatrix, dequantize_into};
 
 /// Tokens per tile in the batched kernel.
 const TILE: usize = 8;
+/// From this many tokens on (prefill), weight panels are dequantized and handed to a GEMM:
+/// it blocks for the caches, which a row-at-a-time kernel cannot do once the activations
+/// outgrow L1.
+const GEMM_FROM: usize = 16;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
@@ -159,12 +163,50 @@ fn rows_avx2(w: &QMatrix, x: &[f32], n: usize, r0: usize, o: &mut [f32]) {
     }
 }
 
+/// Rows `r0..` (`o` holds rows × n) by dequantizing them into a panel and multiplying with GEMM.
+fn rows_gemm(w: &QMatrix, x: &[f32], n: usize, r0: usize, o: &mut [f32]) {
+    let rows = o.len() / n;
+    let mut panel = vec![0.0f32; rows * w.cols];
+    for (i, p) in panel.chunks_exact_mut(w.cols).enumerate() {
+        dequantize_into(w.ty, w.row(r0 + i), p);
+    }
+    // o[rows × n] = panel[rows × cols] · xᵀ[cols × n]
+    // SAFETY: the pointers and strides describe `o`, `panel` and `x`, whose sizes are checked above.
+    unsafe {
+        gemm::gemm(
+            rows,
+            n,
+            w.cols,
+            o.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            panel.as_ptr(),
+            1,
+            w.cols as isize,
+            x.as_ptr(),
+            w.cols as isize,
+            1,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 /// `x` is `n` rows of `w.cols`; returns `n` rows of `w.rows` (row-major): `x · wᵀ`.
 pub fn matmul_t(w: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
     assert_eq!(x.len(), n * w.cols, "activation shape does not match the weight");
     // Each weight row is read once for all n tokens: results come weight-row-major, then are
     // transposed to token-major.
     let mut out_t = vec![0.0f32; w.rows * n];
+    if n >= GEMM_FROM {
+        par_rows(&mut out_t, n, w.rows, |r0, o| rows_gemm(w, x, n, r0, o));
+        return transpose(&out_t, w.rows, n);
+    }
     let quantized = !matches!(w.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
     #[cfg(target_arch = "x86_64")]
     if quantized && simd_available() {
@@ -177,13 +219,18 @@ pub fn matmul_t(w: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
         let _ = quantized;
         par_rows(&mut out_t, n, w.rows, |r0, o| rows_scalar(w, x, n, r0, o));
     }
+    transpose(&out_t, w.rows, n)
+}
+
+/// [rows × n] to [n × rows].
+fn transpose(a: &[f32], rows: usize, n: usize) -> Vec<f32> {
     if n == 1 {
-        return out_t;
+        return a.to_vec();
     }
-    let mut out = vec![0.0f32; n * w.rows];
-    for r in 0..w.rows {
+    let mut out = vec![0.0f32; n * rows];
+    for r in 0..rows {
         for t in 0..n {
-            out[t * w.rows + r] = out_t[r * n + t];
+            out[t * rows + r] = a[r * n + t];
         }
     }
     out
@@ -234,8 +281,8 @@ mod tests {
     #[test]
     fn quantized_matmul_matches_dequantized_f32() {
         for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
-            // 11 tokens: one full tile of 8 and a remainder of 3.
-            let (rows, cols, n) = (40, 96, 11);
+            // 11 tokens: one full tile of 8 and a remainder of 3; 20 take the GEMM path.
+            for (rows, cols, n) in [(40, 96, 11), (40, 96, 20)] {
             let w = random_matrix(ty, rows, cols, 7);
             let x: Vec<f32> = (0..n * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
             let got = matmul_t(&w, &x, n);
@@ -245,8 +292,9 @@ mod tests {
                     let want: f64 = (0..cols).map(|c| wf[r * cols + c] as f64 * x[t * cols + c] as f64).sum();
                     let scale: f64 = (0..cols).map(|c| (wf[r * cols + c] as f64 * x[t * cols + c] as f64).abs()).sum();
                     let err = (got[t * rows + r] as f64 - want).abs();
-                    assert!(err <= 1e-5 * (1.0 + scale), "{ty:?} t={t} r={r}: {} vs {want}", got[t * rows + r]);
+                    assert!(err <= 1e-5 * (1.0 + scale), "{ty:?} n={n} t={t} r={r}: {} vs {want}", got[t * rows + r]);
                 }
+            }
             }
         }
     }

@@ -4,9 +4,12 @@
 //! Weights are fetched by their GGUF names in [`Llama::from_gguf`]. Matrix weights stay in their
 //! GGML blocks ([`QLinear`]); on the CPU the hand-written kernels multiply with them directly,
 //! elsewhere (wgpu, autodiff, the reference path) they are dequantized once onto the device.
+//! On the CPU the steps between attentions also run on the host ([`super::cpu`]): there,
+//! burn's per-operation cost would outweigh a decode step's arithmetic.
 
 use burn::tensor::{Tensor, TensorData, activation};
 
+use super::cpu;
 use super::device::EngineDevice;
 use super::gguf::Gguf;
 use super::kernels;
@@ -127,21 +130,28 @@ fn load_matrix(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<QMatrix
     Ok(QMatrix { ty: info.ty, rows, cols, data: g.tensor_bytes(info).into() })
 }
 
-fn load_vector(g: &Gguf, name: &str, n: usize, dev: &EngineDevice) -> Result<Tensor<1>> {
+/// A norm's weights, on the device and on the host.
+#[derive(Debug, Clone)]
+struct Norm {
+    tensor: Tensor<1>,
+    host: Vec<f32>,
+}
+
+fn load_norm(g: &Gguf, name: &str, n: usize, dev: &EngineDevice) -> Result<Norm> {
     check_dims(g, name, &[n as u64])?;
     let info = g.tensor(name)?;
-    let v = dequantize(info.ty, g.tensor_bytes(info), n);
-    Ok(Tensor::from_data(TensorData::new(v, [n]), &dev.device))
+    let host = dequantize(info.ty, g.tensor_bytes(info), n);
+    Ok(Norm { tensor: Tensor::from_data(TensorData::new(host.clone(), [n]), &dev.device), host })
 }
 
 #[derive(Debug, Clone)]
 struct Layer {
-    attn_norm: Tensor<1>,
+    attn_norm: Norm,
     q: QLinear,
     k: QLinear,
     v: QLinear,
     o: QLinear,
-    ffn_norm: Tensor<1>,
+    ffn_norm: Norm,
     gate: QLinear,
     up: QLinear,
     down: QLinear,
@@ -152,6 +162,8 @@ struct Layer {
 struct Rope {
     cos: Tensor<2>,
     sin: Tensor<2>,
+    cos_host: Vec<f32>,
+    sin_host: Vec<f32>,
 }
 
 impl Rope {
@@ -165,8 +177,8 @@ impl Rope {
                 sin.push(theta.sin() as f32);
             }
         }
-        let t = |v| Tensor::from_data(TensorData::new(v, [c.context, half]), &dev.device);
-        Self { cos: t(cos), sin: t(sin) }
+        let t = |v: &Vec<f32>| Tensor::from_data(TensorData::new(v.clone(), [c.context, half]), &dev.device);
+        Self { cos: t(&cos), sin: t(&sin), cos_host: cos, sin_host: sin }
     }
 
     /// Rotates adjacent pairs (x0, x1), (x2, x3), … of `x` [T, heads, head_dim] at positions
@@ -190,7 +202,7 @@ pub struct Llama {
     pub device: EngineDevice,
     embed: QMatrix,
     layers: Vec<Layer>,
-    norm: Tensor<1>,
+    norm: Norm,
     head: QLinear,
     rope: Rope,
 }
@@ -208,12 +220,12 @@ impl Llama {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
             let lin = |s: &str, rows, cols| QLinear::load(g, &n(s), rows, cols, device);
             layers.push(Layer {
-                attn_norm: load_vector(g, &n("attn_norm"), d, device)?,
+                attn_norm: load_norm(g, &n("attn_norm"), d, device)?,
                 q: lin("attn_q", d, d)?,
                 k: lin("attn_k", kv, d)?,
                 v: lin("attn_v", kv, d)?,
                 o: lin("attn_output", d, d)?,
-                ffn_norm: load_vector(g, &n("ffn_norm"), d, device)?,
+                ffn_norm: load_norm(g, &n("ffn_norm"), d, device)?,
                 gate: lin("ffn_gate", c.ffn, d)?,
                 up: lin("ffn_up", c.ffn, d)?,
                 down: lin("ffn_down", d, c.ffn)?,
@@ -225,7 +237,7 @@ impl Llama {
             Err(_) => QLinear::new(embed.clone(), device),
         };
         Ok(Self {
-            norm: load_vector(g, "output_norm.weight", d, device)?,
+            norm: load_norm(g, "output_norm.weight", d, device)?,
             rope: Rope::new(&c, device),
             embed,
             layers,
@@ -239,23 +251,57 @@ impl Llama {
         KvCache::new(self.config.n_layer)
     }
 
-    /// Runs `ids` after what `cache` holds, appends them to it, and returns logits
-    /// ([1, vocab] for `Logits::Last`, [ids.len(), vocab] for `Logits::All`).
-    pub async fn forward(&self, ids: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Tensor<2>> {
+    fn check(&self, ids: &[u32], cache: &KvCache) -> Result<()> {
         if ids.is_empty() {
             return Err(Error::EmptyInput("no tokens to run"));
         }
-        let pos = cache.len();
-        if pos + ids.len() > self.config.context {
-            return Err(Error::ContextOverflow { needed: pos + ids.len(), max: self.config.context });
+        if cache.len() + ids.len() > self.config.context {
+            return Err(Error::ContextOverflow { needed: cache.len() + ids.len(), max: self.config.context });
         }
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.config.vocab) {
             return Err(Error::Tokenizer(format!("token id {bad} is outside the vocabulary ({})", self.config.vocab)));
         }
+        Ok(())
+    }
+
+    /// Runs `ids` after what `cache` holds, appends them to it, and returns logits on the device
+    /// ([1, vocab] for `Logits::Last`, [ids.len(), vocab] for `Logits::All`).
+    pub async fn forward(&self, ids: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Tensor<2>> {
+        self.check(ids, cache)?;
+        if self.device.quantized_kernels() {
+            let v = self.forward_host(ids, cache, logits).await?;
+            let rows = v.len() / self.config.vocab;
+            return Ok(Tensor::from_data(TensorData::new(v, [rows, self.config.vocab]), &self.device.device));
+        }
+        self.forward_tensor(ids, cache, logits).await
+    }
+
+    /// As [`Self::forward`], with the logits read back to the host (row-major).
+    pub async fn logits(&self, ids: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Vec<f32>> {
+        self.check(ids, cache)?;
+        if self.device.quantized_kernels() {
+            return self.forward_host(ids, cache, logits).await;
+        }
+        read_f32(self.forward_tensor(ids, cache, logits).await?).await
+    }
+
+    /// Every step as burn tensor operations: the reference, GPU and autodiff path.
+    async fn forward_tensor(&self, ids: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Tensor<2>> {
+        let pos = cache.len();
         let x = kernels::embedding_rows(&self.embed, ids);
         let mut x = Tensor::<2>::from_data(TensorData::new(x, [ids.len(), self.config.d_model]), &self.device.device);
-        for (i, layer) in self.layers.iter().enumerate() {
-            x = self.block(layer, i, x, pos, cache).await?;
+        for (i, l) in self.layers.iter().enumerate() {
+            let (t, c) = (ids.len(), &self.config);
+            let h = self.rms_norm(x.clone(), &l.attn_norm);
+            let q = l.q.forward(h.clone()).await?.reshape([t, c.n_head, c.head_dim]);
+            let k = l.k.forward(h.clone()).await?.reshape([t, c.n_kv_head, c.head_dim]);
+            let v = l.v.forward(h).await?.reshape([t, c.n_kv_head, c.head_dim]);
+            let att = self.attend(i, self.rope.apply(q, pos), self.rope.apply(k, pos), v, pos, cache);
+            x = x + l.o.forward(att).await?;
+            let h = self.rms_norm(x.clone(), &l.ffn_norm);
+            let gate = activation::silu(l.gate.forward(h.clone()).await?);
+            let up = l.up.forward(h).await?;
+            x = x + l.down.forward(gate * up).await?;
         }
         cache.push_tokens(ids);
         if logits == Logits::Last && ids.len() > 1 {
@@ -264,41 +310,55 @@ impl Llama {
         self.head.forward(self.rms_norm(x, &self.norm)).await
     }
 
-    async fn block(&self, l: &Layer, i: usize, x: Tensor<2>, pos: usize, cache: &mut KvCache) -> Result<Tensor<2>> {
-        let h = self.rms_norm(x.clone(), &l.attn_norm);
-        let x = x + self.attention(l, i, h, pos, cache).await?;
-        let h = self.rms_norm(x.clone(), &l.ffn_norm);
-        let gate = activation::silu(l.gate.forward(h.clone()).await?);
-        let up = l.up.forward(h).await?;
-        Ok(x.clone() + l.down.forward(gate * up).await?)
+    /// The CPU fast path: activations stay on the host between attentions, matrix products run
+    /// the quantized kernels, attention over the cache runs in burn as on every device.
+    async fn forward_host(&self, ids: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Vec<f32>> {
+        let (c, t, pos) = (&self.config, ids.len(), cache.len());
+        let (hd, kv_width) = (c.head_dim, c.n_kv_head * c.head_dim);
+        let upload = |v: Vec<f32>, heads: usize| Tensor::<3>::from_data(TensorData::new(v, [t, heads, hd]), &self.device.device);
+        let mut x = kernels::embedding_rows(&self.embed, ids);
+        for (i, l) in self.layers.iter().enumerate() {
+            let h = cpu::rms_norm(&x, &l.attn_norm.host, c.eps);
+            let mut q = kernels::matmul_t(&l.q.weight, &h, t);
+            let mut k = kernels::matmul_t(&l.k.weight, &h, t);
+            let v = kernels::matmul_t(&l.v.weight, &h, t);
+            cpu::rope(&mut q, hd, pos, c.d_model, &self.rope.cos_host, &self.rope.sin_host);
+            cpu::rope(&mut k, hd, pos, kv_width, &self.rope.cos_host, &self.rope.sin_host);
+            let att = self.attend(i, upload(q, c.n_head), upload(k, c.n_kv_head), upload(v, c.n_kv_head), pos, cache);
+            let att = read_f32(att).await?;
+            cpu::add_assign(&mut x, &kernels::matmul_t(&l.o.weight, &att, t));
+            let h = cpu::rms_norm(&x, &l.ffn_norm.host, c.eps);
+            let mut gate = kernels::matmul_t(&l.gate.weight, &h, t);
+            cpu::silu_mul(&mut gate, &kernels::matmul_t(&l.up.weight, &h, t));
+            cpu::add_assign(&mut x, &kernels::matmul_t(&l.down.weight, &gate, t));
+        }
+        cache.push_tokens(ids);
+        let rows = if logits == Logits::Last { 1 } else { t };
+        let h = cpu::rms_norm(&x[(t - rows) * c.d_model..], &self.norm.host, c.eps);
+        Ok(kernels::matmul_t(&self.head.weight, &h, rows))
     }
 
-    fn rms_norm(&self, x: Tensor<2>, w: &Tensor<1>) -> Tensor<2> {
+    fn rms_norm(&self, x: Tensor<2>, w: &Norm) -> Tensor<2> {
         let rms = (x.clone().square().mean_dim(1) + self.config.eps).sqrt();
-        x / rms * w.clone().unsqueeze::<2>()
+        x / rms * w.tensor.clone().unsqueeze::<2>()
     }
 
-    /// Grouped-query attention over the cache plus the new positions `pos..pos+T`.
-    async fn attention(&self, l: &Layer, i: usize, h: Tensor<2>, pos: usize, cache: &mut KvCache) -> Result<Tensor<2>> {
+    /// Grouped-query attention of roped `q` [T, heads, hd] over the cache plus the new `k`, `v`
+    /// [T, kv_heads, hd] at positions `pos..pos+T`; returns [T, width] (before the output projection).
+    fn attend(&self, i: usize, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, pos: usize, cache: &mut KvCache) -> Tensor<2> {
         let c = &self.config;
-        let t = h.dims()[0];
+        let t = q.dims()[0];
         let group = c.n_head / c.n_kv_head;
-        let q = l.q.forward(h.clone()).await?.reshape([t, c.n_head, c.head_dim]);
-        let k = l.k.forward(h.clone()).await?.reshape([t, c.n_kv_head, c.head_dim]);
-        let v = l.v.forward(h).await?.reshape([t, c.n_kv_head, c.head_dim]);
-        let q = self.rope.apply(q, pos).swap_dims(0, 1); // [heads, T, hd]
-        let k = self.rope.apply(k, pos).swap_dims(0, 1);
-        let (k, v) = cache.append(i, k, v.swap_dims(0, 1));
+        let (k, v) = cache.append(i, k.swap_dims(0, 1), v.swap_dims(0, 1)); // [kv_heads, total, hd]
         let total = pos + t;
         // Query heads h*group..(h+1)*group share KV head h: fold them into the rows.
-        let q = q.reshape([c.n_kv_head, group * t, c.head_dim]);
+        let q = q.swap_dims(0, 1).reshape([c.n_kv_head, group * t, c.head_dim]);
         let mut scores = q.matmul(k.swap_dims(1, 2)) * (1.0 / (c.head_dim as f32).sqrt());
         if t > 1 {
             scores = scores + self.causal_mask(group, t, pos, total).unsqueeze::<3>();
         }
         let att = activation::softmax(scores, 2).matmul(v); // [kv_heads, group*T, hd]
-        let att = att.reshape([c.n_head, t, c.head_dim]).swap_dims(0, 1).reshape([t, c.d_model]);
-        l.o.forward(att).await
+        att.reshape([c.n_head, t, c.head_dim]).swap_dims(0, 1).reshape([t, c.d_model])
     }
 
     /// Additive mask [group*T, total]: row r is position pos + r % T and sees keys up to it.
@@ -322,7 +382,7 @@ impl Llama {
         // Keep at least one token to run so there are logits to return.
         let keep = cache.common_prefix(ids).min(ids.len() - 1);
         cache.truncate(keep);
-        read_f32(self.forward(&ids[keep..], cache, Logits::Last).await?).await
+        self.logits(&ids[keep..], cache, Logits::Last).await
     }
 
     /// Quantized weight bytes held in memory, for reports.

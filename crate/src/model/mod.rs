@@ -1,5 +1,6 @@
 //! The engine: GGUF weights, the Llama-family transformer on burn, its KV cache and sampling.
 
+pub mod cpu;
 pub mod device;
 pub mod gguf;
 pub mod kernels;

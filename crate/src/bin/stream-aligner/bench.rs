@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use stream_aligner::model::llama::read_f32;
 use stream_aligner::model::sampler::argmax;
 use stream_aligner::model::{Backend, Logits};
 use web_time::Instant;
@@ -63,12 +62,12 @@ fn measure(args: &BenchArgs, backend: Backend) -> Result<Row> {
     for rep in 0..=args.reps {
         let mut cache = m.new_cache();
         let t = Instant::now();
-        let logits = futures::executor::block_on(async { read_f32(m.forward(&ids, &mut cache, Logits::Last).await?).await })?;
+        let logits = futures::executor::block_on(m.logits(&ids, &mut cache, Logits::Last))?;
         let prefill = t.elapsed().as_secs_f64();
         let mut next = argmax(&logits);
         let t = Instant::now();
         for _ in 0..args.gen_tokens {
-            let l = futures::executor::block_on(async { read_f32(m.forward(&[next], &mut cache, Logits::Last).await?).await })?;
+            let l = futures::executor::block_on(m.logits(&[next], &mut cache, Logits::Last))?;
             next = argmax(&l);
         }
         let decode = t.elapsed().as_secs_f64();
