@@ -206,3 +206,23 @@ fn seeded_sampling_is_reproducible() {
     assert_eq!(run(1), run(1));
     assert_ne!(run(1), run(2));
 }
+
+/// burn's wgpu backend (Vulkan natively; lavapipe gives a CPU Vulkan device where there is no
+/// GPU). Skipped when no adapter exists, unless STREAM_ALIGNER_REQUIRE_WGPU=1 (CI sets it).
+#[test]
+fn wgpu_backend_matches_the_reference() {
+    let device = match block_on(EngineDevice::wgpu()) {
+        Ok(d) => d,
+        Err(e) if std::env::var("STREAM_ALIGNER_REQUIRE_WGPU").as_deref() != Ok("1") => {
+            eprintln!("skipping: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let e = Engine::from_gguf(gguf(), &device).unwrap();
+    let c = &golden().cases[0];
+    let d = max_diff(&e, c);
+    eprintln!("wgpu: max |Δlogit| {d:.4}");
+    assert!(d <= 0.5, "wgpu: max |Δlogit| {d}");
+    assert_eq!(greedy(&e, &c.ids, c.greedy.len()), c.greedy);
+}

@@ -90,6 +90,14 @@ fn bad_magic_is_reported() {
 }
 
 #[test]
+fn version_2_parses_like_version_3() {
+    let mut b = valid().bytes();
+    b[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let g = Gguf::parse(b).unwrap();
+    assert_eq!((g.version, g.tensors.len()), (2, 2));
+}
+
+#[test]
 fn unsupported_version_is_reported() {
     let mut b = valid().bytes();
     b[4..8].copy_from_slice(&7u32.to_le_bytes());

@@ -6,9 +6,10 @@
 //! so this path and the reference path give the same greedy tokens. x86-64 uses AVX2+FMA+F16C
 //! when present; everything else (wasm included) runs the scalar loop.
 
-use super::quant::{GgmlType, QK, QMatrix, dequantize_into};
+use super::quant::{GgmlType, QMatrix, dequantize_into};
 
 /// Tokens per tile in the batched kernel.
+#[cfg(target_arch = "x86_64")]
 const TILE: usize = 8;
 /// From this many tokens on (prefill), weight panels are dequantized and handed to a GEMM:
 /// it blocks for the caches, which a row-at-a-time kernel cannot do once the activations
@@ -17,7 +18,8 @@ const GEMM_FROM: usize = 16;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{GgmlType, QK};
+    use super::GgmlType;
+    use crate::model::quant::QK;
     use std::arch::x86_64::*;
 
     const F: &str = "avx2,fma,f16c";
@@ -102,19 +104,86 @@ mod avx2 {
         std::array::from_fn(|t| hsum(_mm256_add_ps(acc[t], acc2[t])))
     }
 
+    /// The raw quantized values of a block as f32 (not yet scaled) and (d, m): `w = d·q + m`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn block_q(ty: GgmlType, p: *const u8) -> ([__m256; 4], f32, f32) {
+        unsafe {
+            let h = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
+            let (d, m) = (_mm_cvtss_f32(h), _mm_cvtss_f32(_mm_movehdup_ps(h)));
+            // 8 bytes widen to 8 lanes; each lane's low nibble is element j, its high one j + 16.
+            let nib = |q: *const u8| {
+                let f = _mm256_set1_epi32(0x0f);
+                let b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q as *const __m128i));
+                (_mm256_cvtepi32_ps(_mm256_and_si256(b, f)), _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)))
+            };
+            let q8 = |i: usize| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(2 + 8 * i) as *const __m128i)));
+            match ty {
+                GgmlType::Q4_1 | GgmlType::Q4_0 => {
+                    let q0 = if ty == GgmlType::Q4_1 { 4 } else { 2 };
+                    let ((a, c), (b, e)) = (nib(p.add(q0)), nib(p.add(q0 + 8)));
+                    ([a, b, c, e], d, if ty == GgmlType::Q4_1 { m } else { -8.0 * d })
+                }
+                GgmlType::Q8_0 => ([q8(0), q8(1), q8(2), q8(3)], d, 0.0),
+                _ => unreachable!("float weights take the f32 path"),
+            }
+        }
+    }
+
+    /// One weight row · one activation row, as `Σ_blocks d·(q·x) + m·Σx` (`sx`: block sums of
+    /// x). Two blocks are in flight with their own accumulators, so the FMA latency (5 cycles
+    /// on Zen) never stalls the loop.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot1(ty: GgmlType, w: &[u8], x: *const f32, sx: *const f32) -> f32 {
+        let (_, bb) = ty.block();
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut offs = [0.0f32; 2];
+        for (b, blk) in w.chunks_exact(bb).enumerate() {
+            unsafe {
+                let (q, d, m) = block_q(ty, blk.as_ptr());
+                let xb = x.add(b * QK);
+                let s0 = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xb.add(16)), _mm256_mul_ps(q[0], _mm256_loadu_ps(xb)));
+                let s1 = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xb.add(24)), _mm256_mul_ps(q[1], _mm256_loadu_ps(xb.add(8))));
+                acc[b & 1] = _mm256_fmadd_ps(_mm256_add_ps(s0, s1), _mm256_set1_ps(d), acc[b & 1]);
+                offs[b & 1] += m * *sx.add(b);
+            }
+        }
+        hsum(_mm256_add_ps(acc[0], acc[1])) + offs[0] + offs[1]
+    }
+
     pub fn available() -> bool {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
     }
 }
 
-fn simd_available() -> bool {
+/// The widest SIMD this CPU has, detected once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+fn simd() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(avx2::available)
+        static SIMD: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+        *SIMD.get_or_init(|| {
+            let forced = std::env::var("STREAM_ALIGNER_SIMD").ok();
+            match forced.as_deref() {
+                Some("scalar") => Simd::Scalar,
+                _ if avx2::available() => Simd::Avx2,
+                _ => Simd::Scalar,
+            }
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
-    false
+    Simd::Scalar
+}
+
+/// Sums of each block of 32 activations, per token.
+fn block_sums(x: &[f32]) -> Vec<f32> {
+    x.chunks_exact(crate::model::quant::QK).map(|b| b.iter().sum()).collect()
 }
 
 /// Runs `f(first_row, rows_out)` over disjoint chunks of `out` (rows × `n` each), in parallel natively.
@@ -128,7 +197,7 @@ fn par_rows(out: &mut [f32], n: usize, rows: usize, f: impl Fn(usize, &mut [f32]
     }
     #[cfg(target_arch = "wasm32")]
     {
-        let _ = rows;
+        let _ = (n, rows);
         f(0, out)
     }
 }
@@ -145,19 +214,26 @@ fn rows_scalar(w: &QMatrix, x: &[f32], n: usize, r0: usize, o: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn rows_avx2(w: &QMatrix, x: &[f32], n: usize, r0: usize, o: &mut [f32]) {
+fn rows_simd(simd: Simd, w: &QMatrix, x: &[f32], sx: &[f32], n: usize, r0: usize, o: &mut [f32]) {
+    let per_row = w.cols / crate::model::quant::QK;
     let xp = |t: usize| x[t * w.cols..].as_ptr();
+    let sp = |t: usize| sx[t * per_row..].as_ptr();
+    // SAFETY: called only with a `simd` level the CPU has; every pointer addresses a whole row
+    // of `x` (cols floats) or of `sx` (cols / 32 sums).
+    let _ = simd;
+    let tile = |t: usize, out: &mut [f32], wr: &[u8]| unsafe {
+        out.copy_from_slice(&avx2::dot_tile::<TILE>(w.ty, wr, std::array::from_fn(|j| xp(t + j))))
+    };
+    let one = |t: usize, wr: &[u8]| unsafe { avx2::dot1(w.ty, wr, xp(t), sp(t)) };
     for (i, o_row) in o.chunks_exact_mut(n).enumerate() {
         let wr = w.row(r0 + i);
         let mut t = 0;
-        // SAFETY: only called when `simd_available()`; every pointer addresses `cols` floats of `x`.
         while t + TILE <= n {
-            let r = unsafe { avx2::dot_tile::<TILE>(w.ty, wr, std::array::from_fn(|j| xp(t + j))) };
-            o_row[t..t + TILE].copy_from_slice(&r);
+            tile(t, &mut o_row[t..t + TILE], wr);
             t += TILE;
         }
         while t < n {
-            o_row[t] = unsafe { avx2::dot_tile::<1>(w.ty, wr, [xp(t)]) }[0];
+            o_row[t] = one(t, wr);
             t += 1;
         }
     }
@@ -199,27 +275,46 @@ fn rows_gemm(w: &QMatrix, x: &[f32], n: usize, r0: usize, o: &mut [f32]) {
 
 /// `x` is `n` rows of `w.cols`; returns `n` rows of `w.rows` (row-major): `x · wᵀ`.
 pub fn matmul_t(w: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
-    assert_eq!(x.len(), n * w.cols, "activation shape does not match the weight");
-    // Each weight row is read once for all n tokens: results come weight-row-major, then are
-    // transposed to token-major.
-    let mut out_t = vec![0.0f32; w.rows * n];
-    if n >= GEMM_FROM {
-        par_rows(&mut out_t, n, w.rows, |r0, o| rows_gemm(w, x, n, r0, o));
-        return transpose(&out_t, w.rows, n);
-    }
-    let quantized = !matches!(w.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
-    #[cfg(target_arch = "x86_64")]
-    if quantized && simd_available() {
-        par_rows(&mut out_t, n, w.rows, |r0, o| rows_avx2(w, x, n, r0, o));
-    } else {
-        par_rows(&mut out_t, n, w.rows, |r0, o| rows_scalar(w, x, n, r0, o));
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = quantized;
-        par_rows(&mut out_t, n, w.rows, |r0, o| rows_scalar(w, x, n, r0, o));
-    }
-    transpose(&out_t, w.rows, n)
+    matmul_t_many(&[w], x, n).pop().expect("one result per matrix")
+}
+
+/// `x · wᵀ` for several matrices of the same input width (q, k, v; gate, up) in one parallel
+/// pass over all their rows: one fork-join instead of one per matrix.
+pub fn matmul_t_many(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
+    let cols = ws[0].cols;
+    assert!(ws.iter().all(|w| w.cols == cols), "matrices of different widths");
+    assert_eq!(x.len(), n * cols, "activation shape does not match the weight");
+    let starts: Vec<usize> = ws.iter().scan(0, |acc, w| {
+        let s = *acc;
+        *acc += w.rows;
+        Some(s)
+    }).collect();
+    let total: usize = ws.iter().map(|w| w.rows).sum();
+    let gemm = n >= GEMM_FROM;
+    let floats = ws.iter().any(|w| matches!(w.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16));
+    let simd = if floats { Simd::Scalar } else { simd() };
+    let sx = if simd == Simd::Scalar || gemm { Vec::new() } else { block_sums(x) };
+    // Results come weight-row-major (each weight row is read once for all n tokens).
+    let mut out_t = vec![0.0f32; total * n];
+    par_rows(&mut out_t, n, total, |r0, o| {
+        // This chunk of global rows may span several matrices: hand each its segment.
+        let (mut r, mut o) = (r0, o);
+        while !o.is_empty() {
+            let k = starts.iter().rposition(|&s| s <= r).expect("row in range");
+            let (w, local) = (ws[k], r - starts[k]);
+            let len = (w.rows - local).min(o.len() / n);
+            let (seg, rest) = o.split_at_mut(len * n);
+            match simd {
+                _ if gemm => rows_gemm(w, x, n, local, seg),
+                Simd::Scalar => rows_scalar(w, x, n, local, seg),
+                #[cfg(target_arch = "x86_64")]
+                _ => rows_simd(simd, w, x, &sx, n, local, seg),
+            }
+            r += len;
+            o = rest;
+        }
+    });
+    ws.iter().zip(&starts).map(|(w, &s)| transpose(&out_t[s * n..(s + w.rows) * n], w.rows, n)).collect()
 }
 
 /// [rows × n] to [n × rows].
@@ -248,6 +343,7 @@ pub fn embedding_rows(w: &QMatrix, ids: &[u32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::quant::QK;
     use half::f16;
     use std::sync::Arc;
 
@@ -295,6 +391,39 @@ mod tests {
                     assert!(err <= 1e-5 * (1.0 + scale), "{ty:?} n={n} t={t} r={r}: {} vs {want}", got[t * rows + r]);
                 }
             }
+            }
+        }
+    }
+
+    #[test]
+    fn several_matrices_in_one_pass_equal_one_at_a_time() {
+        let (a, b, c) = (random_matrix(GgmlType::Q4_1, 20, 64, 1), random_matrix(GgmlType::Q8_0, 7, 64, 2), random_matrix(GgmlType::Q4_0, 33, 64, 4));
+        for n in [1, 3, 17] {
+            let x: Vec<f32> = (0..n * 64).map(|i| (i as f32 * 0.11).cos()).collect();
+            let many = matmul_t_many(&[&a, &b, &c], &x, n);
+            for (w, got) in [&a, &b, &c].into_iter().zip(&many) {
+                assert_eq!(got, &matmul_t(w, &x, n), "n={n}");
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_simd_level_agrees_with_the_scalar_definition() {
+        let levels: Vec<Simd> = [(Simd::Avx2, avx2::available())].into_iter().filter_map(|(s, ok)| ok.then_some(s)).collect();
+        eprintln!("checking {levels:?}");
+        for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
+            let (rows, cols, n) = (12, 128, 11);
+            let w = random_matrix(ty, rows, cols, 5);
+            let x: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.23).sin() * 3.0).collect();
+            let mut want = vec![0.0; rows * n];
+            rows_scalar(&w, &x, n, 0, &mut want);
+            for &level in &levels {
+                let mut got = vec![0.0; rows * n];
+                rows_simd(level, &w, &x, &block_sums(&x), n, 0, &mut got);
+                for (g, e) in got.iter().zip(&want) {
+                    assert!((g - e).abs() <= 1e-4 * (1.0 + e.abs()), "{ty:?} {level:?}: {g} vs {e}");
+                }
             }
         }
     }

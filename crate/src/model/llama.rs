@@ -319,17 +319,17 @@ impl Llama {
         let mut x = kernels::embedding_rows(&self.embed, ids);
         for (i, l) in self.layers.iter().enumerate() {
             let h = cpu::rms_norm(&x, &l.attn_norm.host, c.eps);
-            let mut q = kernels::matmul_t(&l.q.weight, &h, t);
-            let mut k = kernels::matmul_t(&l.k.weight, &h, t);
-            let v = kernels::matmul_t(&l.v.weight, &h, t);
+            let [mut q, mut k, v]: [Vec<f32>; 3] =
+                kernels::matmul_t_many(&[&l.q.weight, &l.k.weight, &l.v.weight], &h, t).try_into().expect("three results");
             cpu::rope(&mut q, hd, pos, c.d_model, &self.rope.cos_host, &self.rope.sin_host);
             cpu::rope(&mut k, hd, pos, kv_width, &self.rope.cos_host, &self.rope.sin_host);
             let att = self.attend(i, upload(q, c.n_head), upload(k, c.n_kv_head), upload(v, c.n_kv_head), pos, cache);
             let att = read_f32(att).await?;
             cpu::add_assign(&mut x, &kernels::matmul_t(&l.o.weight, &att, t));
             let h = cpu::rms_norm(&x, &l.ffn_norm.host, c.eps);
-            let mut gate = kernels::matmul_t(&l.gate.weight, &h, t);
-            cpu::silu_mul(&mut gate, &kernels::matmul_t(&l.up.weight, &h, t));
+            let [mut gate, up]: [Vec<f32>; 2] =
+                kernels::matmul_t_many(&[&l.gate.weight, &l.up.weight], &h, t).try_into().expect("two results");
+            cpu::silu_mul(&mut gate, &up);
             cpu::add_assign(&mut x, &kernels::matmul_t(&l.down.weight, &gate, t));
         }
         cache.push_tokens(ids);

@@ -41,8 +41,11 @@ impl ModelArgs {
         let manifest = fetch::load_manifest(&self.models_dir)?;
         let entry = manifest.models.first().context("the manifest names no model")?;
         let p = self.models_dir.join(&entry.file);
-        anyhow::ensure!(p.exists(), "{} is not installed: run `stream-aligner fetch` first", p.display());
-        Ok(p)
+        if p.exists() {
+            return Ok(p);
+        }
+        eprintln!("{} is not installed yet: fetching it", p.display());
+        fetch::fetch(entry, &self.models_dir)
     }
 
     pub fn load(&self) -> Result<Engine> {
