@@ -5,16 +5,14 @@
 #![no_main]
 
 // The reader and the block formats, compiled on their own (no burn) so the fuzzer builds fast.
-mod model {
-    #[path = "../../../crate/src/model/gguf.rs"]
-    pub mod gguf;
-    #[path = "../../../crate/src/model/quant.rs"]
-    pub mod quant;
-}
+#[path = "../../crate/src/model/gguf.rs"]
+mod gguf;
+#[path = "../../crate/src/model/quant.rs"]
+mod quant;
 
+use gguf::Gguf;
 use libfuzzer_sys::fuzz_target;
-use model::gguf::Gguf;
-use model::quant::dequantize;
+use quant::dequantize;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(g) = Gguf::parse(data.to_vec()) {
