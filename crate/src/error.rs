@@ -24,6 +24,8 @@ pub enum Error {
     Device(String),
     #[error("sampling: {0}")]
     Sampling(String),
+    #[error("cancelled")]
+    Cancelled,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -5,10 +5,14 @@
 //! This crate holds the engine (GGUF, a Llama-family transformer on burn, tokenizer, sampling)
 //! and, on top of it, the sentence loop.
 
+pub mod align;
+pub mod cancel;
 pub mod engine;
 pub mod error;
 pub mod model;
 pub mod text;
+pub mod upstream;
 
+pub use cancel::CancelToken;
 pub use engine::{Engine, GenerateOptions, GenerationStats};
 pub use error::{Error, Result};

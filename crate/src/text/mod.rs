@@ -1,9 +1,11 @@
 //! Text: the tokenizer and chat template from the GGUF, and streaming detokenization.
 
 pub mod chat_template;
+pub mod sentence_splitter;
 pub mod stream_decoder;
 pub mod tokenizer;
 
 pub use chat_template::{ChatTemplate, Message};
+pub use sentence_splitter::{SentenceSplitter, first_sentence_end, split_sentences};
 pub use stream_decoder::StreamDecoder;
 pub use tokenizer::Tokenizer;

@@ -1,5 +1,6 @@
 //! The `stream-aligner` command line.
 
+mod align;
 mod bench;
 mod fetch;
 
@@ -86,6 +87,8 @@ enum Command {
         #[arg(long)]
         raw: bool,
     },
+    /// Answer a query with the Stream Aligner loop, showing each round
+    Align(align::AlignArgs),
     /// Measure prefill and decode speed (optionally beside llama.cpp's llama-bench)
     Bench(bench::BenchArgs),
 }
@@ -125,6 +128,7 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Command::Align(args) => align::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }

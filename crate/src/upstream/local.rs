@@ -1,0 +1,91 @@
+//! The local upstream: our engine. Its KV cache is kept across rounds; each round rolls back to
+//! the committed prefix and prefills only what differs, then decodes until the sentence ends.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use super::{Upstream, UpstreamSentence};
+use crate::cancel::CancelToken;
+use crate::engine::{Engine, GenerateOptions};
+use crate::error::{Error, Result};
+use crate::model::KvCache;
+use crate::text::{Message, SentenceSplitter};
+
+pub struct LocalUpstream {
+    engine: Arc<Engine>,
+    cache: KvCache,
+    pub options: GenerateOptions,
+    pub cancel: CancelToken,
+}
+
+impl LocalUpstream {
+    pub fn new(engine: Arc<Engine>, options: GenerateOptions) -> Self {
+        let cache = engine.model.new_cache();
+        Self { engine, cache, options, cancel: CancelToken::default() }
+    }
+
+    /// Token ids of the query's chat prompt continued by `prefix` in the assistant turn.
+    fn prompt(&self, query: &str, prefix: &str) -> Result<Vec<u32>> {
+        if query.trim().is_empty() {
+            return Err(Error::EmptyInput("the query is empty"));
+        }
+        let text = self.engine.template.continuation(&[Message::user(query)], prefix)?;
+        self.engine.tokenizer.encode(&text)
+    }
+
+    /// Tokens of the KV cache reused in the last round (for tests and reports).
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+impl Upstream for LocalUpstream {
+    async fn next_sentence(&mut self, query: &str, prefix: &str) -> Result<UpstreamSentence> {
+        let ids = self.prompt(query, prefix)?;
+        let mut splitter = SentenceSplitter::new();
+        let mut end = None;
+        let cancel = &self.cancel;
+        let (_, stats) = self
+            .engine
+            .generate(&ids, &self.options, &mut self.cache, |_, piece| {
+                if cancel.is_cancelled() {
+                    return ControlFlow::Break(());
+                }
+                match splitter.push(piece) {
+                    Some(e) => {
+                        end = Some(e);
+                        ControlFlow::Break(())
+                    }
+                    None => ControlFlow::Continue(()),
+                }
+            })
+            .await?;
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let text = splitter.text();
+        let (text, last) = match end.or_else(|| splitter.finish()) {
+            // The answer went on past this sentence (or was cut by max tokens).
+            Some(e) if end.is_some() => (text[..e].to_string(), false),
+            Some(e) => (text[..e].to_string(), stats.stop == crate::engine::StopReason::EndOfText),
+            None => (String::new(), true),
+        };
+        Ok(UpstreamSentence { text, last, tokens: stats.generated_tokens })
+    }
+
+    async fn rest(&mut self, query: &str, prefix: &str) -> Result<String> {
+        let ids = self.prompt(query, prefix)?;
+        let mut out = String::new();
+        let cancel = &self.cancel;
+        self.engine
+            .generate(&ids, &self.options, &mut self.cache, |_, piece| {
+                out.push_str(piece);
+                if cancel.is_cancelled() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            })
+            .await?;
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,29 @@
+//! The upstream: the model whose answer is aligned. Given the query and the committed (corrected)
+//! prefix, it writes the next sentence and stops there.
+
+pub mod local;
+
+pub use local::LocalUpstream;
+
+use crate::error::Result;
+
+/// What the upstream produced in one round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamSentence {
+    /// The sentence, with its leading whitespace; empty when the answer ended without one.
+    pub text: String,
+    /// The answer ends after this sentence.
+    pub last: bool,
+    /// Tokens the upstream generated for it (including a lookahead token it needed to decide).
+    pub tokens: usize,
+}
+
+/// A model that continues an answer one sentence at a time.
+#[allow(async_fn_in_trait)]
+pub trait Upstream {
+    /// The next sentence of the answer to `query` after `prefix`.
+    async fn next_sentence(&mut self, query: &str, prefix: &str) -> Result<UpstreamSentence>;
+
+    /// The rest of the answer after `prefix`, uncorrected (after the last correction round).
+    async fn rest(&mut self, query: &str, prefix: &str) -> Result<String>;
+}
