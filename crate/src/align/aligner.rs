@@ -32,19 +32,24 @@ pub struct Aligner {
     pub prompt: AlignerPrompt,
     /// Verify the original as a draft first (lossless under greedy decoding).
     pub speculate: bool,
+    /// Keep the KV cache across rounds (prefill only what changed); off, every round starts cold.
+    pub reuse_cache: bool,
     pub cancel: CancelToken,
 }
 
 impl Aligner {
     pub fn new(engine: Arc<Engine>) -> Self {
         let cache = engine.model.new_cache();
-        Self { engine, cache, prompt: AlignerPrompt::default(), speculate: true, cancel: CancelToken::default() }
+        Self { engine, cache, prompt: AlignerPrompt::default(), speculate: true, reuse_cache: true, cancel: CancelToken::default() }
     }
 
     /// The corrected version of `original`, given the query and the corrected prefix so far.
     pub async fn correct(&mut self, query: &str, prefix: &str, original: &str) -> Result<Correction> {
         let e = &self.engine;
         let prompt = e.tokenizer.encode(&self.prompt.render(&e.template, query, prefix, original)?)?;
+        if !self.reuse_cache {
+            self.cache.truncate(0);
+        }
         let draft = if self.speculate { e.tokenizer.encode(original)? } else { Vec::new() };
         // A revision much longer than the original is a runaway, not a correction.
         let max_tokens = 2 * draft.len().max(e.tokenizer.encode(original)?.len()) + 32;

@@ -16,16 +16,21 @@ pub struct LocalUpstream {
     cache: KvCache,
     pub options: GenerateOptions,
     pub cancel: CancelToken,
+    /// Keep the KV cache across rounds (prefill only what changed); off, every round starts cold.
+    pub reuse_cache: bool,
 }
 
 impl LocalUpstream {
     pub fn new(engine: Arc<Engine>, options: GenerateOptions) -> Self {
         let cache = engine.model.new_cache();
-        Self { engine, cache, options, cancel: CancelToken::default() }
+        Self { engine, cache, options, cancel: CancelToken::default(), reuse_cache: true }
     }
 
     /// Token ids of the query's chat prompt continued by `prefix` in the assistant turn.
-    fn prompt(&self, query: &str, prefix: &str) -> Result<Vec<u32>> {
+    fn prompt(&mut self, query: &str, prefix: &str) -> Result<Vec<u32>> {
+        if !self.reuse_cache {
+            self.cache.truncate(0);
+        }
         if query.trim().is_empty() {
             return Err(Error::EmptyInput("the query is empty"));
         }

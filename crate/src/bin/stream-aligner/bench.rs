@@ -32,6 +32,12 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table
     #[arg(long)]
     json: bool,
+    /// Measure the sentence loop instead (stream vs upstream-only vs naive; copy cost)
+    #[arg(long = "loop")]
+    sentence_loop: bool,
+    /// Sentences per answer in --loop
+    #[arg(long, default_value_t = 5)]
+    sentences: usize,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -102,6 +108,9 @@ fn llama_bench(args: &BenchArgs, bin: &PathBuf) -> Result<Row> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.sentence_loop {
+        return sentence_loop::run(std::sync::Arc::new(args.model.load()?), args.sentences);
+    }
     let mut rows = Vec::new();
     for &b in &args.backends {
         rows.push(measure(&args, b)?);
@@ -137,4 +146,87 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     println!("(ratio = {} / row: above 1.0 means {} is faster)", first.name, first.name);
     Ok(())
+}
+
+/// `bench --loop`: the sentence loop's costs, as ratios measured in one run.
+pub mod sentence_loop {
+    use std::ops::ControlFlow;
+    use std::sync::Arc;
+
+    use anyhow::Result;
+    use stream_aligner::align::{self, Aligner, Mode, PipelineConfig};
+    use stream_aligner::upstream::LocalUpstream;
+    use stream_aligner::{Engine, GenerateOptions};
+    use web_time::Instant;
+
+    const QUERIES: &[&str] = &[
+        "What is 17 * 23? Answer step by step.",
+        "Tom has 5 apples and buys 7 more. How many apples does he have now? Explain.",
+        "Name three fruits and say one thing about each.",
+        "Explain why the sky is blue in a few sentences.",
+    ];
+
+    /// Milliseconds per answer token for one mode over all queries; also the events.
+    fn run_mode(engine: &Arc<Engine>, mode: Mode, naive: bool, sentences: usize) -> Result<(f64, Vec<align::SentenceEvent>)> {
+        let (mut ms, mut tokens, mut events) = (0.0, 0, Vec::new());
+        for q in QUERIES {
+            let mut up = LocalUpstream::new(engine.clone(), GenerateOptions { max_tokens: 96, ..Default::default() });
+            let mut aligner = Aligner::new(engine.clone());
+            up.reuse_cache = !naive;
+            aligner.reuse_cache = !naive;
+            aligner.speculate = !naive;
+            let config = PipelineConfig { mode, max_sentences: sentences, ..Default::default() };
+            let t = Instant::now();
+            let a = futures::executor::block_on(align::run(&mut up, &mut aligner, q, None, &config, |_| ControlFlow::Continue(())))?;
+            ms += t.elapsed().as_secs_f64() * 1e3;
+            tokens += engine.tokenizer.encode(&a.text)?.len();
+            events.extend(a.events);
+        }
+        Ok((ms / tokens.max(1) as f64, events))
+    }
+
+    pub fn run(engine: Arc<Engine>, sentences: usize) -> Result<()> {
+        // Warm-up (allocator, caches), not measured.
+        run_mode(&engine, Mode::Upstream, false, 1)?;
+        let (up, _) = run_mode(&engine, Mode::Upstream, false, sentences)?;
+        let (stream, events) = run_mode(&engine, Mode::Stream, false, sentences)?;
+        let (naive, _) = run_mode(&engine, Mode::Stream, true, sentences)?;
+        // A copied sentence: the aligner with the draft vs decoding the same tokens one by one.
+        let (mut spec_ms, mut plain_ms, mut copies) = (0.0, 0.0, 0);
+        for ev in events.iter().filter(|e| e.aligned) {
+            let prefix_end = events.iter().take_while(|e| e.index < ev.index).count();
+            let _ = prefix_end;
+            let original = ev.corrected.trim();
+            let q = QUERIES[0];
+            let mut a = Aligner::new(engine.clone());
+            let mut b = Aligner::new(engine.clone());
+            b.speculate = false;
+            // Prime both caches with the prompt so only the sentence itself is timed.
+            futures::executor::block_on(a.correct(q, "", original))?;
+            futures::executor::block_on(b.correct(q, "", original))?;
+            let t = std::time::Instant::now();
+            let ca = futures::executor::block_on(a.correct(q, "", original))?;
+            let ta = t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            futures::executor::block_on(b.correct(q, "", original))?;
+            let tb = t.elapsed().as_secs_f64();
+            if ca.accepted == ca.tokens && ca.tokens > 0 {
+                spec_ms += ta * 1e3;
+                plain_ms += tb * 1e3;
+                copies += 1;
+            }
+        }
+        println!("sentence loop, {} queries, up to {sentences} sentences each (ms per answer token)", QUERIES.len());
+        println!("{:44} {:>10} {:>8}", "", "ms/token", "ratio");
+        println!("{:44} {:>10.2} {:>8.2}", "upstream only", up, 1.0);
+        println!("{:44} {:>10.2} {:>8.2}", "stream (KV reuse + copy-speculation)", stream, stream / up);
+        println!("{:44} {:>10.2} {:>8.2}", "naive stream (re-prefill every round)", naive, naive / up);
+        println!("stream vs naive: {:.2}x", stream / naive);
+        if copies > 0 {
+            println!("copied sentence, aligner with the draft vs decoding it: {:.1} ms vs {:.1} ms = {:.2}x ({copies} copies)", spec_ms / copies as f64, plain_ms / copies as f64, spec_ms / plain_ms);
+        } else {
+            println!("copied sentence: the aligner copied none of the sentences");
+        }
+        Ok(())
+    }
 }
