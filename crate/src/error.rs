@@ -26,6 +26,10 @@ pub enum Error {
     Sampling(String),
     #[error("cancelled")]
     Cancelled,
+    #[error("remote upstream{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Remote { status: Option<u16>, message: String },
+    #[error("timed out: {0}")]
+    Timeout(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

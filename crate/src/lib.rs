@@ -10,6 +10,8 @@ pub mod cancel;
 pub mod engine;
 pub mod error;
 pub mod model;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod serve;
 pub mod text;
 pub mod upstream;
 

@@ -2,8 +2,12 @@
 //! prefix, it writes the next sentence and stops there.
 
 pub mod local;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod remote;
 
 pub use local::LocalUpstream;
+#[cfg(not(target_arch = "wasm32"))]
+pub use remote::{Api, RemoteConfig, RemoteUpstream};
 
 use crate::error::Result;
 

@@ -9,7 +9,7 @@ use similar::{ChangeTag, TextDiff};
 use stream_aligner::GenerateOptions;
 use stream_aligner::align::{self, Aligner, Mode, PipelineConfig, SentenceEvent};
 use stream_aligner::model::SamplerConfig;
-use stream_aligner::upstream::LocalUpstream;
+use stream_aligner::upstream::{Api, LocalUpstream, RemoteConfig, RemoteUpstream};
 
 use crate::ModelArgs;
 
@@ -19,6 +19,18 @@ pub struct AlignArgs {
     query: String,
     #[command(flatten)]
     model: ModelArgs,
+    /// "local" (our engine), or an OpenAI-compatible base URL such as http://127.0.0.1:8080/v1
+    #[arg(long, default_value = "local")]
+    upstream: String,
+    /// Model name sent to a remote upstream
+    #[arg(long, default_value = "default")]
+    remote_model: String,
+    /// API for a remote upstream: completions (we apply the chat template) or chat
+    #[arg(long, default_value = "completions")]
+    remote_api: String,
+    /// API key for a remote upstream (or STREAM_ALIGNER_API_KEY); never printed
+    #[arg(long, env = "STREAM_ALIGNER_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// stream (the method), posthoc (correct --answer), aligner (whole answer at once), upstream (no correction)
     #[arg(long, default_value = "stream")]
     mode: Mode,
@@ -71,17 +83,34 @@ pub fn run(args: AlignArgs) -> Result<()> {
         max_tokens: 128,
         sampler: SamplerConfig { temperature: args.temperature, seed: args.seed, ..SamplerConfig::greedy() },
     };
-    let mut upstream = LocalUpstream::new(engine.clone(), options);
-    let mut aligner = Aligner::new(engine);
+    let mut aligner = Aligner::new(engine.clone());
     let config = PipelineConfig { mode: args.mode, max_rounds: args.max_rounds.unwrap_or(usize::MAX), max_sentences: args.max_sentences };
-    let answer = futures::executor::block_on(align::run(&mut upstream, &mut aligner, &args.query, args.answer.as_deref(), &config, |ev| {
+    let on_event = |ev: &SentenceEvent| {
         if args.json {
             println!("{}", serde_json::to_string(ev).expect("events serialize"));
         } else {
             show(ev);
         }
         ControlFlow::Continue(())
-    }))?;
+    };
+    let answer = if args.upstream == "local" {
+        let mut upstream = LocalUpstream::new(engine.clone(), options);
+        futures::executor::block_on(align::run(&mut upstream, &mut aligner, &args.query, args.answer.as_deref(), &config, on_event))?
+    } else {
+        let mut remote = RemoteConfig::new(&args.upstream, &args.remote_model);
+        remote.api = match args.remote_api.as_str() {
+            "completions" => Api::Completions,
+            "chat" => Api::Chat,
+            other => anyhow::bail!("--remote-api is completions or chat, not '{other}'"),
+        };
+        // The local model's template is the default guess for the remote model's.
+        remote.template = Some(engine.template.clone());
+        remote.api_key = args.api_key.clone();
+        remote.temperature = args.temperature;
+        remote.seed = Some(args.seed);
+        let mut upstream = RemoteUpstream::new(remote)?;
+        tokio::runtime::Runtime::new()?.block_on(align::run(&mut upstream, &mut aligner, &args.query, args.answer.as_deref(), &config, on_event))?
+    };
     if !args.json {
         println!("\n{}", answer.text.trim());
     }

@@ -89,6 +89,16 @@ enum Command {
     },
     /// Answer a query with the Stream Aligner loop, showing each round
     Align(align::AlignArgs),
+    /// Serve the model as an OpenAI-compatible API (/v1/completions, /v1/chat/completions, SSE)
+    Serve {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// The model name the API reports
+        #[arg(long, default_value = "smollm2-135m-instruct")]
+        name: String,
+    },
     /// Measure prefill and decode speed (optionally beside llama.cpp's llama-bench)
     Bench(bench::BenchArgs),
 }
@@ -129,6 +139,16 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Align(args) => align::run(args),
+        Command::Serve { model, addr, name } => {
+            let engine = std::sync::Arc::new(model.load()?);
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let bound = stream_aligner::serve::spawn(stream_aligner::serve::ServerState::new(engine, &name), &addr).await?;
+                eprintln!("serving {name} on http://{bound}/v1 (Ctrl-C stops)");
+                tokio::signal::ctrl_c().await?;
+                anyhow::Ok(())
+            })
+        }
         Command::Bench(args) => bench::run(args),
     }
 }
