@@ -2,29 +2,24 @@
 //! exists) as aligner.
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 
+mod common;
+
+use common::engine;
 use futures::executor::block_on;
 use stream_aligner::align::{self, Aligner, Mode, PipelineConfig};
-use stream_aligner::model::EngineDevice;
 use stream_aligner::text::split_sentences;
 use stream_aligner::upstream::{LocalUpstream, Upstream, UpstreamSentence};
-use stream_aligner::{Engine, Error, GenerateOptions, Result};
-
-fn engine() -> Arc<Engine> {
-    static E: OnceLock<Arc<Engine>> = OnceLock::new();
-    E.get_or_init(|| {
-        let path = std::env::var_os("STREAM_ALIGNER_MODEL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf"));
-        Arc::new(Engine::load(&path, &EngineDevice::cpu()).unwrap())
-    })
-    .clone()
-}
+use stream_aligner::{Error, GenerateOptions, Result};
 
 fn upstream() -> LocalUpstream {
-    LocalUpstream::new(engine(), GenerateOptions { max_tokens: 96, ..Default::default() })
+    LocalUpstream::new(
+        engine(),
+        GenerateOptions {
+            max_tokens: 96,
+            ..Default::default()
+        },
+    )
 }
 
 /// Records the prefix of every round, to check what the upstream continued from.
@@ -54,14 +49,46 @@ const QUERIES: &[&str] = &[
 fn copy_speculation_gives_exactly_plain_greedy_decoding() {
     let cases: &[(&str, &str, &str)] = &[
         ("What is 17 * 23?", "", "17 * 23 = 381."),
-        ("What is 17 * 23?", "17 * 23 = 391.", " So the answer is 391."),
-        ("What is the capital of France?", "", "The capital of France is Paris."),
-        ("What is the capital of France?", "", "The capital of France is Berlin."),
-        ("Name a fruit.", "", "An apple is a fruit that grows on trees."),
-        ("Tom has 5 apples and buys 7 more.", "Tom starts with 5 apples.", " He buys 7 more, so he has 5 + 7 = 13 apples."),
-        ("Explain rain.", "Rain falls from clouds.", " It happens when water droplets grow heavy."),
-        ("Write one sentence about the sea.", "", "The sea is vast, deep and full of life."),
-        ("How many legs does a spider have?", "", "A spider has six legs."),
+        (
+            "What is 17 * 23?",
+            "17 * 23 = 391.",
+            " So the answer is 391.",
+        ),
+        (
+            "What is the capital of France?",
+            "",
+            "The capital of France is Paris.",
+        ),
+        (
+            "What is the capital of France?",
+            "",
+            "The capital of France is Berlin.",
+        ),
+        (
+            "Name a fruit.",
+            "",
+            "An apple is a fruit that grows on trees.",
+        ),
+        (
+            "Tom has 5 apples and buys 7 more.",
+            "Tom starts with 5 apples.",
+            " He buys 7 more, so he has 5 + 7 = 13 apples.",
+        ),
+        (
+            "Explain rain.",
+            "Rain falls from clouds.",
+            " It happens when water droplets grow heavy.",
+        ),
+        (
+            "Write one sentence about the sea.",
+            "",
+            "The sea is vast, deep and full of life.",
+        ),
+        (
+            "How many legs does a spider have?",
+            "",
+            "A spider has six legs.",
+        ),
         ("What is 9 - 4?", "", "9 - 4 = 5"),
     ];
     let mut fast = Aligner::new(engine());
@@ -74,7 +101,12 @@ fn copy_speculation_gives_exactly_plain_greedy_decoding() {
         assert_eq!(a.text, b.text, "query {q:?}, original {o:?}");
         assert_eq!(a.tokens, b.tokens);
         // At worst one extra pass (a draft rejected at once); a copied sentence costs one pass.
-        assert!(a.passes <= b.passes + 1, "{} passes vs {}", a.passes, b.passes);
+        assert!(
+            a.passes <= b.passes + 1,
+            "{} passes vs {}",
+            a.passes,
+            b.passes
+        );
         if a.accepted == a.tokens {
             assert_eq!(a.passes, 1, "a copy is one pass, not {} ({o:?})", b.passes);
         }
@@ -86,9 +118,15 @@ fn copy_speculation_gives_exactly_plain_greedy_decoding() {
 #[test]
 fn the_prefix_grows_by_exactly_the_corrected_sentence() {
     for q in QUERIES {
-        let mut up = Recording { inner: upstream(), prefixes: vec![] };
+        let mut up = Recording {
+            inner: upstream(),
+            prefixes: vec![],
+        };
         let mut aligner = Aligner::new(engine());
-        let config = PipelineConfig { max_sentences: 4, ..Default::default() };
+        let config = PipelineConfig {
+            max_sentences: 4,
+            ..Default::default()
+        };
         let mut seen = vec![];
         let answer = block_on(align::run(&mut up, &mut aligner, q, None, &config, |ev| {
             seen.push(ev.index);
@@ -96,10 +134,17 @@ fn the_prefix_grows_by_exactly_the_corrected_sentence() {
         }))
         .unwrap();
         assert!(!answer.events.is_empty(), "{q}: no sentence");
-        assert_eq!(seen, (0..answer.events.len()).collect::<Vec<_>>(), "events arrive in order");
+        assert_eq!(
+            seen,
+            (0..answer.events.len()).collect::<Vec<_>>(),
+            "events arrive in order"
+        );
         let mut prefix = String::new();
         for (i, ev) in answer.events.iter().enumerate() {
-            assert_eq!(up.prefixes[i], prefix, "round {i} continued from the corrected prefix");
+            assert_eq!(
+                up.prefixes[i], prefix,
+                "round {i} continued from the corrected prefix"
+            );
             prefix.push_str(&ev.corrected);
             assert!(ev.aligned);
         }
@@ -110,20 +155,57 @@ fn the_prefix_grows_by_exactly_the_corrected_sentence() {
 #[test]
 fn upstream_mode_leaves_every_sentence_as_written() {
     let mut aligner = Aligner::new(engine());
-    let config = PipelineConfig { mode: Mode::Upstream, max_sentences: 5, ..Default::default() };
-    let a = block_on(align::run(&mut upstream(), &mut aligner, QUERIES[2], None, &config, |_| ControlFlow::Continue(()))).unwrap();
-    assert!(a.events.iter().all(|e| !e.changed && !e.aligned && e.aligner_tokens == 0));
-    assert_eq!(a.text, a.events.iter().map(|e| e.original.as_str()).collect::<String>());
+    let config = PipelineConfig {
+        mode: Mode::Upstream,
+        max_sentences: 5,
+        ..Default::default()
+    };
+    let a = block_on(align::run(
+        &mut upstream(),
+        &mut aligner,
+        QUERIES[2],
+        None,
+        &config,
+        |_| ControlFlow::Continue(()),
+    ))
+    .unwrap();
+    assert!(
+        a.events
+            .iter()
+            .all(|e| !e.changed && !e.aligned && e.aligner_tokens == 0)
+    );
+    assert_eq!(
+        a.text,
+        a.events
+            .iter()
+            .map(|e| e.original.as_str())
+            .collect::<String>()
+    );
 }
 
 #[test]
 fn after_max_rounds_the_upstream_continues_uncorrected() {
     let mut aligner = Aligner::new(engine());
-    let config = PipelineConfig { max_rounds: 1, max_sentences: 6, ..Default::default() };
-    let a = block_on(align::run(&mut upstream(), &mut aligner, QUERIES[1], None, &config, |_| ControlFlow::Continue(()))).unwrap();
+    let config = PipelineConfig {
+        max_rounds: 1,
+        max_sentences: 6,
+        ..Default::default()
+    };
+    let a = block_on(align::run(
+        &mut upstream(),
+        &mut aligner,
+        QUERIES[1],
+        None,
+        &config,
+        |_| ControlFlow::Continue(()),
+    ))
+    .unwrap();
     assert!(a.events[0].aligned);
     if let Some(rest) = a.events.get(1) {
-        assert!(!rest.aligned && !rest.changed, "the rest is the upstream's own");
+        assert!(
+            !rest.aligned && !rest.changed,
+            "the rest is the upstream's own"
+        );
     }
     assert!(a.events.len() <= 2);
 }
@@ -132,24 +214,48 @@ fn after_max_rounds_the_upstream_continues_uncorrected() {
 fn posthoc_mode_corrects_a_given_answer_sentence_by_sentence() {
     let answer = "17 * 23 = 381. So the answer is 381.\nThat is all.";
     let mut aligner = Aligner::new(engine());
-    let config = PipelineConfig { mode: Mode::Posthoc, ..Default::default() };
+    let config = PipelineConfig {
+        mode: Mode::Posthoc,
+        ..Default::default()
+    };
     let mut never = upstream();
-    let a = block_on(align::run(&mut never, &mut aligner, "What is 17 * 23?", Some(answer), &config, |_| ControlFlow::Continue(()))).unwrap();
+    let a = block_on(align::run(
+        &mut never,
+        &mut aligner,
+        "What is 17 * 23?",
+        Some(answer),
+        &config,
+        |_| ControlFlow::Continue(()),
+    ))
+    .unwrap();
     let originals: Vec<&str> = a.events.iter().map(|e| e.original.as_str()).collect();
     assert_eq!(originals, split_sentences(answer));
-    assert_eq!(never.cached_tokens(), 0, "posthoc mode never runs the upstream");
+    assert_eq!(
+        never.cached_tokens(),
+        0,
+        "posthoc mode never runs the upstream"
+    );
 }
 
 #[test]
 fn cancelling_mid_sentence_stops_the_work() {
-    let mut up = LocalUpstream::new(engine(), GenerateOptions { max_tokens: 4000, ..Default::default() });
+    let mut up = LocalUpstream::new(
+        engine(),
+        GenerateOptions {
+            max_tokens: 4000,
+            ..Default::default()
+        },
+    );
     let cancel = up.cancel.clone();
     let t = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(200));
         cancel.cancel();
     });
     // Asked for a long answer on one line, the upstream would write far past 200 ms.
-    let r = block_on(up.rest("Count from 1 to 3000, separated by commas, on one line.", ""));
+    let r = block_on(up.rest(
+        "Count from 1 to 3000, separated by commas, on one line.",
+        "",
+    ));
     t.join().unwrap();
     assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
     assert!(up.cached_tokens() < 4000);
@@ -158,6 +264,13 @@ fn cancelling_mid_sentence_stops_the_work() {
 #[test]
 fn an_empty_query_is_a_clear_error() {
     let mut aligner = Aligner::new(engine());
-    let r = block_on(align::run(&mut upstream(), &mut aligner, "   ", None, &PipelineConfig::default(), |_| ControlFlow::Continue(())));
+    let r = block_on(align::run(
+        &mut upstream(),
+        &mut aligner,
+        "   ",
+        None,
+        &PipelineConfig::default(),
+        |_| ControlFlow::Continue(()),
+    ));
     assert!(matches!(r, Err(Error::EmptyInput(_))));
 }

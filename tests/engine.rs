@@ -7,6 +7,8 @@
 //! - `cpu` (our kernels: activations quantized to 8-bit blocks, as llama.cpp does): |Δ| <= 0.5;
 //!   the top token and the greedy continuation must still match exactly.
 
+mod common;
+
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -41,21 +43,22 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn model_path() -> PathBuf {
-    std::env::var_os("STREAM_ALIGNER_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"))
-}
-
 fn golden() -> &'static Golden {
     static G: OnceLock<Golden> = OnceLock::new();
-    G.get_or_init(|| serde_json::from_str(&std::fs::read_to_string(root().join("tests/golden/engine.json")).unwrap()).unwrap())
+    G.get_or_init(|| {
+        serde_json::from_str(
+            &std::fs::read_to_string(root().join("tests/golden/engine.json")).unwrap(),
+        )
+        .unwrap()
+    })
 }
 
 fn gguf() -> &'static Gguf {
     static G: OnceLock<Gguf> = OnceLock::new();
     G.get_or_init(|| {
-        Gguf::open(&model_path()).unwrap_or_else(|e| panic!("{e}: run `stream-aligner fetch` first (or set STREAM_ALIGNER_MODEL)"))
+        Gguf::open(&common::model_path()).unwrap_or_else(|e| {
+            panic!("{e}: run `stream-aligner fetch` first (or set STREAM_ALIGNER_MODEL)")
+        })
     })
 }
 
@@ -72,14 +75,23 @@ fn reference_engine() -> &'static Engine {
 /// Logits at every position of `ids`, from a fresh cache.
 fn all_logits(e: &Engine, ids: &[u32]) -> Vec<Vec<f32>> {
     let mut cache = e.model.new_cache();
-    let v = block_on(async { read_f32(e.model.forward(ids, &mut cache, Logits::All).await?).await }).unwrap();
-    v.chunks(e.model.config.vocab).map(<[f32]>::to_vec).collect()
+    let v =
+        block_on(async { read_f32(e.model.forward(ids, &mut cache, Logits::All).await?).await })
+            .unwrap();
+    v.chunks(e.model.config.vocab)
+        .map(<[f32]>::to_vec)
+        .collect()
 }
 
 fn greedy(e: &Engine, ids: &[u32], n: usize) -> Vec<u32> {
     let mut cache = e.model.new_cache();
-    let opts = GenerateOptions { max_tokens: n, ..Default::default() };
-    block_on(e.generate(ids, &opts, &mut cache, |_, _| ControlFlow::Continue(()))).unwrap().0
+    let opts = GenerateOptions {
+        max_tokens: n,
+        ..Default::default()
+    };
+    block_on(e.generate(ids, &opts, &mut cache, |_, _| ControlFlow::Continue(())))
+        .unwrap()
+        .0
 }
 
 fn max_diff(e: &Engine, c: &Case) -> f32 {
@@ -98,9 +110,18 @@ fn max_diff(e: &Engine, c: &Case) -> f32 {
 fn chat_template_and_tokenizer_match_the_reference() {
     let e = engine();
     for c in &golden().cases {
-        let rendered = if c.chat { e.template.render(&[Message::user(&c.text)], true).unwrap() } else { c.text.clone() };
+        let rendered = if c.chat {
+            e.template.render(&[Message::user(&c.text)], true).unwrap()
+        } else {
+            c.text.clone()
+        };
         assert_eq!(rendered, c.rendered);
-        assert_eq!(e.tokenizer.encode(&rendered).unwrap(), c.ids, "ids of {:?}", c.text);
+        assert_eq!(
+            e.tokenizer.encode(&rendered).unwrap(),
+            c.ids,
+            "ids of {:?}",
+            c.text
+        );
         assert_eq!(e.tokenizer.decode(&c.ids).unwrap(), c.rendered);
     }
 }
@@ -125,8 +146,18 @@ fn quantized_kernel_logits_match_numpy_within_0_5() {
 #[test]
 fn greedy_continuations_match_the_reference_token_for_token() {
     for c in &golden().cases {
-        assert_eq!(greedy(engine(), &c.ids, c.greedy.len()), c.greedy, "cpu, {:?}", c.text);
-        assert_eq!(greedy(reference_engine(), &c.ids, c.greedy.len()), c.greedy, "cpu-reference, {:?}", c.text);
+        assert_eq!(
+            greedy(engine(), &c.ids, c.greedy.len()),
+            c.greedy,
+            "cpu, {:?}",
+            c.text
+        );
+        assert_eq!(
+            greedy(reference_engine(), &c.ids, c.greedy.len()),
+            c.greedy,
+            "cpu-reference, {:?}",
+            c.text
+        );
     }
 }
 
@@ -140,9 +171,16 @@ fn kv_cache_gives_the_same_logits_as_one_pass_and_rolls_back() {
     let half = ids.len() / 2;
     block_on(e.model.forward(&ids[..half], &mut cache, Logits::Last)).unwrap();
     for (i, &id) in ids[half..].iter().enumerate() {
-        let l = block_on(async { read_f32(e.model.forward(&[id], &mut cache, Logits::Last).await?).await }).unwrap();
+        let l = block_on(async {
+            read_f32(e.model.forward(&[id], &mut cache, Logits::Last).await?).await
+        })
+        .unwrap();
         let want = &whole[half + i];
-        let d = l.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let d = l
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         assert!(d < 1e-3, "position {}: {d}", half + i);
     }
     // Roll back to 5 tokens and take a different path: same as computing it fresh.
@@ -151,7 +189,11 @@ fn kv_cache_gives_the_same_logits_as_one_pass_and_rolls_back() {
     let rolled = block_on(e.model.prefill(&other, &mut cache)).unwrap();
     assert_eq!(cache.tokens(), &other[..]);
     let fresh = all_logits(e, &other);
-    let d = rolled.iter().zip(fresh.last().unwrap()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let d = rolled
+        .iter()
+        .zip(fresh.last().unwrap())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
     assert!(d < 1e-3, "rolled-back cache differs by {d}");
 }
 
@@ -164,13 +206,19 @@ fn streaming_detokenization_never_splits_a_character() {
     let mut out = String::new();
     for &id in &ids {
         if let Some(piece) = d.push(&e.tokenizer, id).unwrap() {
-            assert!(!piece.contains('\u{FFFD}'), "emitted a broken character in {piece:?}");
+            assert!(
+                !piece.contains('\u{FFFD}'),
+                "emitted a broken character in {piece:?}"
+            );
             out.push_str(&piece);
         }
     }
     out.push_str(&d.finish(&e.tokenizer).unwrap());
     assert_eq!(out, text);
-    assert!(ids.len() > text.chars().count() / 4, "the emoji take several byte-level tokens");
+    assert!(
+        ids.len() > text.chars().count() / 4,
+        "the emoji take several byte-level tokens"
+    );
 }
 
 #[test]
@@ -179,17 +227,31 @@ fn a_prompt_longer_than_the_context_is_a_clear_error() {
     let ctx = e.model.config.context;
     let ids = vec![504u32; ctx + 10];
     let mut cache = e.model.new_cache();
-    let err = block_on(e.generate(&ids, &GenerateOptions::default(), &mut cache, |_, _| ControlFlow::Continue(()))).unwrap_err();
-    assert!(matches!(err, Error::ContextOverflow { max, .. } if max == ctx), "{err}");
+    let err = block_on(
+        e.generate(&ids, &GenerateOptions::default(), &mut cache, |_, _| {
+            ControlFlow::Continue(())
+        }),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::ContextOverflow { max, .. } if max == ctx),
+        "{err}"
+    );
     assert!(cache.is_empty(), "nothing was run");
 }
 
 #[test]
 fn an_empty_prompt_is_a_clear_error() {
     let e = engine();
-    assert!(matches!(e.chat_prompt(&[Message::user("  ")]), Err(Error::EmptyInput(_))));
+    assert!(matches!(
+        e.chat_prompt(&[Message::user("  ")]),
+        Err(Error::EmptyInput(_))
+    ));
     let mut cache = e.model.new_cache();
-    assert!(matches!(block_on(e.model.forward(&[], &mut cache, Logits::Last)), Err(Error::EmptyInput(_))));
+    assert!(matches!(
+        block_on(e.model.forward(&[], &mut cache, Logits::Last)),
+        Err(Error::EmptyInput(_))
+    ));
 }
 
 #[test]
@@ -199,9 +261,19 @@ fn seeded_sampling_is_reproducible() {
     let run = |seed| {
         let opts = GenerateOptions {
             max_tokens: 12,
-            sampler: stream_aligner::model::SamplerConfig { temperature: 0.9, top_p: 0.95, top_k: 40, repetition_penalty: 1.1, seed },
+            sampler: stream_aligner::model::SamplerConfig {
+                temperature: 0.9,
+                top_p: 0.95,
+                top_k: 40,
+                repetition_penalty: 1.1,
+                seed,
+            },
         };
-        block_on(e.generate(ids, &opts, &mut e.model.new_cache(), |_, _| ControlFlow::Continue(()))).unwrap().0
+        block_on(e.generate(ids, &opts, &mut e.model.new_cache(), |_, _| {
+            ControlFlow::Continue(())
+        }))
+        .unwrap()
+        .0
     };
     assert_eq!(run(1), run(1));
     assert_ne!(run(1), run(2));

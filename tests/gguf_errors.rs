@@ -15,7 +15,13 @@ struct Writer {
 
 impl Writer {
     fn new() -> Self {
-        Self { kv: vec![], n_kv: 0, infos: vec![], n_tensors: 0, data: vec![] }
+        Self {
+            kv: vec![],
+            n_kv: 0,
+            infos: vec![],
+            n_tensors: 0,
+            data: vec![],
+        }
     }
     fn str(buf: &mut Vec<u8>, s: &str) {
         buf.extend((s.len() as u64).to_le_bytes());
@@ -47,7 +53,7 @@ impl Writer {
         for i in 0..n {
             self.data.extend((i as f32).to_le_bytes());
         }
-        while self.data.len() % 32 != 0 {
+        while !self.data.len().is_multiple_of(32) {
             self.data.push(0);
         }
         self.n_tensors += 1;
@@ -60,7 +66,7 @@ impl Writer {
         b.extend(self.n_kv.to_le_bytes());
         b.extend(&self.kv);
         b.extend(&self.infos);
-        while b.len() % 32 != 0 {
+        while !b.len().is_multiple_of(32) {
             b.push(0);
         }
         b.extend(&self.data);
@@ -69,7 +75,11 @@ impl Writer {
 }
 
 fn valid() -> Writer {
-    Writer::new().kv_str("general.architecture", "llama").kv_u32("llama.block_count", 1).tensor("a", &[4, 2], 8).tensor("b", &[8], 8)
+    Writer::new()
+        .kv_str("general.architecture", "llama")
+        .kv_u32("llama.block_count", 1)
+        .tensor("a", &[4, 2], 8)
+        .tensor("b", &[8], 8)
 }
 
 #[test]
@@ -79,7 +89,13 @@ fn a_valid_small_file_parses() {
     assert_eq!(g.get_u64("llama.block_count").unwrap(), 1);
     let b = g.tensor("b").unwrap();
     assert_eq!(b.dims, vec![8]);
-    assert_eq!(g.tensor_bytes(b), (0..8).map(|i| i as f32).flat_map(f32::to_le_bytes).collect::<Vec<_>>());
+    assert_eq!(
+        g.tensor_bytes(b),
+        (0..8)
+            .map(|i| i as f32)
+            .flat_map(f32::to_le_bytes)
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -101,7 +117,10 @@ fn version_2_parses_like_version_3() {
 fn unsupported_version_is_reported() {
     let mut b = valid().bytes();
     b[4..8].copy_from_slice(&7u32.to_le_bytes());
-    assert_eq!(Gguf::parse(b).unwrap_err(), GgufError::UnsupportedVersion(7));
+    assert_eq!(
+        Gguf::parse(b).unwrap_err(),
+        GgufError::UnsupportedVersion(7)
+    );
 }
 
 #[test]
@@ -109,7 +128,11 @@ fn every_truncation_is_an_error_not_a_panic() {
     let b = valid().bytes();
     for len in 0..b.len() {
         let r = Gguf::parse(b[..len].to_vec());
-        assert!(r.is_err(), "a file cut to {len} of {} bytes parsed", b.len());
+        assert!(
+            r.is_err(),
+            "a file cut to {len} of {} bytes parsed",
+            b.len()
+        );
     }
 }
 
@@ -129,22 +152,33 @@ fn a_tensor_claiming_2_pow_60_elements_is_refused() {
 fn a_tensor_past_the_end_is_refused() {
     // Claims 1000 floats but carries 4.
     let b = Writer::new().tensor("t", &[1000], 4).bytes();
-    assert!(matches!(Gguf::parse(b).unwrap_err(), GgufError::BadTensor { reason, .. } if reason.contains("past the end")));
+    assert!(
+        matches!(Gguf::parse(b).unwrap_err(), GgufError::BadTensor { reason, .. } if reason.contains("past the end"))
+    );
 }
 
 #[test]
 fn absurd_counts_and_lengths_are_refused_before_allocating() {
     let mut b = valid().bytes();
     b[8..16].copy_from_slice(&u64::MAX.to_le_bytes()); // tensor count
-    assert!(matches!(Gguf::parse(b).unwrap_err(), GgufError::TooLarge { .. }));
+    assert!(matches!(
+        Gguf::parse(b).unwrap_err(),
+        GgufError::TooLarge { .. }
+    ));
 
     let mut b = valid().bytes();
     b[16..24].copy_from_slice(&(1u64 << 62).to_le_bytes()); // metadata count
-    assert!(matches!(Gguf::parse(b).unwrap_err(), GgufError::TooLarge { .. }));
+    assert!(matches!(
+        Gguf::parse(b).unwrap_err(),
+        GgufError::TooLarge { .. }
+    ));
 
     let mut b = valid().bytes();
     b[24..32].copy_from_slice(&(1u64 << 61).to_le_bytes()); // first key's length
-    assert!(matches!(Gguf::parse(b).unwrap_err(), GgufError::Truncated { .. }));
+    assert!(matches!(
+        Gguf::parse(b).unwrap_err(),
+        GgufError::Truncated { .. }
+    ));
 }
 
 #[test]
@@ -152,19 +186,33 @@ fn unknown_tensor_and_value_types_are_refused() {
     let mut w = valid();
     let at = w.infos.len() - 12; // type of tensor "b"
     w.infos[at..at + 4].copy_from_slice(&99u32.to_le_bytes());
-    assert!(matches!(Gguf::parse(w.bytes()).unwrap_err(), GgufError::UnknownTensorType { ty: 99, .. }));
+    assert!(matches!(
+        Gguf::parse(w.bytes()).unwrap_err(),
+        GgufError::UnknownTensorType { ty: 99, .. }
+    ));
 
     let mut w = Writer::new().kv_u32("k", 1);
     let at = w.kv.len() - 8;
     w.kv[at..at + 4].copy_from_slice(&77u32.to_le_bytes());
-    assert_eq!(Gguf::parse(w.bytes()).unwrap_err(), GgufError::UnknownValueType(77));
+    assert_eq!(
+        Gguf::parse(w.bytes()).unwrap_err(),
+        GgufError::UnknownValueType(77)
+    );
 }
 
 #[test]
 fn an_unknown_architecture_is_a_clear_error() {
-    let g = Gguf::parse(Writer::new().kv_str("general.architecture", "mamba").bytes()).unwrap();
+    let g = Gguf::parse(
+        Writer::new()
+            .kv_str("general.architecture", "mamba")
+            .bytes(),
+    )
+    .unwrap();
     let e = Llama::from_gguf(&g, &EngineDevice::cpu()).unwrap_err();
-    assert!(matches!(&e, Error::UnsupportedArchitecture(a) if a == "mamba"), "{e}");
+    assert!(
+        matches!(&e, Error::UnsupportedArchitecture(a) if a == "mamba"),
+        "{e}"
+    );
     assert!(e.to_string().contains("mamba"));
 }
 

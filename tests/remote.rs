@@ -1,33 +1,27 @@
 //! The remote upstream against real HTTP servers on 127.0.0.1: our own `serve` with the real
 //! model, and a deliberately misbehaving one. Every loop here is bounded and stops by itself.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+mod common;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
-use stream_aligner::model::EngineDevice;
+use common::engine;
 use stream_aligner::serve::{self, ServerState};
 use stream_aligner::upstream::{Api, LocalUpstream, RemoteConfig, RemoteUpstream, Upstream};
-use stream_aligner::{Engine, Error, GenerateOptions};
-
-fn engine() -> Arc<Engine> {
-    static E: OnceLock<Arc<Engine>> = OnceLock::new();
-    E.get_or_init(|| {
-        let path = std::env::var_os("STREAM_ALIGNER_MODEL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf"));
-        Arc::new(Engine::load(&path, &EngineDevice::cpu()).unwrap())
-    })
-    .clone()
-}
+use stream_aligner::{Error, GenerateOptions};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn remote(base: &str, api: Api) -> RemoteUpstream {
@@ -45,10 +39,18 @@ fn remote(base: &str, api: Api) -> RemoteUpstream {
 fn remote_upstream_on_serve_gives_the_local_sentences_at_temperature_0() {
     let rt = runtime();
     rt.block_on(async {
-        let addr = serve::spawn(ServerState::new(engine(), "smollm2"), "127.0.0.1:0").await.unwrap();
+        let addr = serve::spawn(ServerState::new(engine(), "smollm2"), "127.0.0.1:0")
+            .await
+            .unwrap();
         let base = format!("http://{addr}/v1");
         let query = "What is 17 * 23? Answer step by step.";
-        let mut local = LocalUpstream::new(engine(), GenerateOptions { max_tokens: 96, ..Default::default() });
+        let mut local = LocalUpstream::new(
+            engine(),
+            GenerateOptions {
+                max_tokens: 96,
+                ..Default::default()
+            },
+        );
         for api in [Api::Completions, Api::Chat] {
             let mut far = remote(&base, api);
             let mut prefix = String::new();
@@ -69,13 +71,21 @@ fn remote_upstream_on_serve_gives_the_local_sentences_at_temperature_0() {
 async fn faulty() -> String {
     let calls = Arc::new(AtomicUsize::new(0));
     let sse = |body: String| ([("content-type", "text/event-stream")], body);
-    let chunk = |t: &str| format!("data: {{\"choices\":[{{\"index\":0,\"text\":{}}}]}}\n\n", serde_json::to_string(t).unwrap());
+    let chunk = |t: &str| {
+        format!(
+            "data: {{\"choices\":[{{\"index\":0,\"text\":{}}}]}}\n\n",
+            serde_json::to_string(t).unwrap()
+        )
+    };
     let ok_body = chunk("Fine.") + &chunk(" Next one.") + "data: [DONE]\n\n";
     let app = Router::new()
-        .route("/slow/v1/completions", post(|| async {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            "late"
-        }))
+        .route(
+            "/slow/v1/completions",
+            post(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late"
+            }),
+        )
         .route("/flaky/v1/completions", {
             let calls = calls.clone();
             let ok_body = ok_body.clone();
@@ -83,18 +93,43 @@ async fn faulty() -> String {
                 let n = calls.fetch_add(1, Ordering::SeqCst);
                 let ok_body = ok_body.clone();
                 async move {
-                    if n == 0 { (StatusCode::INTERNAL_SERVER_ERROR, "try again").into_response() } else { sse(ok_body).into_response() }
+                    if n == 0 {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "try again").into_response()
+                    } else {
+                        sse(ok_body).into_response()
+                    }
                 }
             })
         })
-        .route("/unauthorized/v1/completions", post(|| async { (StatusCode::UNAUTHORIZED, "bad key") }))
-        .route("/cut/v1/completions", post(move || async move { sse("data: {\"choices\":[{\"index\":0,\"text\":\"Hello wor".to_string()) }))
-        .route("/garbage/v1/completions", post(move || async move { sse("data: this is not json\n\n".to_string()) }))
-        .route("/endless/v1/completions", post(move || async move {
-            // Words without end; bounded so the test server stops by itself too.
-            let words = futures::stream::iter((0..100_000).map(|_| Ok::<_, std::convert::Infallible>(axum::body::Bytes::from("data: {\"choices\":[{\"index\":0,\"text\":\" word\"}]}\n\n"))));
-            ([("content-type", "text/event-stream")], axum::body::Body::from_stream(words))
-        }));
+        .route(
+            "/unauthorized/v1/completions",
+            post(|| async { (StatusCode::UNAUTHORIZED, "bad key") }),
+        )
+        .route(
+            "/cut/v1/completions",
+            post(move || async move {
+                sse("data: {\"choices\":[{\"index\":0,\"text\":\"Hello wor".to_string())
+            }),
+        )
+        .route(
+            "/garbage/v1/completions",
+            post(move || async move { sse("data: this is not json\n\n".to_string()) }),
+        )
+        .route(
+            "/endless/v1/completions",
+            post(move || async move {
+                // Words without end; bounded so the test server stops by itself too.
+                let words = futures::stream::iter((0..100_000).map(|_| {
+                    Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(
+                        "data: {\"choices\":[{\"index\":0,\"text\":\" word\"}]}\n\n",
+                    ))
+                }));
+                (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(words),
+                )
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -107,7 +142,9 @@ async fn resetting() -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         for _ in 0..20 {
-            let Ok((sock, _)) = listener.accept().await else { break };
+            let Ok((sock, _)) = listener.accept().await else {
+                break;
+            };
             drop(sock);
         }
     });
@@ -122,7 +159,10 @@ fn remote_faults_are_retried_or_reported_and_nothing_hangs() {
         let q = "Say something.";
 
         // 500, then success: retried.
-        let s = remote(&format!("{base}/flaky/v1"), Api::Completions).next_sentence(q, "").await.unwrap();
+        let s = remote(&format!("{base}/flaky/v1"), Api::Completions)
+            .next_sentence(q, "")
+            .await
+            .unwrap();
         assert_eq!(s.text, "Fine.");
 
         // Timeout: bounded by idle_timeout × attempts.
@@ -135,26 +175,51 @@ fn remote_faults_are_retried_or_reported_and_nothing_hangs() {
         assert!(t.elapsed() < Duration::from_secs(10));
 
         // 401: not retried, reported with its status.
-        let e = remote(&format!("{base}/unauthorized/v1"), Api::Completions).next_sentence(q, "").await.unwrap_err();
-        assert!(matches!(e, Error::Remote { status: Some(401), .. }), "{e}");
+        let e = remote(&format!("{base}/unauthorized/v1"), Api::Completions)
+            .next_sentence(q, "")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Remote {
+                    status: Some(401),
+                    ..
+                }
+            ),
+            "{e}"
+        );
 
         // SSE cut mid-event: retried, then a clear error.
-        let e = remote(&format!("{base}/cut/v1"), Api::Completions).next_sentence(q, "").await.unwrap_err();
+        let e = remote(&format!("{base}/cut/v1"), Api::Completions)
+            .next_sentence(q, "")
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("stream ended"), "{e}");
 
         // Invalid JSON: a clear error naming it.
-        let e = remote(&format!("{base}/garbage/v1"), Api::Completions).next_sentence(q, "").await.unwrap_err();
+        let e = remote(&format!("{base}/garbage/v1"), Api::Completions)
+            .next_sentence(q, "")
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("not JSON"), "{e}");
 
         // Connection reset: retried, then a clear error.
-        let e = remote(&resetting().await, Api::Completions).next_sentence(q, "").await.unwrap_err();
+        let e = remote(&resetting().await, Api::Completions)
+            .next_sentence(q, "")
+            .await
+            .unwrap_err();
         assert!(matches!(e, Error::Remote { status: None, .. }), "{e}");
 
         // A stream that never ends a sentence: cut at max_sentence_chars, the request dropped.
         let mut endless = remote(&format!("{base}/endless/v1"), Api::Completions);
         endless.config.max_sentence_chars = 500;
         let s = endless.next_sentence(q, "").await.unwrap();
-        assert!(s.text.len() > 500 && s.text.len() < 600 && !s.last, "{}", s.text.len());
+        assert!(
+            s.text.len() > 500 && s.text.len() < 600 && !s.last,
+            "{}",
+            s.text.len()
+        );
     });
 }
 

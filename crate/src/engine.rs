@@ -23,7 +23,10 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_tokens: 256, sampler: SamplerConfig::greedy() }
+        Self {
+            max_tokens: 256,
+            sampler: SamplerConfig::greedy(),
+        }
     }
 }
 
@@ -64,9 +67,17 @@ impl Engine {
         let model = Llama::from_gguf(g, device)?;
         let tokenizer = Tokenizer::from_gguf(g)?;
         if tokenizer.vocab_size() > model.config.vocab {
-            return Err(Error::Config(format!("tokenizer has {} tokens, the model {}", tokenizer.vocab_size(), model.config.vocab)));
+            return Err(Error::Config(format!(
+                "tokenizer has {} tokens, the model {}",
+                tokenizer.vocab_size(),
+                model.config.vocab
+            )));
         }
-        Ok(Self { model, tokenizer, template: ChatTemplate::from_gguf(g)? })
+        Ok(Self {
+            model,
+            tokenizer,
+            template: ChatTemplate::from_gguf(g)?,
+        })
     }
 
     pub fn from_bytes(bytes: Vec<u8>, device: &EngineDevice) -> Result<Self> {
@@ -83,7 +94,8 @@ impl Engine {
         if messages.iter().all(|m| m.content.trim().is_empty()) {
             return Err(Error::EmptyInput("the prompt is empty"));
         }
-        self.tokenizer.encode(&self.template.render(messages, true)?)
+        self.tokenizer
+            .encode(&self.template.render(messages, true)?)
     }
 
     /// Generates after `prompt`, reusing what `cache` already holds of it, and calls `on_text`
@@ -97,7 +109,10 @@ impl Engine {
     ) -> Result<(Vec<u32>, GenerationStats)> {
         let ctx = self.model.config.context;
         if prompt.len() >= ctx {
-            return Err(Error::ContextOverflow { needed: prompt.len() + 1, max: ctx });
+            return Err(Error::ContextOverflow {
+                needed: prompt.len() + 1,
+                max: ctx,
+            });
         }
         let mut sampler = Sampler::new(opts.sampler.clone())?;
         let t0 = Instant::now();
@@ -125,7 +140,10 @@ impl Engine {
             if out.len() == opts.max_tokens || cache.len() + 1 >= ctx {
                 break;
             }
-            logits = self.model.logits(&[id], cache, crate::model::Logits::Last).await?;
+            logits = self
+                .model
+                .logits(&[id], cache, crate::model::Logits::Last)
+                .await?;
         }
         let rest = decoder.finish(&self.tokenizer)?;
         if !rest.is_empty() {

@@ -9,7 +9,11 @@ pub enum Error {
     #[error("unsupported model architecture '{0}' (this engine runs the llama family)")]
     UnsupportedArchitecture(String),
     #[error("model weight '{name}' has shape {got:?}, expected {want:?}")]
-    Shape { name: String, got: Vec<u64>, want: Vec<u64> },
+    Shape {
+        name: String,
+        got: Vec<u64>,
+        want: Vec<u64>,
+    },
     #[error("model configuration is invalid: {0}")]
     Config(String),
     #[error("the prompt and answer need {needed} tokens but the model's context holds {max}")]
@@ -27,7 +31,10 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
     #[error("remote upstream{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
-    Remote { status: Option<u16>, message: String },
+    Remote {
+        status: Option<u16>,
+        message: String,
+    },
     #[error("timed out: {0}")]
     Timeout(String),
 }

@@ -40,17 +40,35 @@ pub struct Aligner {
 impl Aligner {
     pub fn new(engine: Arc<Engine>) -> Self {
         let cache = engine.model.new_cache();
-        Self { engine, cache, prompt: AlignerPrompt::default(), speculate: true, reuse_cache: true, cancel: CancelToken::default() }
+        Self {
+            engine,
+            cache,
+            prompt: AlignerPrompt::default(),
+            speculate: true,
+            reuse_cache: true,
+            cancel: CancelToken::default(),
+        }
     }
 
     /// The corrected version of `original`, given the query and the corrected prefix so far.
-    pub async fn correct(&mut self, query: &str, prefix: &str, original: &str) -> Result<Correction> {
+    pub async fn correct(
+        &mut self,
+        query: &str,
+        prefix: &str,
+        original: &str,
+    ) -> Result<Correction> {
         let e = &self.engine;
-        let prompt = e.tokenizer.encode(&self.prompt.render(&e.template, query, prefix, original)?)?;
+        let prompt =
+            e.tokenizer
+                .encode(&self.prompt.render(&e.template, query, prefix, original)?)?;
         if !self.reuse_cache {
             self.cache.truncate(0);
         }
-        let draft = if self.speculate { e.tokenizer.encode(original)? } else { Vec::new() };
+        let draft = if self.speculate {
+            e.tokenizer.encode(original)?
+        } else {
+            Vec::new()
+        };
         // A revision much longer than the original is a runaway, not a correction.
         let max_tokens = 2 * draft.len().max(e.tokenizer.encode(original)?.len()) + 32;
         let mut logits = e.model.prefill(&prompt, &mut self.cache).await?;
@@ -65,7 +83,11 @@ impl Aligner {
             let row = |i: usize| &rows[i * vocab..(i + 1) * vocab];
             // Accept while greedy decoding would have produced the draft's next token.
             while out.len() < draft.len() {
-                let predicted = if out.is_empty() { argmax(&logits) } else { argmax(row(out.len() - 1)) };
+                let predicted = if out.is_empty() {
+                    argmax(&logits)
+                } else {
+                    argmax(row(out.len() - 1))
+                };
                 if predicted != draft[out.len()] {
                     break;
                 }
@@ -82,13 +104,21 @@ impl Aligner {
                 return Err(Error::Cancelled);
             }
             let id = argmax(&logits);
-            if e.tokenizer.is_stop(id) || out.len() >= max_tokens || self.cache.len() + 1 >= e.model.config.context {
+            if e.tokenizer.is_stop(id)
+                || out.len() >= max_tokens
+                || self.cache.len() + 1 >= e.model.config.context
+            {
                 break;
             }
             out.push(id);
             logits = e.model.logits(&[id], &mut self.cache, Logits::Last).await?;
             passes += 1;
         }
-        Ok(Correction { text: e.tokenizer.decode(&out)?, tokens: out.len(), accepted, passes })
+        Ok(Correction {
+            text: e.tokenizer.decode(&out)?,
+            tokens: out.len(),
+            accepted,
+            passes,
+        })
     }
 }

@@ -40,7 +40,9 @@ impl std::str::FromStr for Mode {
             "posthoc" => Ok(Self::Posthoc),
             "aligner" => Ok(Self::Aligner),
             "upstream" => Ok(Self::Upstream),
-            _ => Err(format!("unknown mode '{s}' (stream, posthoc, aligner, upstream)")),
+            _ => Err(format!(
+                "unknown mode '{s}' (stream, posthoc, aligner, upstream)"
+            )),
         }
     }
 }
@@ -55,7 +57,11 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { mode: Mode::Stream, max_rounds: usize::MAX, max_sentences: 32 }
+        Self {
+            mode: Mode::Stream,
+            max_rounds: usize::MAX,
+            max_sentences: 32,
+        }
     }
 }
 
@@ -116,7 +122,11 @@ pub async fn run<U: Upstream>(
     };
     let posthoc: Vec<&str> = match (config.mode, answer) {
         (Mode::Posthoc, Some(a)) => split_sentences(a),
-        (Mode::Posthoc, None) => return Err(Error::EmptyInput("posthoc mode needs the answer to correct")),
+        (Mode::Posthoc, None) => {
+            return Err(Error::EmptyInput(
+                "posthoc mode needs the answer to correct",
+            ));
+        }
         _ => Vec::new(),
     };
     match config.mode {
@@ -163,8 +173,14 @@ pub async fn run<U: Upstream>(
                     break;
                 }
                 let t = Instant::now();
-                let c = if aligned { Some(aligner.correct(query, &prefix, original.trim()).await?) } else { None };
-                let corrected = c.as_ref().map_or(original.clone(), |c| with_spacing(&original, &c.text));
+                let c = if aligned {
+                    Some(aligner.correct(query, &prefix, original.trim()).await?)
+                } else {
+                    None
+                };
+                let corrected = c
+                    .as_ref()
+                    .map_or(original.clone(), |c| with_spacing(&original, &c.text));
                 let ev = SentenceEvent {
                     index,
                     changed: corrected != original,
@@ -178,12 +194,20 @@ pub async fn run<U: Upstream>(
                     corrected,
                 };
                 // A generated sentence repeating one of the last two is a loop, not an answer.
-                let repeats = config.mode != Mode::Posthoc && events.iter().rev().take(2).any(|e| e.corrected.trim() == ev.corrected.trim());
+                let repeats = config.mode != Mode::Posthoc
+                    && events
+                        .iter()
+                        .rev()
+                        .take(2)
+                        .any(|e| e.corrected.trim() == ev.corrected.trim());
                 if repeats || emit(ev, &mut prefix, &mut events).is_break() || last {
                     break;
                 }
             }
         }
     }
-    Ok(Answer { text: prefix, events })
+    Ok(Answer {
+        text: prefix,
+        events,
+    })
 }

@@ -14,14 +14,23 @@ pub struct AlignerPrompt {
 
 impl Default for AlignerPrompt {
     fn default() -> Self {
-        Self { format: DEFAULT_FORMAT.to_string() }
+        Self {
+            format: DEFAULT_FORMAT.to_string(),
+        }
     }
 }
 
 impl AlignerPrompt {
-    pub fn render(&self, template: &ChatTemplate, query: &str, prefix: &str, original: &str) -> Result<String> {
+    pub fn render(
+        &self,
+        template: &ChatTemplate,
+        query: &str,
+        prefix: &str,
+        original: &str,
+    ) -> Result<String> {
         // One pass, so text inside the query can't be mistaken for a placeholder.
-        let mut user = String::with_capacity(self.format.len() + query.len() + prefix.len() + original.len());
+        let mut user =
+            String::with_capacity(self.format.len() + query.len() + prefix.len() + original.len());
         let mut rest = self.format.as_str();
         while let Some(open) = rest.find('{') {
             user.push_str(&rest[..open]);
@@ -47,7 +56,12 @@ mod tests {
     #[test]
     fn fills_the_reference_format_once() {
         let t = ChatTemplate::new("{% for m in messages %}[{{ m.content }}]{% endfor %}").unwrap();
-        let p = AlignerPrompt::default().render(&t, "Q {prefix}?", "P.", "O.").unwrap();
-        assert_eq!(p, "[##Question: Q {prefix}? | ##Answer_Prefix: P. | ##Answer_Last_Sentence: O. | ##Your_Revision: ]");
+        let p = AlignerPrompt::default()
+            .render(&t, "Q {prefix}?", "P.", "O.")
+            .unwrap();
+        assert_eq!(
+            p,
+            "[##Question: Q {prefix}? | ##Answer_Prefix: P. | ##Answer_Last_Sentence: O. | ##Your_Revision: ]"
+        );
     }
 }

@@ -24,7 +24,10 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, width: usize, cos: &[f32], sin: &[f32]) {
     let half = head_dim / 2;
     for (t, row) in x.chunks_exact_mut(width).enumerate() {
-        let (c, s) = (&cos[(pos + t) * half..][..half], &sin[(pos + t) * half..][..half]);
+        let (c, s) = (
+            &cos[(pos + t) * half..][..half],
+            &sin[(pos + t) * half..][..half],
+        );
         for head in row.chunks_exact_mut(head_dim) {
             for (i, pair) in head.chunks_exact_mut(2).enumerate() {
                 let (x0, x1) = (pair[0], pair[1]);

@@ -37,22 +37,37 @@ pub struct EngineDevice {
 
 impl EngineDevice {
     pub fn cpu() -> Self {
-        Self { device: Device::flex(), backend: Backend::Cpu }
+        Self {
+            device: Device::flex(),
+            backend: Backend::Cpu,
+        }
     }
 
     pub fn cpu_reference() -> Self {
-        Self { device: Device::flex(), backend: Backend::CpuReference }
+        Self {
+            device: Device::flex(),
+            backend: Backend::CpuReference,
+        }
     }
 
     /// Initialises the wgpu runtime once; later calls reuse it.
     pub async fn wgpu() -> Result<Self> {
         static WGPU: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
         if let Some(d) = WGPU.get() {
-            return Ok(Self { device: d.clone(), backend: Backend::Wgpu });
+            return Ok(Self {
+                device: d.clone(),
+                backend: Backend::Wgpu,
+            });
         }
-        let device = Device::wgpu_options().init_async().await.map_err(|e| Error::Device(format!("no WebGPU/Vulkan adapter: {e}")))?;
+        let device = Device::wgpu_options()
+            .init_async()
+            .await
+            .map_err(|e| Error::Device(format!("no WebGPU/Vulkan adapter: {e}")))?;
         let device = WGPU.get_or_init(|| device).clone();
-        Ok(Self { device, backend: Backend::Wgpu })
+        Ok(Self {
+            device,
+            backend: Backend::Wgpu,
+        })
     }
 
     pub async fn new(backend: Backend) -> Result<Self> {

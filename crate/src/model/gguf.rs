@@ -24,10 +24,21 @@ pub enum GgufError {
     BadMagic([u8; 4]),
     #[error("GGUF version {0} is not supported (2 and 3 are)")]
     UnsupportedVersion(u32),
-    #[error("GGUF file is truncated: {what} at byte {offset} needs {needed} bytes, {available} remain")]
-    Truncated { what: String, offset: usize, needed: u64, available: usize },
+    #[error(
+        "GGUF file is truncated: {what} at byte {offset} needs {needed} bytes, {available} remain"
+    )]
+    Truncated {
+        what: String,
+        offset: usize,
+        needed: u64,
+        available: usize,
+    },
     #[error("GGUF {what} is {value}, which exceeds what the file could hold ({limit})")]
-    TooLarge { what: String, value: u64, limit: u64 },
+    TooLarge {
+        what: String,
+        value: u64,
+        limit: u64,
+    },
     #[error("GGUF metadata value type {0} is unknown")]
     UnknownValueType(u32),
     #[error("GGUF tensor '{name}' has unsupported ggml type {ty}")]
@@ -130,14 +141,19 @@ pub struct Gguf {
 
 impl Gguf {
     pub fn open(path: &std::path::Path) -> Result<Self, GgufError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| GgufError::Io { path: path.display().to_string(), reason: e.to_string() })?;
+        let bytes = std::fs::read(path).map_err(|e| GgufError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         Self::parse(bytes)
     }
 
     pub fn parse(bytes: impl Into<Arc<[u8]>>) -> Result<Self, GgufError> {
         let bytes: Arc<[u8]> = bytes.into();
-        let mut r = Reader { buf: &bytes, pos: 0 };
+        let mut r = Reader {
+            buf: &bytes,
+            pos: 0,
+        };
         let magic: [u8; 4] = r.take(4, "magic")?.try_into().expect("4 bytes");
         if &magic != MAGIC {
             return Err(GgufError::BadMagic(magic));
@@ -177,7 +193,10 @@ impl Gguf {
             let name = r.string("tensor name")?;
             let n_dims = r.u32("tensor dimension count")?;
             if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(GgufError::BadTensor { name, reason: format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)") });
+                return Err(GgufError::BadTensor {
+                    name,
+                    reason: format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)"),
+                });
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
@@ -193,41 +212,75 @@ impl Gguf {
         let mut tensors = Vec::with_capacity(raw.len());
         let mut names = std::collections::HashSet::with_capacity(raw.len());
         for (name, dims, ty_raw, offset) in raw {
-            let bad = |reason: String| GgufError::BadTensor { name: name.clone(), reason };
-            let ty = GgmlType::from_u32(ty_raw).ok_or_else(|| GgufError::UnknownTensorType { name: name.clone(), ty: ty_raw })?;
+            let bad = |reason: String| GgufError::BadTensor {
+                name: name.clone(),
+                reason,
+            };
+            let ty = GgmlType::from_u32(ty_raw).ok_or_else(|| GgufError::UnknownTensorType {
+                name: name.clone(),
+                ty: ty_raw,
+            })?;
             let mut n: u64 = 1;
             for &d in &dims {
                 if d == 0 {
                     return Err(bad("has a zero dimension".into()));
                 }
-                n = n.checked_mul(d).filter(|&n| n <= MAX_ELEMENTS).ok_or_else(|| {
-                    bad(format!("claims more than 2^40 elements (dims {dims:?})"))
-                })?;
+                n = n
+                    .checked_mul(d)
+                    .filter(|&n| n <= MAX_ELEMENTS)
+                    .ok_or_else(|| {
+                        bad(format!("claims more than 2^40 elements (dims {dims:?})"))
+                    })?;
             }
             let (block, block_bytes) = ty.block();
             if dims[0] % block as u64 != 0 {
-                return Err(bad(format!("row length {} is not a multiple of the {ty:?} block size {block}", dims[0])));
+                return Err(bad(format!(
+                    "row length {} is not a multiple of the {ty:?} block size {block}",
+                    dims[0]
+                )));
             }
             let len = n / block as u64 * block_bytes as u64;
             if offset % alignment != 0 {
-                return Err(bad(format!("offset {offset} is not aligned to {alignment}")));
+                return Err(bad(format!(
+                    "offset {offset} is not aligned to {alignment}"
+                )));
             }
-            let start = data_start.checked_add(offset).ok_or_else(|| bad("offset overflows".into()))?;
-            let end = start.checked_add(len).ok_or_else(|| bad("size overflows".into()))?;
+            let start = data_start
+                .checked_add(offset)
+                .ok_or_else(|| bad("offset overflows".into()))?;
+            let end = start
+                .checked_add(len)
+                .ok_or_else(|| bad("size overflows".into()))?;
             if end > file_len {
-                return Err(bad(format!("bytes {start}..{end} lie past the end of the file ({file_len} bytes)")));
+                return Err(bad(format!(
+                    "bytes {start}..{end} lie past the end of the file ({file_len} bytes)"
+                )));
             }
             if !names.insert(name.clone()) {
                 return Err(bad("appears twice".into()));
             }
-            tensors.push(TensorInfo { name, dims, ty, start: start as usize, len: len as usize });
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                ty,
+                start: start as usize,
+                len: len as usize,
+            });
         }
 
-        Ok(Gguf { version, metadata, tensors, bytes })
+        Ok(Gguf {
+            version,
+            metadata,
+            tensors,
+            bytes,
+        })
     }
 
     pub fn tensor(&self, name: &str) -> Result<&TensorInfo, GgufError> {
-        self.tensors.iter().find(|t| t.name == name).ok_or_else(|| GgufError::MissingTensor(name.into()))
+        self.tensors
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| GgufError::MissingTensor(name.into()))
     }
 
     /// The raw bytes of a tensor, as stored (quantized blocks or plain floats).
@@ -240,19 +293,39 @@ impl Gguf {
     }
 
     pub fn get_u64(&self, key: &str) -> Result<u64, GgufError> {
-        self.get(key).and_then(Value::as_u64).ok_or(GgufError::MissingKey { key: key.into(), expected: "an integer" })
+        self.get(key)
+            .and_then(Value::as_u64)
+            .ok_or(GgufError::MissingKey {
+                key: key.into(),
+                expected: "an integer",
+            })
     }
 
     pub fn get_f64(&self, key: &str) -> Result<f64, GgufError> {
-        self.get(key).and_then(Value::as_f64).ok_or(GgufError::MissingKey { key: key.into(), expected: "a number" })
+        self.get(key)
+            .and_then(Value::as_f64)
+            .ok_or(GgufError::MissingKey {
+                key: key.into(),
+                expected: "a number",
+            })
     }
 
     pub fn get_str(&self, key: &str) -> Result<&str, GgufError> {
-        self.get(key).and_then(Value::as_str).ok_or(GgufError::MissingKey { key: key.into(), expected: "a string" })
+        self.get(key)
+            .and_then(Value::as_str)
+            .ok_or(GgufError::MissingKey {
+                key: key.into(),
+                expected: "a string",
+            })
     }
 
     pub fn get_array(&self, key: &str) -> Result<&[Value], GgufError> {
-        self.get(key).and_then(Value::as_array).ok_or(GgufError::MissingKey { key: key.into(), expected: "an array" })
+        self.get(key)
+            .and_then(Value::as_array)
+            .ok_or(GgufError::MissingKey {
+                key: key.into(),
+                expected: "an array",
+            })
     }
 }
 
@@ -268,7 +341,12 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], GgufError> {
         if n > self.remaining() as u64 {
-            return Err(GgufError::Truncated { what: what.into(), offset: self.pos, needed: n, available: self.remaining() });
+            return Err(GgufError::Truncated {
+                what: what.into(),
+                offset: self.pos,
+                needed: n,
+                available: self.remaining(),
+            });
         }
         let s = &self.buf[self.pos..self.pos + n as usize];
         self.pos += n as usize;
@@ -292,7 +370,11 @@ impl<'a> Reader<'a> {
         let n = self.u64(what)?;
         let limit = self.remaining() as u64 / min_item_bytes.max(1);
         if n > limit {
-            return Err(GgufError::TooLarge { what: what.into(), value: n, limit });
+            return Err(GgufError::TooLarge {
+                what: what.into(),
+                value: n,
+                limit,
+            });
         }
         Ok(n as usize)
     }
@@ -316,12 +398,22 @@ impl<'a> Reader<'a> {
             7 => match self.array::<1>("bool")?[0] {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
-                b => return Err(GgufError::TooLarge { what: "bool value".into(), value: b as u64, limit: 1 }),
+                b => {
+                    return Err(GgufError::TooLarge {
+                        what: "bool value".into(),
+                        value: b as u64,
+                        limit: 1,
+                    });
+                }
             },
             8 => Value::String(self.string("string value")?),
             9 => {
                 if depth >= MAX_ARRAY_DEPTH {
-                    return Err(GgufError::TooLarge { what: "array nesting".into(), value: depth as u64 + 1, limit: MAX_ARRAY_DEPTH as u64 });
+                    return Err(GgufError::TooLarge {
+                        what: "array nesting".into(),
+                        value: depth as u64 + 1,
+                        limit: MAX_ARRAY_DEPTH as u64,
+                    });
                 }
                 let elem_ty = self.u32("array element type")?;
                 let min = match elem_ty {

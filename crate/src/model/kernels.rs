@@ -38,8 +38,13 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn f16x2(p: *const u8) -> (__m256, __m256) {
-        let h = _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe { (p as *const i32).read_unaligned() }));
-        (_mm256_broadcastss_ps(h), _mm256_broadcastss_ps(_mm_movehdup_ps(h)))
+        let h = _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe {
+            (p as *const i32).read_unaligned()
+        }));
+        (
+            _mm256_broadcastss_ps(h),
+            _mm256_broadcastss_ps(_mm_movehdup_ps(h)),
+        )
     }
 
     /// 16 packed bytes at `p` as 32 nibbles in element order: low nibbles are 0..16, high 16..32.
@@ -50,7 +55,12 @@ mod avx2 {
         let m = _mm_set1_epi8(0x0f);
         let (lo, hi) = (_mm_and_si128(q, m), _mm_and_si128(_mm_srli_epi16(q, 4), m));
         let f = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
-        [f(lo), f(_mm_srli_si128(lo, 8)), f(hi), f(_mm_srli_si128(hi, 8))]
+        [
+            f(lo),
+            f(_mm_srli_si128(lo, 8)),
+            f(hi),
+            f(_mm_srli_si128(hi, 8)),
+        ]
     }
 
     /// One block of 32 weights as f32.
@@ -83,7 +93,11 @@ mod avx2 {
 
     /// Dot products of one weight row with `T` activation rows (`xs[t]` points at `cols` floats).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_tile<const T: usize>(ty: GgmlType, w: &[u8], xs: [*const f32; T]) -> [f32; T] {
+    pub unsafe fn dot_tile<const T: usize>(
+        ty: GgmlType,
+        w: &[u8],
+        xs: [*const f32; T],
+    ) -> [f32; T] {
         let (_, bb) = ty.block();
         let mut acc = [_mm256_setzero_ps(); T];
         let mut acc2 = [_mm256_setzero_ps(); T];
@@ -115,14 +129,25 @@ mod avx2 {
             let nib = |q: *const u8| {
                 let f = _mm256_set1_epi32(0x0f);
                 let b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q as *const __m128i));
-                (_mm256_cvtepi32_ps(_mm256_and_si256(b, f)), _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)))
+                (
+                    _mm256_cvtepi32_ps(_mm256_and_si256(b, f)),
+                    _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)),
+                )
             };
-            let q8 = |i: usize| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(2 + 8 * i) as *const __m128i)));
+            let q8 = |i: usize| {
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                    p.add(2 + 8 * i) as *const __m128i
+                )))
+            };
             match ty {
                 GgmlType::Q4_1 | GgmlType::Q4_0 => {
                     let q0 = if ty == GgmlType::Q4_1 { 4 } else { 2 };
                     let ((a, c), (b, e)) = (nib(p.add(q0)), nib(p.add(q0 + 8)));
-                    ([a, b, c, e], d, if ty == GgmlType::Q4_1 { m } else { -8.0 * d })
+                    (
+                        [a, b, c, e],
+                        d,
+                        if ty == GgmlType::Q4_1 { m } else { -8.0 * d },
+                    )
                 }
                 GgmlType::Q8_0 => ([q8(0), q8(1), q8(2), q8(3)], d, 0.0),
                 _ => unreachable!("float weights take the f32 path"),
@@ -142,8 +167,16 @@ mod avx2 {
             unsafe {
                 let (q, d, m) = block_q(ty, blk.as_ptr());
                 let xb = x.add(b * QK);
-                let s0 = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xb.add(16)), _mm256_mul_ps(q[0], _mm256_loadu_ps(xb)));
-                let s1 = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xb.add(24)), _mm256_mul_ps(q[1], _mm256_loadu_ps(xb.add(8))));
+                let s0 = _mm256_fmadd_ps(
+                    q[2],
+                    _mm256_loadu_ps(xb.add(16)),
+                    _mm256_mul_ps(q[0], _mm256_loadu_ps(xb)),
+                );
+                let s1 = _mm256_fmadd_ps(
+                    q[3],
+                    _mm256_loadu_ps(xb.add(24)),
+                    _mm256_mul_ps(q[1], _mm256_loadu_ps(xb.add(8))),
+                );
                 acc[b & 1] = _mm256_fmadd_ps(_mm256_add_ps(s0, s1), _mm256_set1_ps(d), acc[b & 1]);
                 offs[b & 1] += m * *sx.add(b);
             }
@@ -152,7 +185,9 @@ mod avx2 {
     }
 
     pub fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
     }
 }
 
@@ -183,7 +218,9 @@ fn simd() -> Simd {
 
 /// Sums of each block of 32 activations, per token.
 fn block_sums(x: &[f32]) -> Vec<f32> {
-    x.chunks_exact(crate::model::quant::QK).map(|b| b.iter().sum()).collect()
+    x.chunks_exact(crate::model::quant::QK)
+        .map(|b| b.iter().sum())
+        .collect()
 }
 
 /// Runs `f(first_row, rows_out)` over disjoint chunks of `out` (rows × `n` each), in parallel natively.
@@ -193,7 +230,9 @@ fn par_rows(out: &mut [f32], n: usize, rows: usize, f: impl Fn(usize, &mut [f32]
         use rayon::prelude::*;
         let threads = rayon::current_num_threads().max(1);
         let chunk = rows.div_ceil(threads * 4).max(8);
-        out.par_chunks_mut(chunk * n).enumerate().for_each(|(i, o)| f(i * chunk, o));
+        out.par_chunks_mut(chunk * n)
+            .enumerate()
+            .for_each(|(i, o)| f(i * chunk, o));
     }
     #[cfg(target_arch = "wasm32")]
     {
@@ -208,7 +247,11 @@ fn rows_scalar(w: &QMatrix, x: &[f32], n: usize, r0: usize, o: &mut [f32]) {
     for (i, o_row) in o.chunks_exact_mut(n).enumerate() {
         dequantize_into(w.ty, w.row(r0 + i), &mut row);
         for (t, o) in o_row.iter_mut().enumerate() {
-            *o = row.iter().zip(&x[t * w.cols..(t + 1) * w.cols]).map(|(a, b)| a * b).sum();
+            *o = row
+                .iter()
+                .zip(&x[t * w.cols..(t + 1) * w.cols])
+                .map(|(a, b)| a * b)
+                .sum();
         }
     }
 }
@@ -222,7 +265,11 @@ fn rows_simd(simd: Simd, w: &QMatrix, x: &[f32], sx: &[f32], n: usize, r0: usize
     // of `x` (cols floats) or of `sx` (cols / 32 sums).
     let _ = simd;
     let tile = |t: usize, out: &mut [f32], wr: &[u8]| unsafe {
-        out.copy_from_slice(&avx2::dot_tile::<TILE>(w.ty, wr, std::array::from_fn(|j| xp(t + j))))
+        out.copy_from_slice(&avx2::dot_tile::<TILE>(
+            w.ty,
+            wr,
+            std::array::from_fn(|j| xp(t + j)),
+        ))
     };
     let one = |t: usize, wr: &[u8]| unsafe { avx2::dot1(w.ty, wr, xp(t), sp(t)) };
     for (i, o_row) in o.chunks_exact_mut(n).enumerate() {
@@ -275,26 +322,44 @@ fn rows_gemm(w: &QMatrix, x: &[f32], n: usize, r0: usize, o: &mut [f32]) {
 
 /// `x` is `n` rows of `w.cols`; returns `n` rows of `w.rows` (row-major): `x · wᵀ`.
 pub fn matmul_t(w: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
-    matmul_t_many(&[w], x, n).pop().expect("one result per matrix")
+    matmul_t_many(&[w], x, n)
+        .pop()
+        .expect("one result per matrix")
 }
 
 /// `x · wᵀ` for several matrices of the same input width (q, k, v; gate, up) in one parallel
 /// pass over all their rows: one fork-join instead of one per matrix.
 pub fn matmul_t_many(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
     let cols = ws[0].cols;
-    assert!(ws.iter().all(|w| w.cols == cols), "matrices of different widths");
-    assert_eq!(x.len(), n * cols, "activation shape does not match the weight");
-    let starts: Vec<usize> = ws.iter().scan(0, |acc, w| {
-        let s = *acc;
-        *acc += w.rows;
-        Some(s)
-    }).collect();
+    assert!(
+        ws.iter().all(|w| w.cols == cols),
+        "matrices of different widths"
+    );
+    assert_eq!(
+        x.len(),
+        n * cols,
+        "activation shape does not match the weight"
+    );
+    let starts: Vec<usize> = ws
+        .iter()
+        .scan(0, |acc, w| {
+            let s = *acc;
+            *acc += w.rows;
+            Some(s)
+        })
+        .collect();
     let total: usize = ws.iter().map(|w| w.rows).sum();
     let gemm = n >= GEMM_FROM;
-    let floats = ws.iter().any(|w| matches!(w.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16));
+    let floats = ws
+        .iter()
+        .any(|w| matches!(w.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16));
     let simd = if floats { Simd::Scalar } else { simd() };
     // Block sums of x for the one-token SIMD path (d·Σqx + m·Σx); scalar and GEMM don't use them.
-    let sx = if simd == Simd::Scalar || gemm { Vec::new() } else { block_sums(x) };
+    let sx = if simd == Simd::Scalar || gemm {
+        Vec::new()
+    } else {
+        block_sums(x)
+    };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = &sx;
     // Results come weight-row-major (each weight row is read once for all n tokens).
@@ -317,7 +382,10 @@ pub fn matmul_t_many(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
             o = rest;
         }
     });
-    ws.iter().zip(&starts).map(|(w, &s)| transpose(&out_t[s * n..(s + w.rows) * n], w.rows, n)).collect()
+    ws.iter()
+        .zip(&starts)
+        .map(|(w, &s)| transpose(&out_t[s * n..(s + w.rows) * n], w.rows, n))
+        .collect()
 }
 
 /// [rows × n] to [n × rows].
@@ -374,7 +442,12 @@ mod tests {
             }
             data.extend(block);
         }
-        QMatrix { ty, rows, cols, data: Arc::from(data) }
+        QMatrix {
+            ty,
+            rows,
+            cols,
+            data: Arc::from(data),
+        }
     }
 
     #[test]
@@ -382,25 +455,39 @@ mod tests {
         for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
             // 9 tokens: one full tile of 8 and a remainder of 1; 20 take the GEMM path.
             for (rows, cols, n) in [(40, 96, 9), (40, 96, 20)] {
-            let w = random_matrix(ty, rows, cols, 7);
-            let x: Vec<f32> = (0..n * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-            let got = matmul_t(&w, &x, n);
-            let wf = w.dequantize();
-            for t in 0..n {
-                for r in 0..rows {
-                    let want: f64 = (0..cols).map(|c| wf[r * cols + c] as f64 * x[t * cols + c] as f64).sum();
-                    let scale: f64 = (0..cols).map(|c| (wf[r * cols + c] as f64 * x[t * cols + c] as f64).abs()).sum();
-                    let err = (got[t * rows + r] as f64 - want).abs();
-                    assert!(err <= 1e-5 * (1.0 + scale), "{ty:?} n={n} t={t} r={r}: {} vs {want}", got[t * rows + r]);
+                let w = random_matrix(ty, rows, cols, 7);
+                let x: Vec<f32> = (0..n * cols)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                    .collect();
+                let got = matmul_t(&w, &x, n);
+                let wf = w.dequantize();
+                for t in 0..n {
+                    for r in 0..rows {
+                        let want: f64 = (0..cols)
+                            .map(|c| wf[r * cols + c] as f64 * x[t * cols + c] as f64)
+                            .sum();
+                        let scale: f64 = (0..cols)
+                            .map(|c| (wf[r * cols + c] as f64 * x[t * cols + c] as f64).abs())
+                            .sum();
+                        let err = (got[t * rows + r] as f64 - want).abs();
+                        assert!(
+                            err <= 1e-5 * (1.0 + scale),
+                            "{ty:?} n={n} t={t} r={r}: {} vs {want}",
+                            got[t * rows + r]
+                        );
+                    }
                 }
-            }
             }
         }
     }
 
     #[test]
     fn several_matrices_in_one_pass_equal_one_at_a_time() {
-        let (a, b, c) = (random_matrix(GgmlType::Q4_1, 20, 64, 1), random_matrix(GgmlType::Q8_0, 7, 64, 2), random_matrix(GgmlType::Q4_0, 33, 64, 4));
+        let (a, b, c) = (
+            random_matrix(GgmlType::Q4_1, 20, 64, 1),
+            random_matrix(GgmlType::Q8_0, 7, 64, 2),
+            random_matrix(GgmlType::Q4_0, 33, 64, 4),
+        );
         for n in [1, 3, 17] {
             let x: Vec<f32> = (0..n * 64).map(|i| (i as f32 * 0.11).cos()).collect();
             let many = matmul_t_many(&[&a, &b, &c], &x, n);
@@ -413,19 +500,27 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn every_simd_level_agrees_with_the_scalar_definition() {
-        let levels: Vec<Simd> = [(Simd::Avx2, avx2::available())].into_iter().filter_map(|(s, ok)| ok.then_some(s)).collect();
+        let levels: Vec<Simd> = [(Simd::Avx2, avx2::available())]
+            .into_iter()
+            .filter_map(|(s, ok)| ok.then_some(s))
+            .collect();
         eprintln!("checking {levels:?}");
         for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
             let (rows, cols, n) = (12, 128, 11);
             let w = random_matrix(ty, rows, cols, 5);
-            let x: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.23).sin() * 3.0).collect();
+            let x: Vec<f32> = (0..n * cols)
+                .map(|i| (i as f32 * 0.23).sin() * 3.0)
+                .collect();
             let mut want = vec![0.0; rows * n];
             rows_scalar(&w, &x, n, 0, &mut want);
             for &level in &levels {
                 let mut got = vec![0.0; rows * n];
                 rows_simd(level, &w, &x, &block_sums(&x), n, 0, &mut got);
                 for (g, e) in got.iter().zip(&want) {
-                    assert!((g - e).abs() <= 1e-4 * (1.0 + e.abs()), "{ty:?} {level:?}: {g} vs {e}");
+                    assert!(
+                        (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                        "{ty:?} {level:?}: {g} vs {e}"
+                    );
                 }
             }
         }

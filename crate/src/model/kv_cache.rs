@@ -11,7 +11,10 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(n_layers: usize) -> Self {
-        Self { layers: vec![None; n_layers], tokens: Vec::new() }
+        Self {
+            layers: vec![None; n_layers],
+            tokens: Vec::new(),
+        }
     }
 
     /// The tokens whose keys and values are cached, in order.
@@ -44,11 +47,20 @@ impl KvCache {
 
     /// How many leading tokens of `ids` are already cached.
     pub fn common_prefix(&self, ids: &[u32]) -> usize {
-        self.tokens.iter().zip(ids).take_while(|(a, b)| a == b).count()
+        self.tokens
+            .iter()
+            .zip(ids)
+            .take_while(|(a, b)| a == b)
+            .count()
     }
 
     /// Appends one layer's new keys/values ([kv_heads, new, head_dim]) and returns the whole.
-    pub(crate) fn append(&mut self, layer: usize, k: Tensor<3>, v: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+    pub(crate) fn append(
+        &mut self,
+        layer: usize,
+        k: Tensor<3>,
+        v: Tensor<3>,
+    ) -> (Tensor<3>, Tensor<3>) {
         let kv = match self.layers[layer].take() {
             None => (k, v),
             Some((ck, cv)) => (Tensor::cat(vec![ck, k], 1), Tensor::cat(vec![cv, v], 1)),

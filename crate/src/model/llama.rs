@@ -40,20 +40,36 @@ impl LlamaConfig {
         }
         let u = |k: &str| -> Result<usize> {
             let v = g.get_u64(&format!("llama.{k}"))?;
-            usize::try_from(v).ok().filter(|&v| v > 0 && v < 1 << 24).ok_or_else(|| Error::Config(format!("llama.{k} = {v}")))
+            usize::try_from(v)
+                .ok()
+                .filter(|&v| v > 0 && v < 1 << 24)
+                .ok_or_else(|| Error::Config(format!("llama.{k} = {v}")))
         };
         let (d_model, n_head) = (u("embedding_length")?, u("attention.head_count")?);
-        let n_kv_head = g.get_u64("llama.attention.head_count_kv").map(|v| v as usize).unwrap_or(n_head);
+        let n_kv_head = g
+            .get_u64("llama.attention.head_count_kv")
+            .map(|v| v as usize)
+            .unwrap_or(n_head);
         if d_model % n_head != 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
-            return Err(Error::Config(format!("{n_head} heads, {n_kv_head} KV heads, width {d_model}")));
+            return Err(Error::Config(format!(
+                "{n_head} heads, {n_kv_head} KV heads, width {d_model}"
+            )));
         }
         let head_dim = d_model / n_head;
-        let rope_dims = g.get_u64("llama.rope.dimension_count").map(|v| v as usize).unwrap_or(head_dim);
+        let rope_dims = g
+            .get_u64("llama.rope.dimension_count")
+            .map(|v| v as usize)
+            .unwrap_or(head_dim);
         if rope_dims != head_dim || head_dim % 2 != 0 {
-            return Err(Error::Config(format!("rotary dims {rope_dims} with head dim {head_dim} (partial rotary is not supported)")));
+            return Err(Error::Config(format!(
+                "rotary dims {rope_dims} with head dim {head_dim} (partial rotary is not supported)"
+            )));
         }
         let token_embd = g.tensor("token_embd.weight")?;
-        let vocab = g.get_u64("llama.vocab_size").map(|v| v as usize).unwrap_or(token_embd.dims.get(1).copied().unwrap_or(0) as usize);
+        let vocab = g
+            .get_u64("llama.vocab_size")
+            .map(|v| v as usize)
+            .unwrap_or(token_embd.dims.get(1).copied().unwrap_or(0) as usize);
         Ok(Self {
             n_layer: u("block_count")?,
             d_model,
@@ -63,7 +79,9 @@ impl LlamaConfig {
             ffn: u("feed_forward_length")?,
             vocab,
             rope_base: g.get_f64("llama.rope.freq_base").unwrap_or(10_000.0) as f32,
-            eps: g.get_f64("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32,
+            eps: g
+                .get_f64("llama.attention.layer_norm_rms_epsilon")
+                .unwrap_or(1e-5) as f32,
             context: u("context_length")?,
         })
     }
@@ -92,7 +110,10 @@ impl QLinear {
     fn new(weight: QMatrix, dev: &EngineDevice) -> Self {
         let (rows, cols) = (weight.rows, weight.cols);
         let dense_t = (!dev.quantized_kernels()).then(|| {
-            let w = Tensor::<2>::from_data(TensorData::new(weight.dequantize(), [rows, cols]), &dev.device);
+            let w = Tensor::<2>::from_data(
+                TensorData::new(weight.dequantize(), [rows, cols]),
+                &dev.device,
+            );
             match dev.backend {
                 // On the GPU the weights stay quantized: GGML's 4-bit blocks carry an offset that
                 // burn's symmetric schemes lack, so each block of 32 inputs is requantized to
@@ -114,25 +135,39 @@ impl QLinear {
         let [n, _] = x.dims();
         let x = read_f32(x).await?;
         let y = kernels::matmul_t(&self.weight, &x, n);
-        Ok(Tensor::from_data(TensorData::new(y, [n, self.weight.rows]), &device))
+        Ok(Tensor::from_data(
+            TensorData::new(y, [n, self.weight.rows]),
+            &device,
+        ))
     }
 }
 
 /// Symmetric int8 with one f32 scale per 32 inputs of `W` ([out, in]): GGUF's block direction.
 fn gpu_scheme() -> QuantScheme {
-    QuantScheme::default().with_value(QuantValue::Q8S).with_store(QuantStore::PackedU32(0)).per_block([1, 32], ScaleDtype::F32)
+    QuantScheme::default()
+        .with_value(QuantValue::Q8S)
+        .with_store(QuantStore::PackedU32(0))
+        .per_block([1, 32], ScaleDtype::F32)
 }
 
 /// Reads a tensor back to the host (asynchronously: WebGPU can only read back that way).
 pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    let data = t.into_data_async().await.map_err(|e| Error::Device(format!("{e:?}")))?;
-    data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
+    let data = t
+        .into_data_async()
+        .await
+        .map_err(|e| Error::Device(format!("{e:?}")))?;
+    data.try_into_vec::<f32>()
+        .map_err(|e| Error::Device(format!("{e:?}")))
 }
 
 fn check_dims(g: &Gguf, name: &str, want: &[u64]) -> Result<()> {
     let info = g.tensor(name)?;
     if info.dims != want {
-        return Err(Error::Shape { name: name.into(), got: info.dims.clone(), want: want.to_vec() });
+        return Err(Error::Shape {
+            name: name.into(),
+            got: info.dims.clone(),
+            want: want.to_vec(),
+        });
     }
     Ok(())
 }
@@ -140,7 +175,12 @@ fn check_dims(g: &Gguf, name: &str, want: &[u64]) -> Result<()> {
 fn load_matrix(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
     check_dims(g, name, &[cols as u64, rows as u64])?;
     let info = g.tensor(name)?;
-    Ok(QMatrix { ty: info.ty, rows, cols, data: g.tensor_bytes(info).into() })
+    Ok(QMatrix {
+        ty: info.ty,
+        rows,
+        cols,
+        data: g.tensor_bytes(info).into(),
+    })
 }
 
 /// A norm's weights, on the device and on the host.
@@ -154,7 +194,10 @@ fn load_norm(g: &Gguf, name: &str, n: usize, dev: &EngineDevice) -> Result<Norm>
     check_dims(g, name, &[n as u64])?;
     let info = g.tensor(name)?;
     let host = dequantize(info.ty, g.tensor_bytes(info), n);
-    Ok(Norm { tensor: Tensor::from_data(TensorData::new(host.clone(), [n]), &dev.device), host })
+    Ok(Norm {
+        tensor: Tensor::from_data(TensorData::new(host.clone(), [n]), &dev.device),
+        host,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -182,16 +225,27 @@ struct Rope {
 impl Rope {
     fn new(c: &LlamaConfig, dev: &EngineDevice) -> Self {
         let half = c.head_dim / 2;
-        let (mut cos, mut sin) = (Vec::with_capacity(c.context * half), Vec::with_capacity(c.context * half));
+        let (mut cos, mut sin) = (
+            Vec::with_capacity(c.context * half),
+            Vec::with_capacity(c.context * half),
+        );
         for p in 0..c.context {
             for i in 0..half {
-                let theta = p as f64 * (c.rope_base as f64).powf(-2.0 * i as f64 / c.head_dim as f64);
+                let theta =
+                    p as f64 * (c.rope_base as f64).powf(-2.0 * i as f64 / c.head_dim as f64);
                 cos.push(theta.cos() as f32);
                 sin.push(theta.sin() as f32);
             }
         }
-        let t = |v: &Vec<f32>| Tensor::from_data(TensorData::new(v.clone(), [c.context, half]), &dev.device);
-        Self { cos: t(&cos), sin: t(&sin), cos_host: cos, sin_host: sin }
+        let t = |v: &Vec<f32>| {
+            Tensor::from_data(TensorData::new(v.clone(), [c.context, half]), &dev.device)
+        };
+        Self {
+            cos: t(&cos),
+            sin: t(&sin),
+            cos_host: cos,
+            sin_host: sin,
+        }
     }
 
     /// Rotates adjacent pairs (x0, x1), (x2, x3), … of `x` [T, heads, head_dim] at positions
@@ -269,28 +323,47 @@ impl Llama {
             return Err(Error::EmptyInput("no tokens to run"));
         }
         if cache.len() + ids.len() > self.config.context {
-            return Err(Error::ContextOverflow { needed: cache.len() + ids.len(), max: self.config.context });
+            return Err(Error::ContextOverflow {
+                needed: cache.len() + ids.len(),
+                max: self.config.context,
+            });
         }
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.config.vocab) {
-            return Err(Error::Tokenizer(format!("token id {bad} is outside the vocabulary ({})", self.config.vocab)));
+            return Err(Error::Tokenizer(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                self.config.vocab
+            )));
         }
         Ok(())
     }
 
     /// Runs `ids` after what `cache` holds, appends them to it, and returns logits on the device
     /// ([1, vocab] for `Logits::Last`, [ids.len(), vocab] for `Logits::All`).
-    pub async fn forward(&self, ids: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Tensor<2>> {
+    pub async fn forward(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+    ) -> Result<Tensor<2>> {
         self.check(ids, cache)?;
         if self.device.quantized_kernels() {
             let v = self.forward_host(ids, cache, logits).await?;
             let rows = v.len() / self.config.vocab;
-            return Ok(Tensor::from_data(TensorData::new(v, [rows, self.config.vocab]), &self.device.device));
+            return Ok(Tensor::from_data(
+                TensorData::new(v, [rows, self.config.vocab]),
+                &self.device.device,
+            ));
         }
         self.forward_tensor(ids, cache, logits).await
     }
 
     /// As [`Self::forward`], with the logits read back to the host (row-major).
-    pub async fn logits(&self, ids: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Vec<f32>> {
+    pub async fn logits(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+    ) -> Result<Vec<f32>> {
         self.check(ids, cache)?;
         if self.device.quantized_kernels() {
             return self.forward_host(ids, cache, logits).await;
@@ -299,17 +372,38 @@ impl Llama {
     }
 
     /// Every step as burn tensor operations: the reference, GPU and autodiff path.
-    async fn forward_tensor(&self, ids: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Tensor<2>> {
+    async fn forward_tensor(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+    ) -> Result<Tensor<2>> {
         let pos = cache.len();
         let x = kernels::embedding_rows(&self.embed, ids);
-        let mut x = Tensor::<2>::from_data(TensorData::new(x, [ids.len(), self.config.d_model]), &self.device.device);
+        let mut x = Tensor::<2>::from_data(
+            TensorData::new(x, [ids.len(), self.config.d_model]),
+            &self.device.device,
+        );
         for (i, l) in self.layers.iter().enumerate() {
             let (t, c) = (ids.len(), &self.config);
             let h = self.rms_norm(x.clone(), &l.attn_norm);
-            let q = l.q.forward(h.clone()).await?.reshape([t, c.n_head, c.head_dim]);
-            let k = l.k.forward(h.clone()).await?.reshape([t, c.n_kv_head, c.head_dim]);
+            let q =
+                l.q.forward(h.clone())
+                    .await?
+                    .reshape([t, c.n_head, c.head_dim]);
+            let k =
+                l.k.forward(h.clone())
+                    .await?
+                    .reshape([t, c.n_kv_head, c.head_dim]);
             let v = l.v.forward(h).await?.reshape([t, c.n_kv_head, c.head_dim]);
-            let att = self.attend(i, self.rope.apply(q, pos), self.rope.apply(k, pos), v, pos, cache);
+            let att = self.attend(
+                i,
+                self.rope.apply(q, pos),
+                self.rope.apply(k, pos),
+                v,
+                pos,
+                cache,
+            );
             x = x + l.o.forward(att).await?;
             let h = self.rms_norm(x.clone(), &l.ffn_norm);
             let gate = activation::silu(l.gate.forward(h.clone()).await?);
@@ -325,23 +419,55 @@ impl Llama {
 
     /// The CPU fast path: activations stay on the host between attentions, matrix products run
     /// the quantized kernels, attention over the cache runs in burn as on every device.
-    async fn forward_host(&self, ids: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Vec<f32>> {
+    async fn forward_host(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+    ) -> Result<Vec<f32>> {
         let (c, t, pos) = (&self.config, ids.len(), cache.len());
         let (hd, kv_width) = (c.head_dim, c.n_kv_head * c.head_dim);
-        let upload = |v: Vec<f32>, heads: usize| Tensor::<3>::from_data(TensorData::new(v, [t, heads, hd]), &self.device.device);
+        let upload = |v: Vec<f32>, heads: usize| {
+            Tensor::<3>::from_data(TensorData::new(v, [t, heads, hd]), &self.device.device)
+        };
         let mut x = kernels::embedding_rows(&self.embed, ids);
         for (i, l) in self.layers.iter().enumerate() {
             let h = cpu::rms_norm(&x, &l.attn_norm.host, c.eps);
             let [mut q, mut k, v]: [Vec<f32>; 3] =
-                kernels::matmul_t_many(&[&l.q.weight, &l.k.weight, &l.v.weight], &h, t).try_into().expect("three results");
-            cpu::rope(&mut q, hd, pos, c.d_model, &self.rope.cos_host, &self.rope.sin_host);
-            cpu::rope(&mut k, hd, pos, kv_width, &self.rope.cos_host, &self.rope.sin_host);
-            let att = self.attend(i, upload(q, c.n_head), upload(k, c.n_kv_head), upload(v, c.n_kv_head), pos, cache);
+                kernels::matmul_t_many(&[&l.q.weight, &l.k.weight, &l.v.weight], &h, t)
+                    .try_into()
+                    .expect("three results");
+            cpu::rope(
+                &mut q,
+                hd,
+                pos,
+                c.d_model,
+                &self.rope.cos_host,
+                &self.rope.sin_host,
+            );
+            cpu::rope(
+                &mut k,
+                hd,
+                pos,
+                kv_width,
+                &self.rope.cos_host,
+                &self.rope.sin_host,
+            );
+            let att = self.attend(
+                i,
+                upload(q, c.n_head),
+                upload(k, c.n_kv_head),
+                upload(v, c.n_kv_head),
+                pos,
+                cache,
+            );
             let att = read_f32(att).await?;
             cpu::add_assign(&mut x, &kernels::matmul_t(&l.o.weight, &att, t));
             let h = cpu::rms_norm(&x, &l.ffn_norm.host, c.eps);
             let [mut gate, up]: [Vec<f32>; 2] =
-                kernels::matmul_t_many(&[&l.gate.weight, &l.up.weight], &h, t).try_into().expect("two results");
+                kernels::matmul_t_many(&[&l.gate.weight, &l.up.weight], &h, t)
+                    .try_into()
+                    .expect("two results");
             cpu::silu_mul(&mut gate, &up);
             cpu::add_assign(&mut x, &kernels::matmul_t(&l.down.weight, &gate, t));
         }
@@ -358,20 +484,32 @@ impl Llama {
 
     /// Grouped-query attention of roped `q` [T, heads, hd] over the cache plus the new `k`, `v`
     /// [T, kv_heads, hd] at positions `pos..pos+T`; returns [T, width] (before the output projection).
-    fn attend(&self, i: usize, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, pos: usize, cache: &mut KvCache) -> Tensor<2> {
+    fn attend(
+        &self,
+        i: usize,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        pos: usize,
+        cache: &mut KvCache,
+    ) -> Tensor<2> {
         let c = &self.config;
         let t = q.dims()[0];
         let group = c.n_head / c.n_kv_head;
         let (k, v) = cache.append(i, k.swap_dims(0, 1), v.swap_dims(0, 1)); // [kv_heads, total, hd]
         let total = pos + t;
         // Query heads h*group..(h+1)*group share KV head h: fold them into the rows.
-        let q = q.swap_dims(0, 1).reshape([c.n_kv_head, group * t, c.head_dim]);
+        let q = q
+            .swap_dims(0, 1)
+            .reshape([c.n_kv_head, group * t, c.head_dim]);
         let mut scores = q.matmul(k.swap_dims(1, 2)) * (1.0 / (c.head_dim as f32).sqrt());
         if t > 1 {
             scores = scores + self.causal_mask(group, t, pos, total).unsqueeze::<3>();
         }
         let att = activation::softmax(scores, 2).matmul(v); // [kv_heads, group*T, hd]
-        att.reshape([c.n_head, t, c.head_dim]).swap_dims(0, 1).reshape([t, c.d_model])
+        att.reshape([c.n_head, t, c.head_dim])
+            .swap_dims(0, 1)
+            .reshape([t, c.d_model])
     }
 
     /// Additive mask [group*T, total]: row r is position pos + r % T and sees keys up to it.
@@ -400,7 +538,16 @@ impl Llama {
 
     /// Quantized weight bytes held in memory, for reports.
     pub fn weight_bytes(&self) -> usize {
-        let l: usize = self.layers.iter().map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].iter().map(|q| q.weight.bytes()).sum::<usize>()).sum();
+        let l: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                    .iter()
+                    .map(|q| q.weight.bytes())
+                    .sum::<usize>()
+            })
+            .sum();
         l + self.embed.bytes()
     }
 }

@@ -19,7 +19,13 @@ pub struct SamplerConfig {
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        Self { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 0 }
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            seed: 0,
+        }
     }
 }
 
@@ -37,7 +43,10 @@ impl SamplerConfig {
             return bad(format!("top_p {} must be in (0, 1]", self.top_p));
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return bad(format!("repetition penalty {} must be > 0", self.repetition_penalty));
+            return bad(format!(
+                "repetition penalty {} must be > 0",
+                self.repetition_penalty
+            ));
         }
         Ok(())
     }
@@ -63,12 +72,16 @@ impl Sampler {
         if c.repetition_penalty != 1.0 {
             let mut seen = vec![false; l.len()];
             for &t in history {
-                if let Some(s) = seen.get_mut(t as usize) {
-                    if !*s {
-                        *s = true;
-                        let v = &mut l[t as usize];
-                        *v = if *v > 0.0 { *v / c.repetition_penalty } else { *v * c.repetition_penalty };
-                    }
+                if let Some(s) = seen.get_mut(t as usize)
+                    && !*s
+                {
+                    *s = true;
+                    let v = &mut l[t as usize];
+                    *v = if *v > 0.0 {
+                        *v / c.repetition_penalty
+                    } else {
+                        *v * c.repetition_penalty
+                    };
                 }
             }
         }
@@ -83,7 +96,10 @@ impl Sampler {
         }
         idx.sort_unstable_by(by_logit);
         let max = l[idx[0] as usize];
-        let mut probs: Vec<f32> = idx.iter().map(|&i| ((l[i as usize] - max) / c.temperature).exp()).collect();
+        let mut probs: Vec<f32> = idx
+            .iter()
+            .map(|&i| ((l[i as usize] - max) / c.temperature).exp())
+            .collect();
         let total: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
         if c.top_p < 1.0 {
@@ -133,36 +149,71 @@ mod tests {
 
     #[test]
     fn repetition_penalty_demotes_seen_tokens() {
-        let mut s = Sampler::new(SamplerConfig { repetition_penalty: 1.5, ..SamplerConfig::greedy() }).unwrap();
+        let mut s = Sampler::new(SamplerConfig {
+            repetition_penalty: 1.5,
+            ..SamplerConfig::greedy()
+        })
+        .unwrap();
         assert_eq!(s.sample(&logits(), &[1]), 4);
     }
 
     #[test]
     fn top_k_one_is_greedy_and_seeds_reproduce() {
-        let cfg = SamplerConfig { temperature: 1.0, top_k: 1, ..Default::default() };
+        let cfg = SamplerConfig {
+            temperature: 1.0,
+            top_k: 1,
+            ..Default::default()
+        };
         let mut s = Sampler::new(cfg).unwrap();
         assert!((0..50).all(|_| s.sample(&logits(), &[]) == 1));
-        let cfg = SamplerConfig { temperature: 1.0, seed: 7, ..Default::default() };
+        let cfg = SamplerConfig {
+            temperature: 1.0,
+            seed: 7,
+            ..Default::default()
+        };
         let run = |c: SamplerConfig| {
             let mut s = Sampler::new(c).unwrap();
-            (0..64).map(|_| s.sample(&logits(), &[])).collect::<Vec<_>>()
+            (0..64)
+                .map(|_| s.sample(&logits(), &[]))
+                .collect::<Vec<_>>()
         };
         let a = run(cfg.clone());
         assert_eq!(a, run(cfg.clone()));
         assert_ne!(a, run(SamplerConfig { seed: 8, ..cfg }));
-        assert!(a.iter().collect::<std::collections::HashSet<_>>().len() > 1, "temperature 1 samples more than one token");
+        assert!(
+            a.iter().collect::<std::collections::HashSet<_>>().len() > 1,
+            "temperature 1 samples more than one token"
+        );
     }
 
     #[test]
     fn top_p_keeps_only_the_nucleus() {
         // p(1) ≈ 0.42, p(4) ≈ 0.38: top_p 0.5 keeps tokens 1 and 4 only.
-        let mut s = Sampler::new(SamplerConfig { temperature: 1.0, top_p: 0.5, seed: 3, ..Default::default() }).unwrap();
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 1.0,
+            top_p: 0.5,
+            seed: 3,
+            ..Default::default()
+        })
+        .unwrap();
         assert!((0..200).all(|_| matches!(s.sample(&logits(), &[]), 1 | 4)));
     }
 
     #[test]
     fn invalid_settings_are_refused() {
-        assert!(Sampler::new(SamplerConfig { temperature: -1.0, ..Default::default() }).is_err());
-        assert!(Sampler::new(SamplerConfig { top_p: 0.0, ..Default::default() }).is_err());
+        assert!(
+            Sampler::new(SamplerConfig {
+                temperature: -1.0,
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            Sampler::new(SamplerConfig {
+                top_p: 0.0,
+                ..Default::default()
+            })
+            .is_err()
+        );
     }
 }

@@ -13,7 +13,10 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
     pub fn user(content: &str) -> Self {
         Self::new("user", content)
@@ -32,7 +35,11 @@ const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['r
 
 impl ChatTemplate {
     pub fn new(source: &str) -> Result<Self> {
-        let t = Self { source: source.to_string(), bos: String::new(), eos: String::new() };
+        let t = Self {
+            source: source.to_string(),
+            bos: String::new(),
+            eos: String::new(),
+        };
         t.render(&[Message::user("check")], true)?;
         Ok(t)
     }
@@ -41,7 +48,10 @@ impl ChatTemplate {
         let source = g.get_str("tokenizer.chat_template").unwrap_or(CHATML);
         let token = |k: &str| -> String {
             let tokens = g.get_array("tokenizer.ggml.tokens").ok();
-            g.get_u64(k).ok().and_then(|i| tokens?.get(i as usize)?.as_str().map(str::to_owned)).unwrap_or_default()
+            g.get_u64(k)
+                .ok()
+                .and_then(|i| tokens?.get(i as usize)?.as_str().map(str::to_owned))
+                .unwrap_or_default()
         };
         let mut t = Self::new(source)?;
         t.bos = token("tokenizer.ggml.bos_token_id");
@@ -54,10 +64,18 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
-        let tmpl = env.template_from_str(&self.source).map_err(|e| Error::Template(e.to_string()))?;
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        let tmpl = env
+            .template_from_str(&self.source)
+            .map_err(|e| Error::Template(e.to_string()))?;
         tmpl.render(minijinja::context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,

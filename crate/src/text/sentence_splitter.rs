@@ -8,8 +8,9 @@
 
 /// Words that end with a period without ending a sentence (compared lowercase, without the dot).
 const ABBREVIATIONS: &[&str] = &[
-    "e.g", "i.e", "etc", "vs", "cf", "al", "approx", "dr", "mr", "mrs", "ms", "prof", "sr", "jr", "st", "no", "fig", "eq",
-    "u.s", "u.k", "u.n", "a.m", "p.m", "ph.d", "inc", "ltd", "co", "mt", "gen", "col", "lt", "sgt", "rev", "vol", "pp", "ca",
+    "e.g", "i.e", "etc", "vs", "cf", "al", "approx", "dr", "mr", "mrs", "ms", "prof", "sr", "jr",
+    "st", "no", "fig", "eq", "u.s", "u.k", "u.n", "a.m", "p.m", "ph.d", "inc", "ltd", "co", "mt",
+    "gen", "col", "lt", "sgt", "rev", "vol", "pp", "ca",
 ];
 
 const CLOSERS: &[char] = &['"', '\'', ')', ']', '}', '”', '’', '»', '*', '_'];
@@ -66,11 +67,13 @@ pub fn first_sentence_end(text: &str, finished: bool) -> Option<usize> {
                 }
                 return Some(at + 1);
             }
-            '.' | '!' | '?' | '…' | '。' | '！' | '？' if parens == 0 && !quote => match verdict(text, &chars, i, finished) {
-                Verdict::End(end) => return Some(end),
-                Verdict::Wait => return None,
-                Verdict::No => {}
-            },
+            '.' | '!' | '?' | '…' | '。' | '！' | '？' if parens == 0 && !quote => {
+                match verdict(text, &chars, i, finished) {
+                    Verdict::End(end) => return Some(end),
+                    Verdict::Wait => return None,
+                    Verdict::No => {}
+                }
+            }
             _ => {}
         }
         i += 1;
@@ -92,9 +95,16 @@ fn verdict(text: &str, chars: &[(usize, char)], i: usize, finished: bool) -> Ver
     }
     let run: String = chars[i..=j].iter().map(|&(_, c)| c).collect();
     let end = end_after_closers(text, chars, j + 1);
-    let k = chars.iter().position(|&(at, _)| at >= end).unwrap_or(chars.len());
+    let k = chars
+        .iter()
+        .position(|&(at, _)| at >= end)
+        .unwrap_or(chars.len());
     let Some(&(_, next)) = chars.get(k) else {
-        return if finished { Verdict::End(end) } else { Verdict::Wait };
+        return if finished {
+            Verdict::End(end)
+        } else {
+            Verdict::Wait
+        };
     };
     if !next.is_whitespace() {
         // "3.14", "e.g.,", "example.com", "U.S": no break.
@@ -106,13 +116,18 @@ fn verdict(text: &str, chars: &[(usize, char)], i: usize, finished: bool) -> Ver
     if run == "." {
         let word = word_before(text, chars[i].0);
         let lower = word.to_lowercase();
-        let list_number = !word.is_empty() && word.chars().all(|c| c.is_ascii_digit()) && line_prefix_is_blank(text, chars[i].0 - word.len());
+        let list_number = !word.is_empty()
+            && word.chars().all(|c| c.is_ascii_digit())
+            && line_prefix_is_blank(text, chars[i].0 - word.len());
         let initial = word.chars().count() == 1 && word.chars().all(char::is_uppercase);
         if ABBREVIATIONS.contains(&lower.as_str()) || list_number || initial {
             return Verdict::No;
         }
         // "approx. three": a lowercase word after the space continues the sentence.
-        match chars[k..].iter().find(|&&(_, c)| !c.is_whitespace() || c == '\n') {
+        match chars[k..]
+            .iter()
+            .find(|&&(_, c)| !c.is_whitespace() || c == '\n')
+        {
             None if !finished => return Verdict::Wait,
             Some(&(_, n)) if n.is_lowercase() => return Verdict::No,
             _ => {}
@@ -133,13 +148,18 @@ fn end_after_closers(text: &str, chars: &[(usize, char)], from: usize) -> usize 
 /// The word (letters, digits, inner dots) just before byte `at`.
 fn word_before(text: &str, at: usize) -> &str {
     let head = &text[..at];
-    let start = head.rfind(|c: char| !(c.is_alphanumeric() || c == '.')).map_or(0, |p| p + head[p..].chars().next().map_or(1, char::len_utf8));
+    let start = head
+        .rfind(|c: char| !(c.is_alphanumeric() || c == '.'))
+        .map_or(0, |p| {
+            p + head[p..].chars().next().map_or(1, char::len_utf8)
+        });
     &head[start..]
 }
 
 fn line_prefix_is_blank(text: &str, at: usize) -> bool {
     let line_start = text[..at].rfind('\n').map_or(0, |p| p + 1);
-    text[line_start..at].trim().is_empty() || text[line_start..at].trim_end().ends_with(['*', '-', '#'])
+    text[line_start..at].trim().is_empty()
+        || text[line_start..at].trim_end().ends_with(['*', '-', '#'])
 }
 
 /// Accumulates streamed text and reports the first sentence once it is complete.
@@ -194,8 +214,14 @@ mod tests {
     /// (text, the first sentence) — judged on the whole text, as at the end of an answer.
     const CASES: &[(&str, &str)] = &[
         ("Paris is the capital. It is big.", "Paris is the capital."),
-        ("Pi is about 3.14 in value. Next.", "Pi is about 3.14 in value."),
-        ("Use a tool, e.g. a hammer. Then stop.", "Use a tool, e.g. a hammer."),
+        (
+            "Pi is about 3.14 in value. Next.",
+            "Pi is about 3.14 in value.",
+        ),
+        (
+            "Use a tool, e.g. a hammer. Then stop.",
+            "Use a tool, e.g. a hammer.",
+        ),
         ("That is, i.e., the rest. Done.", "That is, i.e., the rest."),
         ("Dr. Smith arrived. He sat.", "Dr. Smith arrived."),
         ("The U.S. economy grew. Good.", "The U.S. economy grew."),
@@ -203,17 +229,29 @@ mod tests {
         ("1. Add the numbers.\n2. Divide.", "1. Add the numbers."),
         ("Wait... then go. Fine.", "Wait... then go."),
         ("Hmm… maybe later. Ok.", "Hmm… maybe later."),
-        ("He said \"Stop. Now.\" and left. Then.", "He said \"Stop. Now.\" and left."),
-        ("See (the note. Really.) here. End.", "See (the note. Really.) here."),
+        (
+            "He said \"Stop. Now.\" and left. Then.",
+            "He said \"Stop. Now.\" and left.",
+        ),
+        (
+            "See (the note. Really.) here. End.",
+            "See (the note. Really.) here.",
+        ),
         ("Run `a.b(). c` first. Then.", "Run `a.b(). c` first."),
         ("Code:\n", "Code:\n"),
-        ("```\nx = 1. y = 2.\n``` done. Next.", "```\nx = 1. y = 2.\n``` done."),
+        (
+            "```\nx = 1. y = 2.\n``` done. Next.",
+            "```\nx = 1. y = 2.\n``` done.",
+        ),
         ("Really? Yes!", "Really?"),
         ("What?! No way. Ok.", "What?!"),
         ("今天很好。明天也好。", "今天很好。"),
         ("真的吗？是的！", "真的吗？"),
         ("Step one\nStep two", "Step one\n"),
-        ("It costs approx. three dollars. Ok.", "It costs approx. three dollars."),
+        (
+            "It costs approx. three dollars. Ok.",
+            "It costs approx. three dollars.",
+        ),
         ("Visit example.com today. Bye.", "Visit example.com today."),
         ("He said \"hi.\" Then left.", "He said \"hi.\""),
         ("17 * 23 = 391. So the answer is 391.", "17 * 23 = 391."),
@@ -224,7 +262,8 @@ mod tests {
     #[test]
     fn hard_cases_split_where_a_reader_would() {
         for (text, want) in CASES {
-            let end = first_sentence_end(text, true).unwrap_or_else(|| panic!("no sentence in {text:?}"));
+            let end =
+                first_sentence_end(text, true).unwrap_or_else(|| panic!("no sentence in {text:?}"));
             assert_eq!(&text[..end], *want, "in {text:?}");
         }
     }
@@ -260,6 +299,14 @@ mod tests {
         let text = "First one. Second, e.g. this one!\n3. Third line\n\nLast one.  ";
         let parts = split_sentences(text);
         assert_eq!(parts.concat(), text);
-        assert_eq!(parts, vec!["First one.", " Second, e.g. this one!", "\n3. Third line\n", "\nLast one.  "]);
+        assert_eq!(
+            parts,
+            vec![
+                "First one.",
+                " Second, e.g. this one!",
+                "\n3. Third line\n",
+                "\nLast one.  "
+            ]
+        );
     }
 }

@@ -1,6 +1,5 @@
 //! The tokenizer, built from the GGUF's own vocabulary and merges with the `tokenizers` crate.
 
-
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -25,7 +24,10 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer").field("vocab", &self.vocab_size()).field("eos", &self.eos).finish()
+        f.debug_struct("Tokenizer")
+            .field("vocab", &self.vocab_size())
+            .field("eos", &self.eos)
+            .finish()
     }
 }
 
@@ -37,31 +39,49 @@ impl Tokenizer {
     pub fn from_gguf(g: &Gguf) -> Result<Self> {
         let model = g.get_str("tokenizer.ggml.model")?;
         if model != "gpt2" {
-            return Err(err(format!("tokenizer model '{model}' is not supported (gpt2 byte-level BPE is)")));
+            return Err(err(format!(
+                "tokenizer model '{model}' is not supported (gpt2 byte-level BPE is)"
+            )));
         }
         let tokens: Vec<String> = g
             .get_array("tokenizer.ggml.tokens")?
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| err("a token is not a string")))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| err("a token is not a string"))
+            })
             .collect::<Result<_>>()?;
         let merges = g
             .get_array("tokenizer.ggml.merges")?
             .iter()
             .map(|v| {
                 let s = v.as_str().ok_or_else(|| err("a merge is not a string"))?;
-                let (a, b) = s.split_once(' ').ok_or_else(|| err(format!("merge '{s}' has no space")))?;
+                let (a, b) = s
+                    .split_once(' ')
+                    .ok_or_else(|| err(format!("merge '{s}' has no space")))?;
                 Ok((a.to_owned(), b.to_owned()))
             })
             .collect::<Result<Vec<_>>>()?;
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(err)?;
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(err)?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
         let pre = g.get_str("tokenizer.ggml.pre").unwrap_or("default");
         let byte_level = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
         inner.with_pre_tokenizer(Some(match pre {
             // SmolLM / StarCoder: every digit on its own, then GPT-2's byte-level split.
             "smollm" | "starcoder" | "refact" => {
-                PreTokenizerWrapper::Sequence(Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), byte_level]))
+                PreTokenizerWrapper::Sequence(Sequence::new(vec![
+                    PreTokenizerWrapper::Digits(Digits::new(true)),
+                    byte_level,
+                ]))
             }
             "gpt2" | "default" => byte_level,
             other => return Err(err(format!("pre-tokenizer '{other}' is not supported"))),
@@ -71,27 +91,44 @@ impl Tokenizer {
         let specials: Vec<AddedToken> = tokens
             .iter()
             .enumerate()
-            .filter(|(i, _)| types.and_then(|t| t.get(*i)).and_then(|v| v.as_u64()) == Some(CONTROL))
+            .filter(|(i, _)| {
+                types.and_then(|t| t.get(*i)).and_then(|v| v.as_u64()) == Some(CONTROL)
+            })
             .map(|(_, t)| AddedToken::from(t.clone(), true).normalized(false))
             .collect();
         inner.add_special_tokens(&specials);
 
-        let id = |k: &str| g.get_u64(k).ok().map(|v| v as u32).filter(|&v| (v as usize) < tokens.len());
+        let id = |k: &str| {
+            g.get_u64(k)
+                .ok()
+                .map(|v| v as u32)
+                .filter(|&v| (v as usize) < tokens.len())
+        };
         let eos = id("tokenizer.ggml.eos_token_id").ok_or_else(|| err("no valid eos token id"))?;
         let mut stop = vec![eos];
         for name in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end|>"] {
-            if let Some(i) = tokens.iter().position(|t| t == name) {
-                if !stop.contains(&(i as u32)) {
-                    stop.push(i as u32);
-                }
+            if let Some(i) = tokens.iter().position(|t| t == name)
+                && !stop.contains(&(i as u32))
+            {
+                stop.push(i as u32);
             }
         }
-        Ok(Self { inner, bos: id("tokenizer.ggml.bos_token_id"), eos, stop })
+        Ok(Self {
+            inner,
+            bos: id("tokenizer.ggml.bos_token_id"),
+            eos,
+            stop,
+        })
     }
 
     /// Encodes text; special tokens written in it (`<|im_start|>`) become their single ids.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.inner.encode(text, false).map_err(err)?.get_ids().to_vec())
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(err)?
+            .get_ids()
+            .to_vec())
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {

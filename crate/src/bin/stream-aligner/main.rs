@@ -15,7 +15,11 @@ use stream_aligner::text::Message;
 use stream_aligner::{Engine, GenerateOptions};
 
 #[derive(Parser)]
-#[command(name = "stream-aligner", version, about = "Sentence-level streaming alignment of LLM output (Stream Aligner) on burn")]
+#[command(
+    name = "stream-aligner",
+    version,
+    about = "Sentence-level streaming alignment of LLM output (Stream Aligner) on burn"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,7 +44,10 @@ impl ModelArgs {
             return Ok(p.clone());
         }
         let manifest = fetch::load_manifest(&self.models_dir)?;
-        let entry = manifest.models.first().context("the manifest names no model")?;
+        let entry = manifest
+            .models
+            .first()
+            .context("the manifest names no model")?;
         let p = self.models_dir.join(&entry.file);
         if p.exists() {
             return Ok(p);
@@ -112,7 +119,17 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Generate { prompt, model, max_tokens, temperature, top_p, top_k, repetition_penalty, seed, raw } => {
+        Command::Generate {
+            prompt,
+            model,
+            max_tokens,
+            temperature,
+            top_p,
+            top_k,
+            repetition_penalty,
+            seed,
+            raw,
+        } => {
             let engine = model.load()?;
             let ids = if raw {
                 anyhow::ensure!(!prompt.is_empty(), "the prompt is empty");
@@ -120,13 +137,27 @@ fn main() -> Result<()> {
             } else {
                 engine.chat_prompt(&[Message::user(&prompt)])?
             };
-            let opts = GenerateOptions { max_tokens, sampler: SamplerConfig { temperature, top_p, top_k, repetition_penalty, seed } };
+            let opts = GenerateOptions {
+                max_tokens,
+                sampler: SamplerConfig {
+                    temperature,
+                    top_p,
+                    top_k,
+                    repetition_penalty,
+                    seed,
+                },
+            };
             let mut cache = engine.model.new_cache();
             let mut out = std::io::stdout();
-            let (_, stats) = futures::executor::block_on(engine.generate(&ids, &opts, &mut cache, |_, text| {
-                let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
-                ControlFlow::Continue(())
-            }))?;
+            let (_, stats) = futures::executor::block_on(engine.generate(
+                &ids,
+                &opts,
+                &mut cache,
+                |_, text| {
+                    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+                    ControlFlow::Continue(())
+                },
+            ))?;
             println!();
             eprintln!(
                 "[{} prompt tokens: prefill {:.1} tok/s | {} generated: decode {:.1} tok/s | stop: {:?}]",
@@ -143,7 +174,11 @@ fn main() -> Result<()> {
             let engine = std::sync::Arc::new(model.load()?);
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
-                let bound = stream_aligner::serve::spawn(stream_aligner::serve::ServerState::new(engine, &name), &addr).await?;
+                let bound = stream_aligner::serve::spawn(
+                    stream_aligner::serve::ServerState::new(engine, &name),
+                    &addr,
+                )
+                .await?;
                 eprintln!("serving {name} on http://{bound}/v1 (Ctrl-C stops)");
                 tokio::signal::ctrl_c().await?;
                 anyhow::Ok(())
