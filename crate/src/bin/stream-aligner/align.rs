@@ -28,6 +28,9 @@ pub struct AlignArgs {
     /// API for a remote upstream: completions (we apply the chat template) or chat
     #[arg(long, default_value = "completions")]
     remote_api: String,
+    /// The remote model's chat template (a Jinja file) for --remote-api completions; default: the local model's
+    #[arg(long)]
+    remote_template: Option<std::path::PathBuf>,
     /// API key for a remote upstream (or STREAM_ALIGNER_API_KEY); never printed
     #[arg(long, env = "STREAM_ALIGNER_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -127,8 +130,11 @@ pub fn run(args: AlignArgs) -> Result<()> {
             "chat" => Api::Chat,
             other => anyhow::bail!("--remote-api is completions or chat, not '{other}'"),
         };
-        // The local model's template is the default guess for the remote model's.
-        remote.template = Some(engine.template.clone());
+        remote.template = Some(match &args.remote_template {
+            Some(path) => stream_aligner::text::ChatTemplate::new(&std::fs::read_to_string(path)?)?,
+            // The local model's template is the default guess for the remote model's.
+            None => engine.template.clone(),
+        });
         remote.api_key = args.api_key.clone();
         remote.temperature = args.temperature;
         remote.seed = Some(args.seed);
