@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use similar::{ChangeTag, TextDiff};
 use stream_aligner::GenerateOptions;
 use stream_aligner::align::{self, Aligner, Mode, PipelineConfig, SentenceEvent};
@@ -131,7 +131,10 @@ pub fn run(args: AlignArgs) -> Result<()> {
             other => anyhow::bail!("--remote-api is completions or chat, not '{other}'"),
         };
         remote.template = Some(match &args.remote_template {
-            Some(path) => stream_aligner::text::ChatTemplate::new(&std::fs::read_to_string(path)?)?,
+            Some(path) => stream_aligner::text::ChatTemplate::new(
+                &std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the template {}", path.display()))?,
+            )?,
             // The local model's template is the default guess for the remote model's.
             None => engine.template.clone(),
         });
