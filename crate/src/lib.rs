@@ -13,6 +13,7 @@ pub mod model;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;
 pub mod text;
+pub mod train;
 pub mod upstream;
 
 pub use cancel::CancelToken;

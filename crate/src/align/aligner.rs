@@ -37,6 +37,24 @@ pub struct Aligner {
     pub cancel: CancelToken,
 }
 
+/// What corrects a sentence: the aligner model, or (for training data) an oracle.
+#[allow(async_fn_in_trait)]
+pub trait Corrector {
+    /// The corrected version of `original`, given the query and the corrected prefix so far.
+    async fn correct(&mut self, query: &str, prefix: &str, original: &str) -> Result<Correction>;
+    /// Checked between rounds.
+    fn cancel_token(&self) -> &CancelToken;
+}
+
+impl Corrector for Aligner {
+    async fn correct(&mut self, query: &str, prefix: &str, original: &str) -> Result<Correction> {
+        Aligner::correct(self, query, prefix, original).await
+    }
+    fn cancel_token(&self) -> &CancelToken {
+        &self.cancel
+    }
+}
+
 impl Aligner {
     pub fn new(engine: Arc<Engine>) -> Self {
         let cache = engine.model.new_cache();

@@ -5,6 +5,6 @@ pub mod aligner;
 pub mod pipeline;
 pub mod prompt;
 
-pub use aligner::{Aligner, Correction};
+pub use aligner::{Aligner, Correction, Corrector};
 pub use pipeline::{Answer, Mode, PipelineConfig, SentenceEvent, run};
 pub use prompt::AlignerPrompt;

@@ -14,7 +14,7 @@ use std::ops::ControlFlow;
 use serde::Serialize;
 use web_time::Instant;
 
-use super::aligner::Aligner;
+use super::aligner::Corrector;
 use crate::error::{Error, Result};
 use crate::text::split_sentences;
 use crate::upstream::Upstream;
@@ -101,9 +101,9 @@ fn with_spacing(original: &str, corrected: &str) -> String {
 }
 
 /// Runs one answer. `answer` is the complete text to correct in posthoc mode.
-pub async fn run<U: Upstream>(
+pub async fn run<U: Upstream, C: Corrector>(
     upstream: &mut U,
-    aligner: &mut Aligner,
+    aligner: &mut C,
     query: &str,
     answer: Option<&str>,
     config: &PipelineConfig,
@@ -153,7 +153,7 @@ pub async fn run<U: Upstream>(
         }
         _ => {
             for index in 0..config.max_sentences {
-                if aligner.cancel.is_cancelled() {
+                if aligner.cancel_token().is_cancelled() {
                     return Err(Error::Cancelled);
                 }
                 let aligned = config.mode != Mode::Upstream && index < config.max_rounds;

@@ -2,6 +2,7 @@
 
 mod align;
 mod bench;
+mod datagen;
 mod fetch;
 
 use std::io::Write;
@@ -106,6 +107,8 @@ enum Command {
         #[arg(long, default_value = "smollm2-135m-instruct")]
         name: String,
     },
+    /// Make on-policy training data: the upstream's sentences on word problems, annotated by the oracle
+    Datagen(datagen::DatagenArgs),
     /// Measure prefill and decode speed (optionally beside llama.cpp's llama-bench)
     Bench(bench::BenchArgs),
 }
@@ -170,6 +173,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Align(args) => align::run(args),
+        Command::Datagen(args) => datagen::run(args),
         Command::Serve { model, addr, name } => {
             let engine = std::sync::Arc::new(model.load()?);
             let rt = tokio::runtime::Runtime::new()?;

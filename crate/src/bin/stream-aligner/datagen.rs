@@ -1,0 +1,117 @@
+//! `stream-aligner datagen`: on-policy data for the aligner. The real upstream, sampled, runs
+//! through the stream loop with the oracle as the aligner, so the data holds the states the loop
+//! will meet; every round becomes one (question, prefix, original, corrected) record.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use stream_aligner::GenerateOptions;
+use stream_aligner::align::{self, Mode, PipelineConfig};
+use stream_aligner::model::SamplerConfig;
+use stream_aligner::train::{Oracle, generate};
+use stream_aligner::upstream::LocalUpstream;
+
+use crate::ModelArgs;
+
+#[derive(clap::Args)]
+pub struct DatagenArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, default_value_t = 100)]
+    count: usize,
+    /// Problem i uses seed + i (its problem and its sampling)
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Story families to draw from (default: all); hold some out for evaluation
+    #[arg(long, value_delimiter = ',')]
+    families: Vec<usize>,
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    #[arg(long, default_value_t = 8)]
+    max_sentences: usize,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(args: DatagenArgs) -> Result<()> {
+    let engine = Arc::new(args.model.load()?);
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut out = std::fs::File::create(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let pb = ProgressBar::new(args.count as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} problems {msg} [{elapsed} < {eta}]")
+            .unwrap(),
+    );
+    let (mut copies, mut rewrites) = (0usize, 0usize);
+    for i in 0..args.count {
+        let seed = args.seed + i as u64;
+        let problem = generate(seed, &args.families);
+        let options = GenerateOptions {
+            max_tokens: 96,
+            sampler: SamplerConfig {
+                temperature: args.temperature,
+                top_p: 0.95,
+                seed,
+                ..SamplerConfig::greedy()
+            },
+        };
+        let mut upstream = LocalUpstream::new(engine.clone(), options);
+        let mut oracle = Oracle::new([problem.clone()]);
+        let config = PipelineConfig {
+            mode: Mode::Stream,
+            max_sentences: args.max_sentences,
+            ..Default::default()
+        };
+        let mut prefix = String::new();
+        let mut lines = Vec::new();
+        futures::executor::block_on(align::run(
+            &mut upstream,
+            &mut oracle,
+            &problem.question,
+            None,
+            &config,
+            |ev| {
+                let copy = !ev.changed;
+                if copy {
+                    copies += 1
+                } else {
+                    rewrites += 1
+                }
+                lines.push(serde_json::json!({
+                    "question": problem.question,
+                    "prefix": prefix,
+                    "original": ev.original.trim(),
+                    "corrected": ev.corrected.trim(),
+                    "copy": copy,
+                    "family": problem.family,
+                    "seed": seed,
+                }));
+                prefix.push_str(&ev.corrected);
+                ControlFlow::Continue(())
+            },
+        ))?;
+        for l in lines {
+            writeln!(out, "{l}")?;
+        }
+        pb.set_message(format!("{copies} copies, {rewrites} rewrites"));
+        pb.inc(1);
+    }
+    pb.finish();
+    let total = (copies + rewrites).max(1);
+    println!(
+        "{} records from {} problems: {copies} copies ({:.1}%), {rewrites} rewrites ({:.1}%) -> {}",
+        copies + rewrites,
+        args.count,
+        100.0 * copies as f64 / total as f64,
+        100.0 * rewrites as f64 / total as f64,
+        args.out.display()
+    );
+    Ok(())
+}

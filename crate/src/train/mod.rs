@@ -1,0 +1,8 @@
+//! The aligner's training data (the paper's stage 1): word problems with canonical solutions,
+//! and an oracle that annotates the upstream's sentences on-policy.
+
+pub mod oracle;
+pub mod problems;
+
+pub use oracle::Oracle;
+pub use problems::{Problem, generate};

@@ -1,0 +1,392 @@
+//! Seeded multi-step arithmetic word problems, each with a canonical solution of one sentence
+//! per step and a numeric answer; and GSM8K-format JSONL.
+//!
+//! A problem follows one quantity through 2 to 5 events (+, -, ×, ÷ on small integers, every
+//! intermediate a positive integer). Stories come in families: a family fixes the setting and
+//! the phrasing, so whole families can be held out of training to measure generalisation.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl Op {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Op::Add => "+",
+            Op::Sub => "-",
+            Op::Mul => "*",
+            Op::Div => "/",
+        }
+    }
+
+    /// `a op b`, when it is a whole number.
+    pub fn apply(self, a: i64, b: i64) -> Option<i64> {
+        match self {
+            Op::Add => a.checked_add(b),
+            Op::Sub => a.checked_sub(b),
+            Op::Mul => a.checked_mul(b),
+            Op::Div => (b != 0 && a % b == 0).then(|| a / b),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub a: i64,
+    pub op: Op,
+    pub b: i64,
+    pub result: i64,
+    /// The canonical sentence, e.g. "She buys 5 more, so she has 12 + 5 = 17 marbles."
+    pub sentence: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    pub question: String,
+    pub steps: Vec<Step>,
+    pub answer: i64,
+    /// Which story family produced it (held-out families measure generalisation).
+    pub family: usize,
+    pub seed: u64,
+}
+
+impl Problem {
+    /// The canonical solution: one sentence per step, then "The answer is N."
+    pub fn solution(&self) -> String {
+        let mut s: Vec<String> = self.steps.iter().map(|s| s.sentence.clone()).collect();
+        s.push(format!("The answer is {}.", self.answer));
+        s.join("\n")
+    }
+}
+
+const NAMES: &[(&str, &str)] = &[
+    ("Ava", "she"),
+    ("Ben", "he"),
+    ("Chloe", "she"),
+    ("Diego", "he"),
+    ("Emma", "she"),
+    ("Farah", "she"),
+    ("Gus", "he"),
+    ("Hana", "she"),
+    ("Ivan", "he"),
+    ("Jia", "she"),
+    ("Kofi", "he"),
+    ("Lena", "she"),
+    ("Mateo", "he"),
+    ("Nora", "she"),
+    ("Omar", "he"),
+    ("Priya", "she"),
+    ("Quinn", "they"),
+    ("Rosa", "she"),
+    ("Sam", "they"),
+    ("Tariq", "he"),
+];
+
+/// A story family: the setting, the thing counted, and how each kind of event is told.
+struct Family {
+    things: &'static [&'static str],
+    /// "{name} has {n} {thing}." style openings.
+    start: &'static [&'static str],
+    add: &'static [&'static str],
+    sub: &'static [&'static str],
+    mul: &'static [&'static str],
+    div: &'static [&'static str],
+    ask: &'static [&'static str],
+}
+
+// Placeholders: {name} {pron} {n} {thing} {k}.
+const FAMILIES: &[Family] = &[
+    Family {
+        things: &[
+            "marbles", "stickers", "apples", "pencils", "shells", "coins", "cards", "stamps",
+        ],
+        start: &[
+            "{name} has {n} {thing}.",
+            "{name} starts the day with {n} {thing}.",
+        ],
+        add: &[
+            "{Pron} buys {k} more.",
+            "A friend gives {pron_obj} {k} {thing}.",
+            "{Pron} finds {k} more {thing}.",
+        ],
+        sub: &[
+            "{Pron} gives away {k}.",
+            "{Pron} loses {k} of them.",
+            "{Pron} trades away {k} {thing}.",
+        ],
+        mul: &[
+            "Then the number of {thing} {pron} has becomes {k} times as large.",
+            "{Pron} collects until {pron} has {k} times as many.",
+        ],
+        div: &[
+            "{Pron} shares them equally among {k} friends and keeps one share.",
+            "{Pron} splits them into {k} equal piles and keeps one pile.",
+        ],
+        ask: &[
+            "How many {thing} does {name} have now?",
+            "How many {thing} does {name} end up with?",
+        ],
+    },
+    Family {
+        things: &["loaves", "cupcakes", "cookies", "muffins", "pies"],
+        start: &[
+            "A bakery bakes {n} {thing} in the morning.",
+            "The baker has {n} {thing} on the shelf.",
+        ],
+        add: &[
+            "In the afternoon it bakes {k} more.",
+            "A second oven adds {k} {thing}.",
+        ],
+        sub: &[
+            "Customers buy {k} of them.",
+            "{k} {thing} are sold before noon.",
+        ],
+        mul: &[
+            "An order arrives for {k} times that amount, and the baker makes exactly that many in total.",
+            "The baker scales the batch up {k} times.",
+        ],
+        div: &[
+            "The {thing} are packed equally into {k} boxes; count the {thing} in one box.",
+            "They are split evenly across {k} trays; count one tray.",
+        ],
+        ask: &[
+            "How many {thing} are there at the end?",
+            "What is the final number of {thing}?",
+        ],
+    },
+    Family {
+        things: &["liters", "kilograms", "meters", "pages", "minutes"],
+        start: &[
+            "A tank holds {n} {thing} of water.",
+            "A worker starts with {n} {thing} of work done.",
+        ],
+        add: &[
+            "Another {k} {thing} are added.",
+            "Then {k} more {thing} are added.",
+        ],
+        sub: &["{k} {thing} are used up.", "Then {k} {thing} are removed."],
+        mul: &[
+            "The amount is multiplied by {k}.",
+            "The total grows to {k} times its size.",
+        ],
+        div: &[
+            "It is divided into {k} equal parts; take one part.",
+            "The amount is split {k} ways; keep one share.",
+        ],
+        ask: &[
+            "How many {thing} are left in the end?",
+            "What is the amount in {thing} at the end?",
+        ],
+    },
+    Family {
+        things: &["dollars", "euros", "points", "tokens"],
+        start: &[
+            "{name} has {n} {thing} in a wallet.",
+            "{name} earns {n} {thing} on Monday.",
+        ],
+        add: &[
+            "{Pron} earns {k} more {thing}.",
+            "{Pron} receives {k} {thing} as a gift.",
+        ],
+        sub: &[
+            "{Pron} spends {k} {thing} on lunch.",
+            "{Pron} pays {k} {thing} for a ticket.",
+        ],
+        mul: &[
+            "{Pron} invests it and it becomes {k} times as much.",
+            "{Pron} wins a prize that multiplies it by {k}.",
+        ],
+        div: &[
+            "{Pron} splits the money equally with {k_minus_one} friends and keeps one share.",
+            "{Pron} divides it into {k} equal envelopes and keeps one.",
+        ],
+        ask: &[
+            "How many {thing} does {name} have at the end?",
+            "How much money, in {thing}, does {name} end with?",
+        ],
+    },
+];
+
+pub fn families() -> usize {
+    FAMILIES.len()
+}
+
+fn pick<'a>(rng: &mut SmallRng, xs: &'a [&'a str]) -> &'a str {
+    xs[rng.random_range(0..xs.len())]
+}
+
+fn cap(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
+fn fill(t: &str, name: &str, pron: &str, n: i64, thing: &str, k: i64) -> String {
+    let obj = match pron {
+        "she" => "her",
+        "he" => "him",
+        _ => "them",
+    };
+    t.replace("{name}", name)
+        .replace("{Pron}", &cap(pron))
+        .replace("{pron_obj}", obj)
+        .replace("{pron}", pron)
+        .replace("{thing}", thing)
+        .replace("{n}", &n.to_string())
+        .replace("{k_minus_one}", &(k - 1).to_string())
+        .replace("{k}", &k.to_string())
+}
+
+/// A problem from `seed`, of a family in `families` (all when empty), with 2 to 5 steps.
+pub fn generate(seed: u64, families: &[usize]) -> Problem {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let family = if families.is_empty() {
+        rng.random_range(0..FAMILIES.len())
+    } else {
+        families[rng.random_range(0..families.len())]
+    };
+    let f = &FAMILIES[family % FAMILIES.len()];
+    let (name, pron) = NAMES[rng.random_range(0..NAMES.len())];
+    let thing = pick(&mut rng, f.things);
+    let n_steps = rng.random_range(2..=5);
+    let mut value = rng.random_range(4..=40i64);
+    let mut text = vec![fill(pick(&mut rng, f.start), name, pron, value, thing, 0)];
+    let mut steps = Vec::new();
+    while steps.len() < n_steps {
+        let op = [Op::Add, Op::Sub, Op::Mul, Op::Div][rng.random_range(0..4)];
+        let k = match op {
+            Op::Add => rng.random_range(2..=30),
+            Op::Sub if value > 2 => rng.random_range(1..value.min(30)),
+            Op::Mul if value <= 60 => rng.random_range(2..=4),
+            Op::Div => match (2..=6)
+                .filter(|d| value % d == 0 && value / d >= 2)
+                .collect::<Vec<i64>>()
+            {
+                ds if !ds.is_empty() => ds[rng.random_range(0..ds.len())],
+                _ => continue,
+            },
+            _ => continue,
+        };
+        let Some(result) = op.apply(value, k) else {
+            continue;
+        };
+        let templates = match op {
+            Op::Add => f.add,
+            Op::Sub => f.sub,
+            Op::Mul => f.mul,
+            Op::Div => f.div,
+        };
+        text.push(fill(pick(&mut rng, templates), name, pron, value, thing, k));
+        let verb = match op {
+            Op::Add => "adding",
+            Op::Sub => "taking away",
+            Op::Mul => "multiplying by",
+            Op::Div => "dividing by",
+        };
+        let sentence = format!(
+            "After {verb} {k}, there are {value} {} {k} = {result} {thing}.",
+            op.symbol()
+        );
+        steps.push(Step {
+            a: value,
+            op,
+            b: k,
+            result,
+            sentence,
+        });
+        value = result;
+    }
+    text.push(fill(pick(&mut rng, f.ask), name, pron, value, thing, 0));
+    Problem {
+        question: text.join(" "),
+        answer: value,
+        steps,
+        family,
+        seed,
+    }
+}
+
+/// A GSM8K-format record: `{"question": ..., "answer": "... #### N"}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Gsm8kRecord {
+    pub question: String,
+    pub answer: String,
+}
+
+/// Reads GSM8K-format JSONL: (question, numeric answer) pairs.
+pub fn read_gsm8k(text: &str) -> Result<Vec<(String, f64)>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            let r: Gsm8kRecord = serde_json::from_str(l)
+                .map_err(|e| Error::Config(format!("line {}: {e}", i + 1)))?;
+            let n = r
+                .answer
+                .rsplit("####")
+                .next()
+                .map(|s| s.trim().replace([',', '$'], ""))
+                .and_then(|s| s.parse::<f64>().ok())
+                .ok_or_else(|| {
+                    Error::Config(format!("line {}: the answer has no '#### N'", i + 1))
+                })?;
+            Ok((r.question, n))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_are_seeded_consistent_and_varied() {
+        assert_eq!(generate(7, &[]), generate(7, &[]));
+        let ps: Vec<Problem> = (0..300).map(|s| generate(s, &[])).collect();
+        for p in &ps {
+            assert!((2..=5).contains(&p.steps.len()), "{}", p.question);
+            let mut v = p.steps[0].a;
+            for s in &p.steps {
+                assert_eq!(s.a, v);
+                assert_eq!(s.op.apply(s.a, s.b), Some(s.result));
+                assert!(s.result > 0);
+                v = s.result;
+            }
+            assert_eq!(p.answer, v);
+            assert!(
+                p.solution()
+                    .ends_with(&format!("The answer is {}.", p.answer))
+            );
+        }
+        let questions: std::collections::HashSet<_> = ps.iter().map(|p| &p.question).collect();
+        assert!(questions.len() > 290, "varied questions");
+        for f in 0..families() {
+            assert!(ps.iter().any(|p| p.family == f), "family {f} appears");
+        }
+        assert!(
+            generate(3, &[1]).family == 1,
+            "families can be chosen (and held out)"
+        );
+    }
+
+    #[test]
+    fn gsm8k_answers_are_read_after_the_marker() {
+        let t = "{\"question\": \"Q1?\", \"answer\": \"2 + 2 = 4\\n#### 4\"}\n{\"question\": \"Q2?\", \"answer\": \"... #### 1,250\"}\n";
+        assert_eq!(
+            read_gsm8k(t).unwrap(),
+            vec![("Q1?".to_string(), 4.0), ("Q2?".to_string(), 1250.0)]
+        );
+        assert!(read_gsm8k("{\"question\": \"Q\", \"answer\": \"no marker\"}").is_err());
+    }
+}
