@@ -43,6 +43,8 @@ pub fn first_sentence_end(text: &str, finished: bool) -> Option<usize> {
             i += 1;
             continue;
         }
+        // A terminator (possibly just before a closing quote) that may end the sentence.
+        let mut terminator = None;
         match c {
             '`' => inline_code = !inline_code,
             _ if inline_code && c != '\n' => {}
@@ -52,11 +54,7 @@ pub fn first_sentence_end(text: &str, finished: bool) -> Option<usize> {
                 quote = false;
                 // A quotation that ends with a terminator can end the sentence: `He said "hi." Then`.
                 if parens == 0 && i > 0 && matches!(chars[i - 1].1, '.' | '!' | '?') {
-                    match verdict(text, &chars, i - 1, finished) {
-                        Verdict::End(end) => return Some(end),
-                        Verdict::Wait => return None,
-                        Verdict::No => {}
-                    }
+                    terminator = Some(i - 1);
                 }
             }
             '"' | '“' => quote = true,
@@ -68,13 +66,16 @@ pub fn first_sentence_end(text: &str, finished: bool) -> Option<usize> {
                 return Some(at + 1);
             }
             '.' | '!' | '?' | '…' | '。' | '！' | '？' if parens == 0 && !quote => {
-                match verdict(text, &chars, i, finished) {
-                    Verdict::End(end) => return Some(end),
-                    Verdict::Wait => return None,
-                    Verdict::No => {}
-                }
+                terminator = Some(i)
             }
             _ => {}
+        }
+        if let Some(t) = terminator {
+            match verdict(text, &chars, t, finished) {
+                Verdict::End(end) => return Some(end),
+                Verdict::Wait => return None,
+                Verdict::No => {}
+            }
         }
         i += 1;
     }

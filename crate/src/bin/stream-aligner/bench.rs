@@ -248,8 +248,6 @@ pub mod sentence_loop {
         // A copied sentence: the aligner with the draft vs decoding the same tokens one by one.
         let (mut spec_ms, mut plain_ms, mut copies) = (0.0, 0.0, 0);
         for ev in events.iter().filter(|e| e.aligned) {
-            let prefix_end = events.iter().take_while(|e| e.index < ev.index).count();
-            let _ = prefix_end;
             let original = ev.corrected.trim();
             let q = QUERIES[0];
             let mut a = Aligner::new(engine.clone());
