@@ -3,10 +3,8 @@
 # check that the library builds for the browser (wasm32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/stream-aligner/target}"
 
-cargo build --release --bin stream-aligner
-"$CARGO_TARGET_DIR/release/stream-aligner" fetch
+cargo run --release --bin stream-aligner -- fetch
 cargo test --release --workspace
 cargo build --release --lib --target wasm32-unknown-unknown --no-default-features -p stream-aligner
 echo "wasm32 build: ok"
