@@ -31,3 +31,28 @@ pub trait Upstream {
     /// The rest of the answer after `prefix`, uncorrected (after the last correction round).
     async fn rest(&mut self, query: &str, prefix: &str) -> Result<String>;
 }
+
+/// Either upstream, chosen at run time (a CLI flag, a page's setting).
+pub enum AnyUpstream {
+    Local(LocalUpstream),
+    #[cfg(not(target_arch = "wasm32"))]
+    Remote(RemoteUpstream),
+}
+
+impl Upstream for AnyUpstream {
+    async fn next_sentence(&mut self, query: &str, prefix: &str) -> Result<UpstreamSentence> {
+        match self {
+            Self::Local(u) => u.next_sentence(query, prefix).await,
+            #[cfg(not(target_arch = "wasm32"))]
+            Self::Remote(u) => u.next_sentence(query, prefix).await,
+        }
+    }
+
+    async fn rest(&mut self, query: &str, prefix: &str) -> Result<String> {
+        match self {
+            Self::Local(u) => u.rest(query, prefix).await,
+            #[cfg(not(target_arch = "wasm32"))]
+            Self::Remote(u) => u.rest(query, prefix).await,
+        }
+    }
+}

@@ -9,7 +9,7 @@ use similar::{ChangeTag, TextDiff};
 use stream_aligner::GenerateOptions;
 use stream_aligner::align::{self, Aligner, Mode, PipelineConfig, SentenceEvent};
 use stream_aligner::model::SamplerConfig;
-use stream_aligner::upstream::{Api, LocalUpstream, RemoteConfig, RemoteUpstream};
+use stream_aligner::upstream::{AnyUpstream, Api, LocalUpstream, RemoteConfig, RemoteUpstream};
 
 use crate::ModelArgs;
 
@@ -113,16 +113,8 @@ pub fn run(args: AlignArgs) -> Result<()> {
         }
         ControlFlow::Continue(())
     };
-    let answer = if args.upstream == "local" {
-        let mut upstream = LocalUpstream::new(engine.clone(), options);
-        futures::executor::block_on(align::run(
-            &mut upstream,
-            &mut aligner,
-            &args.query,
-            args.answer.as_deref(),
-            &config,
-            on_event,
-        ))?
+    let mut upstream = if args.upstream == "local" {
+        AnyUpstream::Local(LocalUpstream::new(engine.clone(), options))
     } else {
         let mut remote = RemoteConfig::new(&args.upstream, &args.remote_model);
         remote.api = match args.remote_api.as_str() {
@@ -141,16 +133,17 @@ pub fn run(args: AlignArgs) -> Result<()> {
         remote.api_key = args.api_key.clone();
         remote.temperature = args.temperature;
         remote.seed = Some(args.seed);
-        let mut upstream = RemoteUpstream::new(remote)?;
-        tokio::runtime::Runtime::new()?.block_on(align::run(
-            &mut upstream,
-            &mut aligner,
-            &args.query,
-            args.answer.as_deref(),
-            &config,
-            on_event,
-        ))?
+        AnyUpstream::Remote(RemoteUpstream::new(remote)?)
     };
+    // The remote upstream's HTTP client needs a tokio runtime; the local one runs under it too.
+    let answer = tokio::runtime::Runtime::new()?.block_on(align::run(
+        &mut upstream,
+        &mut aligner,
+        &args.query,
+        args.answer.as_deref(),
+        &config,
+        on_event,
+    ))?;
     if !args.json {
         println!("\n{}", answer.text.trim());
     }
