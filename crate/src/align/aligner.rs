@@ -82,13 +82,14 @@ impl Aligner {
         if !self.reuse_cache {
             self.cache.truncate(0);
         }
+        let original_ids = e.tokenizer.encode(original)?;
+        // A revision much longer than the original is a runaway, not a correction.
+        let max_tokens = 2 * original_ids.len() + 32;
         let draft = if self.speculate {
-            e.tokenizer.encode(original)?
+            original_ids
         } else {
             Vec::new()
         };
-        // A revision much longer than the original is a runaway, not a correction.
-        let max_tokens = 2 * draft.len().max(e.tokenizer.encode(original)?.len()) + 32;
         let mut logits = e.model.prefill(&prompt, &mut self.cache).await?;
         let mut out: Vec<u32> = Vec::new();
         let mut passes = 0;

@@ -22,7 +22,6 @@ mod avx2 {
     use crate::model::quant::QK;
     use std::arch::x86_64::*;
 
-    const F: &str = "avx2,fma,f16c";
     const _: () = assert!(QK == 32);
 
     #[inline]
@@ -114,7 +113,6 @@ mod avx2 {
                 }
             }
         }
-        let _ = F;
         std::array::from_fn(|t| hsum(_mm256_add_ps(acc[t], acc2[t])))
     }
 
@@ -257,13 +255,12 @@ fn rows_scalar(w: &QMatrix, x: &[f32], n: usize, r0: usize, o: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn rows_simd(simd: Simd, w: &QMatrix, x: &[f32], sx: &[f32], n: usize, r0: usize, o: &mut [f32]) {
+fn rows_avx2(w: &QMatrix, x: &[f32], sx: &[f32], n: usize, r0: usize, o: &mut [f32]) {
     let per_row = w.cols / crate::model::quant::QK;
     let xp = |t: usize| x[t * w.cols..].as_ptr();
     let sp = |t: usize| sx[t * per_row..].as_ptr();
-    // SAFETY: called only with a `simd` level the CPU has; every pointer addresses a whole row
+    // SAFETY: called only when the CPU has AVX2+FMA+F16C; every pointer addresses a whole row
     // of `x` (cols floats) or of `sx` (cols / 32 sums).
-    let _ = simd;
     let tile = |t: usize, out: &mut [f32], wr: &[u8]| unsafe {
         out.copy_from_slice(&avx2::dot_tile::<TILE>(
             w.ty,
@@ -376,7 +373,7 @@ pub fn matmul_t_many(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
                 _ if gemm => rows_gemm(w, x, n, local, seg),
                 Simd::Scalar => rows_scalar(w, x, n, local, seg),
                 #[cfg(target_arch = "x86_64")]
-                _ => rows_simd(simd, w, x, &sx, n, local, seg),
+                Simd::Avx2 => rows_avx2(w, x, &sx, n, local, seg),
             }
             r += len;
             o = rest;
@@ -515,7 +512,7 @@ mod tests {
             rows_scalar(&w, &x, n, 0, &mut want);
             for &level in &levels {
                 let mut got = vec![0.0; rows * n];
-                rows_simd(level, &w, &x, &block_sums(&x), n, 0, &mut got);
+                rows_avx2(&w, &x, &block_sums(&x), n, 0, &mut got);
                 for (g, e) in got.iter().zip(&want) {
                     assert!(
                         (g - e).abs() <= 1e-4 * (1.0 + e.abs()),

@@ -535,19 +535,4 @@ impl Llama {
         cache.truncate(keep);
         self.logits(&ids[keep..], cache, Logits::Last).await
     }
-
-    /// Quantized weight bytes held in memory, for reports.
-    pub fn weight_bytes(&self) -> usize {
-        let l: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
-                    .iter()
-                    .map(|q| q.weight.bytes())
-                    .sum::<usize>()
-            })
-            .sum();
-        l + self.embed.bytes()
-    }
 }

@@ -131,9 +131,4 @@ impl QMatrix {
     pub fn dequantize(&self) -> Vec<f32> {
         dequantize(self.ty, &self.data, self.rows * self.cols)
     }
-
-    /// Size in memory, for reports.
-    pub fn bytes(&self) -> usize {
-        self.data.len()
-    }
 }

@@ -89,6 +89,13 @@ struct Failure {
     retry: bool,
 }
 
+fn timed_out(message: String) -> Failure {
+    Failure {
+        error: Error::Timeout(message),
+        retry: true,
+    }
+}
+
 fn fail(retry: bool, status: Option<u16>, message: impl Into<String>) -> Failure {
     Failure {
         error: Error::Remote {
@@ -169,13 +176,10 @@ impl RemoteUpstream {
         }
         let resp = match tokio::time::timeout(c.idle_timeout, req.send()).await {
             Err(_) => {
-                return Err(Failure {
-                    error: Error::Timeout(format!(
-                        "no response from {url} within {:?}",
-                        c.idle_timeout
-                    )),
-                    retry: true,
-                });
+                return Err(timed_out(format!(
+                    "no response from {url} within {:?}",
+                    c.idle_timeout
+                )));
             }
             Ok(Err(e)) => {
                 return Err(fail(
@@ -211,13 +215,10 @@ impl RemoteUpstream {
             }
             let event = match tokio::time::timeout(c.idle_timeout, events.next()).await {
                 Err(_) => {
-                    return Err(Failure {
-                        error: Error::Timeout(format!(
-                            "{url} sent nothing for {:?}",
-                            c.idle_timeout
-                        )),
-                        retry: true,
-                    });
+                    return Err(timed_out(format!(
+                        "{url} sent nothing for {:?}",
+                        c.idle_timeout
+                    )));
                 }
                 // The body ended without [DONE] or a finish reason: the stream was cut.
                 Ok(None) => {
