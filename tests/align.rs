@@ -274,3 +274,48 @@ fn an_empty_query_is_a_clear_error() {
     ));
     assert!(matches!(r, Err(Error::EmptyInput(_))));
 }
+
+#[test]
+fn evaluation_by_rounds_matches_real_runs_with_max_rounds() {
+    use stream_aligner::train::evaluate::{Evaluator, Summary};
+    let q = "Tom has 5 apples and buys 7 more. Then he eats 3. How many apples does he have?";
+    let mut ev = Evaluator::new(engine(), engine(), 3, 96);
+    ev.max_sentences = 6;
+    let r = block_on(ev.problem(q, 9.0)).unwrap();
+    assert_eq!(r.stream.len(), 3);
+    // Each "k rounds" answer is what the loop itself gives with max_rounds = k.
+    for k in 1..=3 {
+        let config = PipelineConfig {
+            max_rounds: k,
+            max_sentences: 6,
+            ..Default::default()
+        };
+        let mut up = LocalUpstream::new(
+            engine(),
+            GenerateOptions {
+                max_tokens: 96,
+                ..Default::default()
+            },
+        );
+        let real = block_on(align::run(
+            &mut up,
+            &mut Aligner::new(engine()),
+            q,
+            None,
+            &config,
+            |_| ControlFlow::Continue(()),
+        ))
+        .unwrap();
+        assert_eq!(r.stream[k - 1].text, real.text, "after {k} rounds");
+    }
+    let s = Summary::new(&[r.clone(), r]);
+    assert_eq!(s.problems, 2);
+    assert_eq!(s.stream.len(), 3);
+    let json = serde_json::to_value(&s).unwrap();
+    for key in ["upstream", "aligner_alone", "aligner_whole"] {
+        let a = json[key]["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&a), "{key}: {a}");
+    }
+    assert!(json["stream"]["1"]["accuracy"].is_number());
+    assert!(json["rounds"]["1"]["copy_rate"].is_number());
+}

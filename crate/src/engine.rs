@@ -90,6 +90,24 @@ impl Engine {
     }
 
     /// The token ids of a chat prompt (template applied, generation prompt added).
+    /// The same base with a LoRA adapter applied: the weights are shared, not copied.
+    pub fn with_adapter(&self, adapter: crate::model::Adapter) -> Result<Self> {
+        Ok(Self {
+            model: self.model.with_adapter(adapter)?,
+            ..self.clone()
+        })
+    }
+
+    /// Reads a safetensors adapter made for this engine's base and applies it.
+    pub fn with_adapter_bytes(&self, bytes: &[u8]) -> Result<Self> {
+        let adapter = crate::model::Adapter::from_safetensors(
+            bytes,
+            &self.model.config,
+            &self.model.device.device,
+        )?;
+        self.with_adapter(adapter)
+    }
+
     pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<u32>> {
         if messages.iter().all(|m| m.content.trim().is_empty()) {
             return Err(Error::EmptyInput("the prompt is empty"));

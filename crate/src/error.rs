@@ -35,6 +35,8 @@ pub enum Error {
         status: Option<u16>,
         message: String,
     },
+    #[error("LoRA adapter: {0}")]
+    Adapter(String),
     #[error("timed out: {0}")]
     Timeout(String),
 }

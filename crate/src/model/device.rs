@@ -50,6 +50,14 @@ impl EngineDevice {
         }
     }
 
+    /// The CPU reference path with autodiff: where the aligner is trained.
+    pub fn training() -> Self {
+        Self {
+            device: Device::flex().autodiff(),
+            backend: Backend::CpuReference,
+        }
+    }
+
     /// Initialises the wgpu runtime once; later calls reuse it.
     pub async fn wgpu() -> Result<Self> {
         static WGPU: std::sync::OnceLock<Device> = std::sync::OnceLock::new();

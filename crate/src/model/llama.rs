@@ -15,6 +15,7 @@ use super::device::{Backend, EngineDevice};
 use super::gguf::Gguf;
 use super::kernels;
 use super::kv_cache::KvCache;
+use super::lora::{self, Adapter, LoraWeights, Target};
 use super::quant::{GgmlType, QMatrix, dequantize};
 use crate::error::{Error, Result};
 
@@ -30,6 +31,9 @@ pub struct LlamaConfig {
     pub rope_base: f32,
     pub eps: f32,
     pub context: usize,
+    /// Identifies these weights (shapes and the first layer's query matrix, hashed): an adapter
+    /// records the base it was trained on and refuses any other.
+    pub fingerprint: String,
 }
 
 impl LlamaConfig {
@@ -83,8 +87,25 @@ impl LlamaConfig {
                 .get_f64("llama.attention.layer_norm_rms_epsilon")
                 .unwrap_or(1e-5) as f32,
             context: u("context_length")?,
+            fingerprint: fingerprint(g)?,
         })
     }
+
+    pub fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+}
+
+fn fingerprint(g: &Gguf) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let q = g.tensor("blk.0.attn_q.weight")?;
+    let bytes = g.tensor_bytes(q);
+    let mut h = Sha256::new();
+    h.update(format!("{:?}{:?}", q.dims, q.ty).as_bytes());
+    h.update(&bytes[..bytes.len().min(1 << 16)]);
+    let name = g.get_str("general.name").unwrap_or("llama");
+    let hex: String = h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{name}:{hex}"))
 }
 
 /// Which positions get logits.
@@ -92,6 +113,19 @@ impl LlamaConfig {
 pub enum Logits {
     Last,
     All,
+    /// Positions from this index of the new tokens on (training scores only the answer).
+    From(usize),
+}
+
+impl Logits {
+    /// The first row of `t` new tokens that gets logits.
+    fn first_row(self, t: usize) -> usize {
+        match self {
+            Logits::Last => t - 1,
+            Logits::All => 0,
+            Logits::From(i) => i.min(t - 1),
+        }
+    }
 }
 
 /// A linear layer without bias whose weight stays in its GGML blocks.
@@ -140,6 +174,14 @@ impl QLinear {
             &device,
         ))
     }
+}
+
+/// The low-rank update a forward pass applies: the adapter's layout with live weights (the
+/// adapter's own, or the trainer's).
+#[derive(Clone, Copy)]
+struct Lora<'a> {
+    adapter: &'a Adapter,
+    weights: &'a LoraWeights,
 }
 
 /// Symmetric int8 with one f32 scale per 32 inputs of `W` ([out, in]): GGUF's block direction.
@@ -272,6 +314,8 @@ pub struct Llama {
     norm: Norm,
     head: QLinear,
     rope: Rope,
+    /// A LoRA adapter applied on every path (the aligner); `None` is the base model.
+    adapter: Option<std::sync::Arc<Adapter>>,
 }
 
 impl Llama {
@@ -309,9 +353,35 @@ impl Llama {
             embed,
             layers,
             head,
+            adapter: None,
             device: device.clone(),
             config: c,
         })
+    }
+
+    /// This model with `adapter` applied (sharing the base weights, which are reference-counted).
+    pub fn with_adapter(&self, adapter: Adapter) -> Result<Self> {
+        if adapter.base != self.config.fingerprint {
+            return Err(Error::Adapter(format!(
+                "adapter for base {} applied to {}",
+                adapter.base, self.config.fingerprint
+            )));
+        }
+        let adapter = if adapter.weights.pairs.first().map(|p| p.a.val().device())
+            == Some(self.device.device.clone())
+        {
+            adapter
+        } else {
+            adapter.to_device(&self.config, &self.device.device)?
+        };
+        Ok(Self {
+            adapter: Some(std::sync::Arc::new(adapter)),
+            ..self.clone()
+        })
+    }
+
+    pub fn adapter(&self) -> Option<&Adapter> {
+        self.adapter.as_deref()
     }
 
     pub fn new_cache(&self) -> KvCache {
@@ -378,24 +448,55 @@ impl Llama {
         cache: &mut KvCache,
         logits: Logits,
     ) -> Result<Tensor<2>> {
+        let lora = self.adapter.as_deref().map(|a| Lora {
+            adapter: a,
+            weights: &a.weights,
+        });
+        self.forward_lora(ids, cache, logits, lora).await
+    }
+
+    /// Training: logits of positions `from..` of `ids` (a fresh sequence) with the adapter's
+    /// configuration and the live, differentiable `weights`. Runs on an autodiff device.
+    pub async fn forward_train(
+        &self,
+        ids: &[u32],
+        adapter: &Adapter,
+        weights: &LoraWeights,
+        from: usize,
+    ) -> Result<Tensor<2>> {
+        let mut cache = self.new_cache();
+        self.check(ids, &cache)?;
+        let lora = Some(Lora { adapter, weights });
+        self.forward_lora(ids, &mut cache, Logits::From(from), lora)
+            .await
+    }
+
+    async fn forward_lora(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+        lora: Option<Lora<'_>>,
+    ) -> Result<Tensor<2>> {
         let pos = cache.len();
         let x = kernels::embedding_rows(&self.embed, ids);
         let mut x = Tensor::<2>::from_data(
             TensorData::new(x, [ids.len(), self.config.d_model]),
             &self.device.device,
         );
+        let lin = |w, h, i, t| Self::linear(w, h, lora, i, t);
         for (i, l) in self.layers.iter().enumerate() {
             let (t, c) = (ids.len(), &self.config);
             let h = self.rms_norm(x.clone(), &l.attn_norm);
-            let q =
-                l.q.forward(h.clone())
-                    .await?
-                    .reshape([t, c.n_head, c.head_dim]);
-            let k =
-                l.k.forward(h.clone())
-                    .await?
-                    .reshape([t, c.n_kv_head, c.head_dim]);
-            let v = l.v.forward(h).await?.reshape([t, c.n_kv_head, c.head_dim]);
+            let q = lin(&l.q, h.clone(), i, Target::Q)
+                .await?
+                .reshape([t, c.n_head, c.head_dim]);
+            let k = lin(&l.k, h.clone(), i, Target::K)
+                .await?
+                .reshape([t, c.n_kv_head, c.head_dim]);
+            let v = lin(&l.v, h, i, Target::V)
+                .await?
+                .reshape([t, c.n_kv_head, c.head_dim]);
             let att = self.attend(
                 i,
                 self.rope.apply(q, pos),
@@ -404,17 +505,36 @@ impl Llama {
                 pos,
                 cache,
             );
-            x = x + l.o.forward(att).await?;
+            x = x + lin(&l.o, att, i, Target::O).await?;
             let h = self.rms_norm(x.clone(), &l.ffn_norm);
-            let gate = activation::silu(l.gate.forward(h.clone()).await?);
-            let up = l.up.forward(h).await?;
-            x = x + l.down.forward(gate * up).await?;
+            let gate = activation::silu(lin(&l.gate, h.clone(), i, Target::Gate).await?);
+            let up = lin(&l.up, h, i, Target::Up).await?;
+            x = x + lin(&l.down, gate * up, i, Target::Down).await?;
         }
         cache.push_tokens(ids);
-        if logits == Logits::Last && ids.len() > 1 {
-            x = x.narrow(0, ids.len() - 1, 1);
+        let first = logits.first_row(ids.len());
+        if first > 0 {
+            x = x.narrow(0, first, ids.len() - first);
         }
         self.head.forward(self.rms_norm(x, &self.norm)).await
+    }
+
+    /// `w`'s product plus the adapter's update of `target` in `layer`, when there is one.
+    async fn linear(
+        w: &QLinear,
+        h: Tensor<2>,
+        lora: Option<Lora<'_>>,
+        layer: usize,
+        target: Target,
+    ) -> Result<Tensor<2>> {
+        let delta = lora
+            .and_then(|l| Some((l, l.adapter.pair(layer, target)?)))
+            .map(|(l, k)| lora::delta(l.weights, k, l.adapter.config.scale(), h.clone()));
+        let y = w.forward(h).await?;
+        Ok(match delta {
+            Some(d) => y + d,
+            None => y,
+        })
     }
 
     /// The CPU fast path: activations stay on the host between attentions, matrix products run
@@ -433,10 +553,13 @@ impl Llama {
         let mut x = kernels::embedding_rows(&self.embed, ids);
         for (i, l) in self.layers.iter().enumerate() {
             let h = cpu::rms_norm(&x, &l.attn_norm.host, c.eps);
-            let [mut q, mut k, v]: [Vec<f32>; 3] =
+            let [mut q, mut k, mut v]: [Vec<f32>; 3] =
                 kernels::matmul_t_many(&[&l.q.weight, &l.k.weight, &l.v.weight], &h, t)
                     .try_into()
                     .expect("three results");
+            self.lora_host(i, Target::Q, &h, t, &mut q);
+            self.lora_host(i, Target::K, &h, t, &mut k);
+            self.lora_host(i, Target::V, &h, t, &mut v);
             cpu::rope(
                 &mut q,
                 hd,
@@ -462,19 +585,34 @@ impl Llama {
                 cache,
             );
             let att = read_f32(att).await?;
-            cpu::add_assign(&mut x, &kernels::matmul_t(&l.o.weight, &att, t));
+            let mut o = kernels::matmul_t(&l.o.weight, &att, t);
+            self.lora_host(i, Target::O, &att, t, &mut o);
+            cpu::add_assign(&mut x, &o);
             let h = cpu::rms_norm(&x, &l.ffn_norm.host, c.eps);
-            let [mut gate, up]: [Vec<f32>; 2] =
+            let [mut gate, mut up]: [Vec<f32>; 2] =
                 kernels::matmul_t_many(&[&l.gate.weight, &l.up.weight], &h, t)
                     .try_into()
                     .expect("two results");
+            self.lora_host(i, Target::Gate, &h, t, &mut gate);
+            self.lora_host(i, Target::Up, &h, t, &mut up);
             cpu::silu_mul(&mut gate, &up);
-            cpu::add_assign(&mut x, &kernels::matmul_t(&l.down.weight, &gate, t));
+            let mut down = kernels::matmul_t(&l.down.weight, &gate, t);
+            self.lora_host(i, Target::Down, &gate, t, &mut down);
+            cpu::add_assign(&mut x, &down);
         }
         cache.push_tokens(ids);
-        let rows = if logits == Logits::Last { 1 } else { t };
+        let rows = t - logits.first_row(t);
         let h = cpu::rms_norm(&x[(t - rows) * c.d_model..], &self.norm.host, c.eps);
         Ok(kernels::matmul_t(&self.head.weight, &h, rows))
+    }
+
+    /// The adapter's update of `target` in `layer` on the host path, if it has one.
+    fn lora_host(&self, layer: usize, target: Target, x: &[f32], t: usize, y: &mut [f32]) {
+        if let Some(a) = self.adapter.as_deref()
+            && let Some(k) = a.pair(layer, target)
+        {
+            a.add_host(k, x, t, y);
+        }
     }
 
     fn rms_norm(&self, x: Tensor<2>, w: &Norm) -> Tensor<2> {

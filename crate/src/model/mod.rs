@@ -6,6 +6,7 @@ pub mod gguf;
 pub mod kernels;
 pub mod kv_cache;
 pub mod llama;
+pub mod lora;
 pub mod quant;
 pub mod sampler;
 
@@ -13,4 +14,5 @@ pub use device::{Backend, EngineDevice};
 pub use gguf::Gguf;
 pub use kv_cache::KvCache;
 pub use llama::{Llama, LlamaConfig, Logits};
+pub use lora::{Adapter, LoraConfig, LoraWeights, Target};
 pub use sampler::{Sampler, SamplerConfig};

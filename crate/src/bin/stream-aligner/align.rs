@@ -11,7 +11,7 @@ use stream_aligner::align::{self, Aligner, Mode, PipelineConfig, SentenceEvent};
 use stream_aligner::model::SamplerConfig;
 use stream_aligner::upstream::{AnyUpstream, Api, LocalUpstream, RemoteConfig, RemoteUpstream};
 
-use crate::ModelArgs;
+use crate::{AdapterArgs, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct AlignArgs {
@@ -19,6 +19,8 @@ pub struct AlignArgs {
     query: String,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    adapter: AdapterArgs,
     /// "local" (our engine), or an OpenAI-compatible base URL such as http://127.0.0.1:8080/v1
     #[arg(long, default_value = "local")]
     upstream: String,
@@ -99,7 +101,7 @@ pub fn run(args: AlignArgs) -> Result<()> {
             ..SamplerConfig::greedy()
         },
     };
-    let mut aligner = Aligner::new(engine.clone());
+    let mut aligner = Aligner::new(Arc::new(args.adapter.apply(&engine)?));
     let config = PipelineConfig {
         mode: args.mode,
         max_rounds: args.max_rounds.unwrap_or(usize::MAX),

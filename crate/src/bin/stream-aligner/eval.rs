@@ -1,0 +1,130 @@
+//! `stream-aligner eval`: accuracy by rounds on word problems (see `train::evaluate`), and
+//! `stream-aligner problems`: a GSM8K-format problem file from the generator.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use stream_aligner::train::evaluate::{Evaluator, ProblemResult, Summary};
+use stream_aligner::train::problems::read_gsm8k;
+
+use crate::{AdapterArgs, ModelArgs};
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    adapter: AdapterArgs,
+    /// GSM8K-format JSONL: {"question": ..., "answer": "... #### N"}
+    #[arg(long)]
+    problems: PathBuf,
+    /// Evaluate the first N problems only
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Correction rounds to report (1..=N)
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    #[arg(long, default_value_t = 8)]
+    max_sentences: usize,
+    /// Tokens per uncorrected answer (and per sentence)
+    #[arg(long, default_value_t = 160)]
+    max_tokens: usize,
+    /// Print the table as one JSON object
+    #[arg(long)]
+    json: bool,
+    /// Write every problem's answers here (JSONL)
+    #[arg(long)]
+    details: Option<PathBuf>,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.problems)
+        .with_context(|| format!("reading {}", args.problems.display()))?;
+    let mut problems = read_gsm8k(&text)?;
+    if let Some(n) = args.limit {
+        problems.truncate(n);
+    }
+    anyhow::ensure!(!problems.is_empty(), "no problems in {}", args.problems.display());
+    let base = Arc::new(args.model.load()?);
+    let aligner = Arc::new(args.adapter.apply(&base)?);
+    let mut ev = Evaluator::new(base, aligner, args.rounds, args.max_tokens);
+    ev.max_sentences = args.max_sentences;
+    let mut details = match &args.details {
+        Some(p) => Some(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+        None => None,
+    };
+    let pb = ProgressBar::new(problems.len() as u64);
+    pb.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} problems {msg} [{elapsed} < {eta}]").unwrap());
+    let mut results: Vec<ProblemResult> = Vec::with_capacity(problems.len());
+    for (q, a) in &problems {
+        let r = futures::executor::block_on(ev.problem(q, *a))?;
+        if let Some(f) = details.as_mut() {
+            writeln!(f, "{}", serde_json::json!({"question": q, "answer": a, "result": r}))?;
+        }
+        results.push(r);
+        let s = Summary::new(&results);
+        let last = s.stream.values().last().map_or(0.0, |m| m.accuracy);
+        pb.set_message(format!("upstream {:.2} | stream {:.2}", s.upstream.accuracy, last));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let s = Summary::new(&results);
+    if args.json {
+        println!("{}", serde_json::to_string(&s)?);
+        return Ok(());
+    }
+    println!("{} problems from {}", s.problems, args.problems.display());
+    println!("| mode | accuracy | ms per answer |\n|---|---:|---:|");
+    let row = |name: &str, m: &stream_aligner::train::evaluate::ModeSummary| {
+        println!("| {name} | {:.1}% | {:.0} |", 100.0 * m.accuracy, m.ms_per_answer)
+    };
+    row("upstream alone", &s.upstream);
+    row("aligner alone", &s.aligner_alone);
+    row("Aligner (whole answer)", &s.aligner_whole);
+    for (k, m) in &s.stream {
+        row(&format!("stream aligner, {k} round(s)"), m);
+    }
+    println!("\n| round | sentences | copy | rewrite |\n|---:|---:|---:|---:|");
+    for (k, r) in &s.rounds {
+        println!(
+            "| {k} | {} | {:.1}% | {:.1}% |",
+            r.sentences,
+            100.0 * r.copy_rate,
+            100.0 * r.rewrite_rate
+        );
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct ProblemsArgs {
+    #[arg(long, default_value_t = 500)]
+    count: usize,
+    /// Problem i uses seed + i (training used 1000-1599: evaluate from 1,000,000 up)
+    #[arg(long, default_value_t = 1_000_000)]
+    seed: u64,
+    /// Story families (default: all)
+    #[arg(long, value_delimiter = ',')]
+    families: Vec<usize>,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn problems(args: ProblemsArgs) -> Result<()> {
+    let mut out = std::fs::File::create(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    for i in 0..args.count as u64 {
+        let p = stream_aligner::train::generate(args.seed + i, &args.families);
+        let answer = format!("{}\n#### {}", p.solution(), p.answer);
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"question": p.question, "answer": answer, "family": p.family, "seed": p.seed})
+        )?;
+    }
+    eprintln!("{} problems -> {}", args.count, args.out.display());
+    Ok(())
+}

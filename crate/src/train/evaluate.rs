@@ -1,0 +1,267 @@
+//! Evaluation by rounds on word problems: the upstream alone, the aligner answering alone, the
+//! whole-answer Aligner, and the stream aligner after 1, 2, … N correction rounds (the upstream
+//! finishing uncorrected after the last).
+//!
+//! Decoding is greedy, so "N rounds" need not be run N times: the answer after k rounds is the
+//! prefix after round k of the full run, followed by the upstream's uncorrected rest, exactly as
+//! `pipeline::run` with `max_rounds = k` would produce it.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use serde::Serialize;
+use web_time::Instant;
+
+use crate::align::{Aligner, Mode, PipelineConfig};
+use crate::engine::{Engine, GenerateOptions};
+use crate::error::Result;
+use crate::upstream::{LocalUpstream, Upstream, UpstreamSentence};
+
+/// The number an answer ends on: after "answer is", else its last number.
+pub fn predicted_answer(text: &str) -> Option<f64> {
+    let lower = text.to_lowercase();
+    let tail = lower
+        .rfind("answer is")
+        .map_or(lower.as_str(), |i| &lower[i..]);
+    let numbers = |s: &str| -> Vec<f64> {
+        s.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ',' || c == '-'))
+            .filter_map(|w| {
+                let w = w.trim_matches(|c| c == '.' || c == ',' || c == '-');
+                w.replace(',', "").parse::<f64>().ok()
+            })
+            .collect()
+    };
+    let in_tail = numbers(tail);
+    if lower.contains("answer is") && !in_tail.is_empty() {
+        return in_tail.first().copied();
+    }
+    numbers(&lower).last().copied()
+}
+
+fn correct(text: &str, answer: f64) -> bool {
+    predicted_answer(text).is_some_and(|p| (p - answer).abs() < 1e-6)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    pub correct: bool,
+    pub ms: f64,
+    pub text: String,
+}
+
+/// One correction round of the full stream run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Round {
+    pub changed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProblemResult {
+    pub upstream: Outcome,
+    pub aligner_alone: Outcome,
+    pub aligner_whole: Outcome,
+    /// `stream[k - 1]`: after k correction rounds.
+    pub stream: Vec<Outcome>,
+    pub rounds: Vec<Round>,
+}
+
+pub struct Evaluator {
+    upstream: LocalUpstream,
+    aligner_alone: LocalUpstream,
+    aligner: Aligner,
+    pub rounds: usize,
+    pub max_sentences: usize,
+}
+
+impl Evaluator {
+    /// `upstream` is the base model, `aligner` the base with the adapter; greedy decoding.
+    pub fn new(upstream: Arc<Engine>, aligner: Arc<Engine>, rounds: usize, max_tokens: usize) -> Self {
+        let options = GenerateOptions {
+            max_tokens,
+            ..GenerateOptions::default()
+        };
+        Self {
+            upstream: LocalUpstream::new(upstream, options.clone()),
+            aligner_alone: LocalUpstream::new(aligner.clone(), options),
+            aligner: Aligner::new(aligner),
+            rounds: rounds.max(1),
+            max_sentences: 8,
+        }
+    }
+
+    pub async fn problem(&mut self, question: &str, answer: f64) -> Result<ProblemResult> {
+        let outcome = |text: String, ms: f64| Outcome {
+            correct: correct(&text, answer),
+            ms,
+            text,
+        };
+        let t = Instant::now();
+        let up = self.upstream.rest(question, "").await?;
+        let upstream_ms = ms(t);
+        let t = Instant::now();
+        let alone = self.aligner_alone.rest(question, "").await?;
+        let alone_ms = ms(t);
+        let t = Instant::now();
+        let whole = self.aligner.correct(question, "", up.trim()).await?;
+        let whole_ms = upstream_ms + ms(t);
+
+        // The full run, remembering the prefix and the time after every round.
+        let config = PipelineConfig {
+            mode: Mode::Stream,
+            max_rounds: self.rounds,
+            max_sentences: self.max_sentences,
+        };
+        let (mut after, mut rounds, mut prefix) = (Vec::new(), Vec::new(), String::new());
+        let mut upstream = Tracking {
+            inner: &mut self.upstream,
+            last: Vec::new(),
+        };
+        let t = Instant::now();
+        let full = crate::align::run(
+            &mut upstream,
+            &mut self.aligner,
+            question,
+            None,
+            &config,
+            |ev| {
+                prefix.push_str(&ev.corrected);
+                if ev.aligned {
+                    rounds.push(Round { changed: ev.changed });
+                    after.push((prefix.clone(), ms(t)));
+                }
+                ControlFlow::Continue(())
+            },
+        )
+        .await?;
+        let full_ms = ms(t);
+        let ended = upstream.last;
+        let mut stream = Vec::with_capacity(self.rounds);
+        for k in 1..=self.rounds {
+            let o = match after.get(k - 1) {
+                // With k rounds, the loop would go on uncorrected after round k unless the answer
+                // ended there: finish it from round k's prefix.
+                Some((p, at))
+                    if k < self.rounds
+                        && k < self.max_sentences
+                        && !ended.get(k - 1).copied().unwrap_or(true) =>
+                {
+                    let t = Instant::now();
+                    let rest = self.upstream.rest(question, p).await?;
+                    let text = if rest.trim().is_empty() {
+                        p.clone()
+                    } else {
+                        format!("{p}{rest}")
+                    };
+                    outcome(text, at + ms(t))
+                }
+                _ => outcome(full.text.clone(), full_ms),
+            };
+            stream.push(o);
+        }
+        Ok(ProblemResult {
+            upstream: outcome(up, upstream_ms),
+            aligner_alone: outcome(alone, alone_ms),
+            aligner_whole: outcome(whole.text, whole_ms),
+            stream,
+            rounds,
+        })
+    }
+}
+
+/// Remembers which of the upstream's sentences ended its answer.
+struct Tracking<'a> {
+    inner: &'a mut LocalUpstream,
+    last: Vec<bool>,
+}
+
+impl Upstream for Tracking<'_> {
+    async fn next_sentence(&mut self, query: &str, prefix: &str) -> Result<UpstreamSentence> {
+        let s = self.inner.next_sentence(query, prefix).await?;
+        self.last.push(s.last);
+        Ok(s)
+    }
+    async fn rest(&mut self, query: &str, prefix: &str) -> Result<String> {
+        self.inner.rest(query, prefix).await
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// Accuracy and mean time of one mode over the problems.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModeSummary {
+    pub accuracy: f64,
+    pub ms_per_answer: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoundSummary {
+    /// Problems whose answer reached this round.
+    pub sentences: usize,
+    pub copy_rate: f64,
+    pub rewrite_rate: f64,
+}
+
+/// The table, as one JSON object (`--json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub problems: usize,
+    pub upstream: ModeSummary,
+    pub aligner_alone: ModeSummary,
+    pub aligner_whole: ModeSummary,
+    /// Keyed by the number of correction rounds.
+    pub stream: std::collections::BTreeMap<String, ModeSummary>,
+    pub rounds: std::collections::BTreeMap<String, RoundSummary>,
+}
+
+impl Summary {
+    pub fn new(results: &[ProblemResult]) -> Self {
+        let n = results.len().max(1) as f64;
+        let mode = |f: &dyn Fn(&ProblemResult) -> &Outcome| ModeSummary {
+            accuracy: results.iter().filter(|r| f(r).correct).count() as f64 / n,
+            ms_per_answer: results.iter().map(|r| f(r).ms).sum::<f64>() / n,
+        };
+        let rounds_n = results.iter().map(|r| r.stream.len()).max().unwrap_or(0);
+        let stream = (1..=rounds_n)
+            .map(|k| (k.to_string(), mode(&|r: &ProblemResult| &r.stream[k - 1])))
+            .collect();
+        let rounds = (1..=rounds_n)
+            .map(|k| {
+                let seen: Vec<&Round> = results.iter().filter_map(|r| r.rounds.get(k - 1)).collect();
+                let s = seen.len().max(1) as f64;
+                let changed = seen.iter().filter(|r| r.changed).count() as f64;
+                let summary = RoundSummary {
+                    sentences: seen.len(),
+                    copy_rate: (seen.len() as f64 - changed) / s,
+                    rewrite_rate: changed / s,
+                };
+                (k.to_string(), summary)
+            })
+            .collect();
+        Self {
+            problems: results.len(),
+            upstream: mode(&|r| &r.upstream),
+            aligner_alone: mode(&|r| &r.aligner_alone),
+            aligner_whole: mode(&|r| &r.aligner_whole),
+            stream,
+            rounds,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_is_read_after_its_marker_else_last() {
+        assert_eq!(predicted_answer("So 3 + 4 = 7. The answer is 7."), Some(7.0));
+        assert_eq!(predicted_answer("The answer is 1,250 apples, not 3."), Some(1250.0));
+        assert_eq!(predicted_answer("He has 12 - 5 = 7 left"), Some(7.0));
+        assert_eq!(predicted_answer("no numbers"), None);
+        assert!(correct("The answer is 42.", 42.0));
+        assert!(!correct("The answer is 41.", 42.0));
+    }
+}

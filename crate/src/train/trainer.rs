@@ -1,0 +1,300 @@
+//! Stage 1: LoRA training of the aligner on correction records, with burn's autodiff on the
+//! same model code as inference.
+//!
+//! Each record becomes the aligner's prompt (query, corrected prefix, the upstream's sentence)
+//! followed by the corrected sentence and the end-of-turn token. The loss is the cross-entropy
+//! of the corrected tokens only: the paper's residual correction loss
+//! `-log p(corrected | query, prefix, original)`. AdamW with linear warmup and cosine decay,
+//! gradient accumulation, and checkpoints a run resumes from.
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Int, Tensor, TensorData, activation};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::align::AlignerPrompt;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::model::llama::read_f32;
+use crate::model::{Adapter, LoraConfig, LoraWeights};
+
+/// One round of the stream loop, annotated: what the aligner saw and what it should write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub question: String,
+    pub prefix: String,
+    pub original: String,
+    pub corrected: String,
+    #[serde(default)]
+    pub copy: bool,
+    #[serde(default)]
+    pub family: usize,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// Reads JSONL records; a bad line is an error naming it.
+pub fn read_records(text: &str) -> Result<Vec<Record>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| Error::Config(format!("training data line {}: {e}", i + 1)))
+        })
+        .collect()
+}
+
+/// A tokenized record: the prompt's tokens, then the answer's (corrected sentence + end of turn).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub ids: Vec<u32>,
+    /// Where the answer starts in `ids`.
+    pub answer_from: usize,
+}
+
+impl Example {
+    pub fn new(engine: &Engine, prompt: &AlignerPrompt, r: &Record) -> Result<Self> {
+        let p = prompt.render(&engine.template, &r.question, &r.prefix, &r.original)?;
+        let mut ids = engine.tokenizer.encode(&p)?;
+        let answer_from = ids.len();
+        ids.extend(engine.tokenizer.encode(&r.corrected)?);
+        ids.push(engine.tokenizer.eos);
+        Ok(Self { ids, answer_from })
+    }
+
+    pub fn answer_tokens(&self) -> usize {
+        self.ids.len() - self.answer_from
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub lora: LoraConfig,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Optimizer steps of linear warmup; then cosine decay to `lr * min_lr_ratio` at `steps`.
+    pub warmup: usize,
+    pub steps: usize,
+    pub min_lr_ratio: f64,
+    /// Examples per optimizer step (gradient accumulation: one example per forward pass).
+    pub accum: usize,
+    pub weight_decay: f32,
+    /// Gradients are clipped to this global norm.
+    pub clip_norm: f32,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            lora: LoraConfig::default(),
+            lr: 1e-3,
+            warmup: 20,
+            steps: 400,
+            min_lr_ratio: 0.1,
+            accum: 8,
+            weight_decay: 0.0,
+            clip_norm: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The learning rate of optimizer step `step` (0-based).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if step < self.warmup {
+            return self.lr * (step + 1) as f64 / self.warmup as f64;
+        }
+        let span = self.steps.saturating_sub(self.warmup).max(1);
+        let progress = ((step - self.warmup) as f64 / span as f64).min(1.0);
+        let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+        self.lr * (self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine)
+    }
+}
+
+/// Where a run is: enough to resume it exactly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps taken.
+    pub step: usize,
+    pub epoch: usize,
+    /// Examples of this epoch's order already consumed.
+    pub cursor: usize,
+    pub tokens_seen: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepStats {
+    pub step: usize,
+    pub loss: f64,
+    pub lr: f64,
+    /// Answer tokens (the ones the loss covers) and all tokens run.
+    pub answer_tokens: usize,
+    pub tokens: usize,
+}
+
+fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_weight_decay(config.weight_decay)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(config.clip_norm)))
+        .init()
+}
+
+pub struct Trainer {
+    engine: Engine,
+    pub config: TrainConfig,
+    adapter: Adapter,
+    weights: LoraWeights,
+    optim: ModuleOptimizer,
+    pub state: TrainState,
+}
+
+impl Trainer {
+    /// `engine` must run on an autodiff device (`EngineDevice::training()`).
+    pub fn new(engine: Engine, config: TrainConfig) -> Result<Self> {
+        if !engine.model.device.device.is_autodiff() {
+            return Err(Error::Device("training needs an autodiff device".into()));
+        }
+        if config.accum == 0 || config.steps == 0 {
+            return Err(Error::Config("accum and steps must be positive".into()));
+        }
+        let adapter = Adapter::init(
+            &engine.model.config,
+            config.lora.clone(),
+            config.seed,
+            &engine.model.device.device,
+        )?;
+        let optim = optimizer(&config);
+        Ok(Self {
+            weights: adapter.weights.clone(),
+            adapter,
+            engine,
+            config,
+            optim,
+            state: TrainState::default(),
+        })
+    }
+
+    /// The order of epoch `epoch`'s examples (a seeded shuffle).
+    pub fn order(&self, epoch: usize, n: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut SmallRng::seed_from_u64(
+            self.config.seed.wrapping_mul(1_000_003) ^ epoch as u64,
+        ));
+        order
+    }
+
+    /// Mean cross-entropy of `ex`'s answer tokens under the current weights (a graph to
+    /// differentiate, on the autodiff device).
+    async fn loss(&self, ex: &Example) -> Result<Tensor<1>> {
+        let n = ex.answer_tokens();
+        if n == 0 || ex.answer_from == 0 {
+            return Err(Error::EmptyInput("an example with no prompt or no answer"));
+        }
+        // Position p predicts token p + 1: run all but the last token, score from the prompt's end.
+        let input = &ex.ids[..ex.ids.len() - 1];
+        let logits = self
+            .engine
+            .model
+            .forward_train(input, &self.adapter, &self.weights, ex.answer_from - 1)
+            .await?;
+        let device = logits.device();
+        let targets: Vec<i64> = ex.ids[ex.answer_from..].iter().map(|&t| t as i64).collect();
+        let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
+        let picked = activation::log_softmax(logits, 1).gather(1, targets);
+        Ok(picked.mean().neg())
+    }
+
+    /// One optimizer step over `batch` (gradients accumulated example by example).
+    pub async fn step(&mut self, batch: &[&Example]) -> Result<StepStats> {
+        let mut accum = GradientsAccumulator::<LoraWeights>::new();
+        let (mut loss_sum, mut answer_tokens, mut tokens) = (0.0, 0, 0);
+        for ex in batch {
+            let loss = self.loss(ex).await? / batch.len() as f32;
+            let value = read_f32(loss.clone().inner()).await?[0] as f64;
+            if !value.is_finite() {
+                return Err(Error::Device(format!("loss is {value} at step {}", self.state.step)));
+            }
+            let grads = loss.backward();
+            accum.accumulate(&self.weights, GradientsParams::from_grads(grads, &self.weights));
+            loss_sum += value;
+            answer_tokens += ex.answer_tokens();
+            tokens += ex.ids.len() - 1;
+        }
+        let lr = self.config.lr_at(self.state.step);
+        self.weights = self.optim.step(lr, self.weights.clone(), accum.grads());
+        self.state.step += 1;
+        self.state.tokens_seen += tokens;
+        Ok(StepStats {
+            step: self.state.step,
+            loss: loss_sum,
+            lr,
+            answer_tokens,
+            tokens,
+        })
+    }
+
+    /// Token-weighted mean cross-entropy of the answers of `examples` (no update).
+    pub async fn eval_loss(&self, examples: &[Example]) -> Result<f64> {
+        let (mut total, mut count) = (0.0, 0usize);
+        for ex in examples {
+            let loss = self.loss(ex).await?;
+            total += read_f32(loss.inner()).await?[0] as f64 * ex.answer_tokens() as f64;
+            count += ex.answer_tokens();
+        }
+        Ok(total / count.max(1) as f64)
+    }
+
+    /// The adapter as trained so far.
+    pub async fn adapter(&self) -> Result<Adapter> {
+        self.adapter.with_weights(self.weights.clone()).await
+    }
+
+    /// Writes a checkpoint into `dir`: the adapter (f32), the optimizer's state and the run's.
+    pub async fn save(&self, dir: &std::path::Path) -> Result<()> {
+        let io = |e: std::io::Error| Error::Config(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let tmp = dir.join("adapter.safetensors.tmp");
+        std::fs::write(&tmp, self.adapter().await?.to_safetensors(false)?).map_err(io)?;
+        std::fs::rename(&tmp, dir.join("adapter.safetensors")).map_err(io)?;
+        self.optim
+            .save(dir.join("optimizer.bin"))
+            .map_err(|e| Error::Config(format!("saving the optimizer state: {e:?}")))?;
+        let state = serde_json::json!({ "config": self.config, "state": self.state });
+        std::fs::write(dir.join("state.json"), state.to_string()).map_err(io)
+    }
+
+    /// Resumes from a checkpoint written by [`Self::save`] with the same configuration.
+    pub fn resume(&mut self, dir: &std::path::Path) -> Result<()> {
+        let io = |e: std::io::Error| Error::Config(format!("{}: {e}", dir.display()));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).map_err(io)?)
+                .map_err(|e| Error::Config(format!("checkpoint state: {e}")))?;
+        let config: TrainConfig = serde_json::from_value(v["config"].clone())
+            .map_err(|e| Error::Config(format!("checkpoint config: {e}")))?;
+        if config.lora != self.config.lora || config.seed != self.config.seed {
+            return Err(Error::Config(format!(
+                "the checkpoint in {} was made with another LoRA configuration or seed",
+                dir.display()
+            )));
+        }
+        let state: TrainState = serde_json::from_value(v["state"].clone())
+            .map_err(|e| Error::Config(format!("checkpoint state: {e}")))?;
+        let bytes = std::fs::read(dir.join("adapter.safetensors")).map_err(io)?;
+        let device = &self.engine.model.device.device;
+        let adapter = Adapter::from_safetensors(&bytes, &self.engine.model.config, device)?;
+        let optim = optimizer(&self.config)
+            .load(dir.join("optimizer.bin"))
+            .map_err(|e| Error::Config(format!("loading the optimizer state: {e:?}")))?;
+        self.weights = adapter.weights.clone();
+        self.adapter = adapter;
+        self.optim = optim;
+        self.state = state;
+        Ok(())
+    }
+}

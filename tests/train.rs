@@ -1,0 +1,205 @@
+//! Training the aligner: the loss falls on a tiny run, checkpoints resume exactly, adapters
+//! round-trip through safetensors and agree on every path, and a mismatched adapter is refused.
+
+mod common;
+
+use futures::executor::block_on;
+use stream_aligner::Engine;
+use stream_aligner::align::AlignerPrompt;
+use stream_aligner::error::Error;
+use stream_aligner::model::{Adapter, EngineDevice, Logits, LoraConfig, Target};
+use stream_aligner::train::trainer::Record;
+use stream_aligner::train::{Example, TrainConfig, Trainer};
+
+fn records() -> Vec<Record> {
+    let r = |q: &str, prefix: &str, original: &str, corrected: &str| Record {
+        question: q.into(),
+        prefix: prefix.into(),
+        original: original.into(),
+        corrected: corrected.into(),
+        copy: original == corrected,
+        family: 0,
+        seed: 0,
+    };
+    let q = "Mia has 12 apples. She buys 5 more. How many apples does she have?";
+    vec![
+        r(q, "", "Mia has 12 + 5 = 18 apples.", "After buying 5, Mia has 12 + 5 = 17 apples."),
+        r(q, "After buying 5, Mia has 12 + 5 = 17 apples.", "So she has 18.", "The answer is 17."),
+        r(q, "", "Mia starts with 12 apples.", "Mia starts with 12 apples."),
+    ]
+}
+
+fn tiny() -> TrainConfig {
+    TrainConfig {
+        lora: LoraConfig {
+            rank: 2,
+            alpha: 4.0,
+            targets: vec![Target::Q, Target::V, Target::Down],
+        },
+        lr: 1e-2,
+        warmup: 1,
+        steps: 6,
+        accum: 3,
+        seed: 7,
+        ..TrainConfig::default()
+    }
+}
+
+fn trainer(config: TrainConfig) -> (Trainer, Vec<Example>) {
+    let engine = Engine::load(&common::model_path(), &EngineDevice::training()).unwrap();
+    let prompt = AlignerPrompt::default();
+    let ex = records()
+        .iter()
+        .map(|r| Example::new(&engine, &prompt, r).unwrap())
+        .collect();
+    (Trainer::new(engine, config).unwrap(), ex)
+}
+
+#[test]
+fn a_tiny_run_lowers_the_loss_and_resumes_exactly() {
+    let (mut t, ex) = trainer(tiny());
+    let batch: Vec<&Example> = ex.iter().collect();
+    let before = block_on(t.eval_loss(&ex)).unwrap();
+    for _ in 0..3 {
+        block_on(t.step(&batch)).unwrap();
+    }
+    let dir = tempdir("resume");
+    block_on(t.save(&dir)).unwrap();
+    for _ in 0..3 {
+        block_on(t.step(&batch)).unwrap();
+    }
+    let after = block_on(t.eval_loss(&ex)).unwrap();
+    assert!(
+        after < 0.7 * before,
+        "the loss on the corrected tokens falls: {before:.4} -> {after:.4}"
+    );
+
+    // A new run resumed from the checkpoint takes the same three steps to the same weights.
+    let (mut r, _) = trainer(tiny());
+    r.resume(&dir).unwrap();
+    assert_eq!(r.state.step, 3);
+    for _ in 0..3 {
+        block_on(r.step(&batch)).unwrap();
+    }
+    let resumed = block_on(r.eval_loss(&ex)).unwrap();
+    assert!(
+        (resumed - after).abs() < 1e-3 * after.max(1.0),
+        "resumed run: {resumed:.6} vs uninterrupted {after:.6}"
+    );
+
+    // Another configuration can't resume this checkpoint.
+    let mut other = tiny();
+    other.lora.rank = 4;
+    let (mut o, _) = trainer(other);
+    assert!(o.resume(&dir).is_err());
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("stream-aligner-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// An adapter with every B nonzero (a fresh one is the identity update).
+fn random_adapter(engine: &Engine, rank: usize) -> Adapter {
+    let config = LoraConfig {
+        rank,
+        alpha: 2.0 * rank as f32,
+        targets: Target::ALL.to_vec(),
+    };
+    let fresh = Adapter::init(&engine.model.config, config.clone(), 1, &engine.model.device.device)
+        .unwrap();
+    // Round-trip through bytes with B filled in: A's values serve as B's.
+    let st = safetensors_fill_b(&fresh.to_safetensors(false).unwrap());
+    Adapter::from_safetensors(&st, &engine.model.config, &engine.model.device.device).unwrap()
+}
+
+/// Rewrites every lora_b tensor of an f32 adapter file with small deterministic values.
+fn safetensors_fill_b(bytes: &[u8]) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let mut out = bytes.to_vec();
+    for (name, info) in header.as_object().unwrap() {
+        if !name.ends_with("lora_b") {
+            continue;
+        }
+        let off = info["data_offsets"].as_array().unwrap();
+        let (s, e) = (off[0].as_u64().unwrap() as usize, off[1].as_u64().unwrap() as usize);
+        for (i, c) in out[8 + n + s..8 + n + e].chunks_exact_mut(4).enumerate() {
+            let v = 0.02 * (((i * 7919) % 13) as f32 - 6.0) / 6.0;
+            c.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    out
+}
+
+#[test]
+fn an_adapter_changes_the_model_the_same_way_on_every_path() {
+    let prompt = common::engine().chat_prompt(&[stream_aligner::text::Message::user(
+        "What is 12 + 5?",
+    )]);
+    let ids = prompt.unwrap();
+    let logits = |e: &Engine| {
+        let mut cache = e.model.new_cache();
+        block_on(e.model.logits(&ids, &mut cache, Logits::Last)).unwrap()
+    };
+    let cpu = common::engine();
+    let reference = Engine::load(&common::model_path(), &EngineDevice::cpu_reference()).unwrap();
+    let adapter = random_adapter(&cpu, 4);
+    let bytes = adapter.to_safetensors(false).unwrap();
+    let on_cpu = cpu.with_adapter_bytes(&bytes).unwrap();
+    let on_ref = reference.with_adapter_bytes(&bytes).unwrap();
+    let (base, a_cpu, a_ref) = (logits(&cpu), logits(&on_cpu), logits(&on_ref));
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max)
+    };
+    assert!(max_diff(&base, &a_cpu) > 0.05, "the adapter changes the logits");
+    assert!(
+        max_diff(&a_cpu, &a_ref) < 0.05,
+        "CPU kernels + host LoRA agree with the tensor path: {}",
+        max_diff(&a_cpu, &a_ref)
+    );
+    // Shipped in f16: the same model within f16 rounding.
+    let half = cpu.with_adapter_bytes(&adapter.to_safetensors(true).unwrap()).unwrap();
+    assert!(max_diff(&a_cpu, &logits(&half)) < 0.05);
+}
+
+#[test]
+fn a_mismatched_adapter_is_refused_with_a_clear_error() {
+    let engine = common::engine();
+    let c = &engine.model.config;
+    let dev = &engine.model.device.device;
+    let good = Adapter::init(c, LoraConfig::default(), 0, dev).unwrap().to_safetensors(true).unwrap();
+    assert!(engine.with_adapter_bytes(&good).is_ok());
+
+    let expect = |bytes: &[u8], needle: &str| match engine.with_adapter_bytes(bytes) {
+        Err(e @ Error::Adapter(_)) => {
+            assert!(e.to_string().contains(needle), "'{e}' mentions '{needle}'")
+        }
+        Err(e) => panic!("wrong error kind: {e}"),
+        Ok(_) => panic!("accepted a bad adapter (wanted '{needle}')"),
+    };
+    // Another base: same shapes, other fingerprint.
+    let mut other = c.clone();
+    other.fingerprint = "SmolLM2-360M:0123456789abcdef".into();
+    let foreign = Adapter::init(&other, LoraConfig::default(), 0, dev).unwrap();
+    expect(&foreign.to_safetensors(true).unwrap(), "another base model");
+    // The config says rank 9, the tensors are rank 8 (same header length, so it still parses).
+    let mut wrong_rank = good.clone();
+    let at = find(&wrong_rank, br#"\"rank\":8"#).expect("the rank is in the header");
+    wrong_rank[at + 9] = b'9';
+    expect(&wrong_rank, "expected");
+    // Not an adapter at all, and a truncated one.
+    expect(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ", "format");
+    expect(&good[..good.len() / 2], "safetensors");
+    expect(b"", "safetensors");
+    // A model with fewer layers than the adapter was made for.
+    let mut shallow = c.clone();
+    shallow.n_layer = 2;
+    let err = Adapter::from_safetensors(&good, &shallow, dev).unwrap_err();
+    assert!(err.to_string().contains("tensors"), "{err}");
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
