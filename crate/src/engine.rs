@@ -89,7 +89,6 @@ impl Engine {
         Self::from_gguf(&Gguf::open(path)?, device)
     }
 
-    /// The token ids of a chat prompt (template applied, generation prompt added).
     /// The same base with a LoRA adapter applied: the weights are shared, not copied.
     pub fn with_adapter(&self, adapter: crate::model::Adapter) -> Result<Self> {
         Ok(Self {
@@ -108,6 +107,7 @@ impl Engine {
         self.with_adapter(adapter)
     }
 
+    /// The token ids of a chat prompt (template applied, generation prompt added).
     pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<u32>> {
         if messages.iter().all(|m| m.content.trim().is_empty()) {
             return Err(Error::EmptyInput("the prompt is empty"));

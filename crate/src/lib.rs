@@ -10,11 +10,14 @@ pub mod cancel;
 pub mod engine;
 pub mod error;
 pub mod model;
+pub mod platform;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;
 pub mod text;
 pub mod train;
 pub mod upstream;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use cancel::CancelToken;
 pub use engine::{Engine, GenerateOptions, GenerationStats};

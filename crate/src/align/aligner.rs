@@ -34,6 +34,8 @@ pub struct Aligner {
     pub speculate: bool,
     /// Keep the KV cache across rounds (prefill only what changed); off, every round starts cold.
     pub reuse_cache: bool,
+    /// A cap on the revision's tokens (besides twice the original's plus 32).
+    pub max_tokens: usize,
     pub cancel: CancelToken,
 }
 
@@ -64,6 +66,7 @@ impl Aligner {
             prompt: AlignerPrompt::default(),
             speculate: true,
             reuse_cache: true,
+            max_tokens: usize::MAX,
             cancel: CancelToken::default(),
         }
     }
@@ -84,7 +87,7 @@ impl Aligner {
         }
         let original_ids = e.tokenizer.encode(original)?;
         // A revision much longer than the original is a runaway, not a correction.
-        let max_tokens = 2 * original_ids.len() + 32;
+        let max_tokens = (2 * original_ids.len() + 32).min(self.max_tokens);
         let draft = if self.speculate {
             original_ids
         } else {

@@ -435,6 +435,7 @@ impl Llama {
         logits: Logits,
     ) -> Result<Vec<f32>> {
         self.check(ids, cache)?;
+        crate::platform::yield_now().await;
         if self.device.quantized_kernels() {
             return self.forward_host(ids, cache, logits).await;
         }

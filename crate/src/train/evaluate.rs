@@ -80,10 +80,12 @@ impl Evaluator {
             max_tokens,
             ..GenerateOptions::default()
         };
+        let mut corrector = Aligner::new(aligner.clone());
+        corrector.max_tokens = max_tokens;
         Self {
             upstream: LocalUpstream::new(upstream, options.clone()),
-            aligner_alone: LocalUpstream::new(aligner.clone(), options),
-            aligner: Aligner::new(aligner),
+            aligner_alone: LocalUpstream::new(aligner, options),
+            aligner: corrector,
             rounds: rounds.max(1),
             max_sentences: 8,
         }

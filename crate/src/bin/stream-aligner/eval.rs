@@ -3,7 +3,8 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -25,13 +26,16 @@ pub struct EvalArgs {
     #[arg(long)]
     limit: Option<usize>,
     /// Correction rounds to report (1..=N)
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 4)]
     rounds: usize,
     #[arg(long, default_value_t = 8)]
     max_sentences: usize,
-    /// Tokens per uncorrected answer (and per sentence)
-    #[arg(long, default_value_t = 160)]
+    /// Tokens per uncorrected answer, per sentence and per revision
+    #[arg(long, default_value_t = 128)]
     max_tokens: usize,
+    /// Problems evaluated at once (they share the weights and the cores)
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
     /// Print the table as one JSON object
     #[arg(long)]
     json: bool,
@@ -50,26 +54,45 @@ pub fn run(args: EvalArgs) -> Result<()> {
     anyhow::ensure!(!problems.is_empty(), "no problems in {}", args.problems.display());
     let base = Arc::new(args.model.load()?);
     let aligner = Arc::new(args.adapter.apply(&base)?);
-    let mut ev = Evaluator::new(base, aligner, args.rounds, args.max_tokens);
-    ev.max_sentences = args.max_sentences;
-    let mut details = match &args.details {
+    let details = match &args.details {
         Some(p) => Some(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
         None => None,
     };
     let pb = ProgressBar::new(problems.len() as u64);
     pb.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} problems {msg} [{elapsed} < {eta}]").unwrap());
-    let mut results: Vec<ProblemResult> = Vec::with_capacity(problems.len());
-    for (q, a) in &problems {
-        let r = futures::executor::block_on(ev.problem(q, *a))?;
-        if let Some(f) = details.as_mut() {
-            writeln!(f, "{}", serde_json::json!({"question": q, "answer": a, "result": r}))?;
+    // Workers take the next problem in turn; results keep the file's order.
+    let next = AtomicUsize::new(0);
+    let done = Mutex::new((vec![None::<ProblemResult>; problems.len()], details));
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..args.jobs.max(1))
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    let mut ev = Evaluator::new(base.clone(), aligner.clone(), args.rounds, args.max_tokens);
+                    ev.max_sentences = args.max_sentences;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((q, a)) = problems.get(i) else { return Ok(()) };
+                        let r = futures::executor::block_on(ev.problem(q, *a))?;
+                        let mut d = done.lock().expect("no worker panicked");
+                        if let Some(f) = d.1.as_mut() {
+                            writeln!(f, "{}", serde_json::json!({"question": q, "answer": a, "result": r}))?;
+                        }
+                        d.0[i] = Some(r);
+                        let so_far: Vec<ProblemResult> = d.0.iter().flatten().cloned().collect();
+                        let s = Summary::new(&so_far);
+                        let last = s.stream.values().last().map_or(0.0, |m| m.accuracy);
+                        pb.set_message(format!("upstream {:.2} | stream {:.2}", s.upstream.accuracy, last));
+                        pb.inc(1);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("an evaluation worker panicked")?;
         }
-        results.push(r);
-        let s = Summary::new(&results);
-        let last = s.stream.values().last().map_or(0.0, |m| m.accuracy);
-        pb.set_message(format!("upstream {:.2} | stream {:.2}", s.upstream.accuracy, last));
-        pb.inc(1);
-    }
+        Ok(())
+    })?;
+    let results: Vec<ProblemResult> = done.into_inner().expect("no worker panicked").0.into_iter().flatten().collect();
     pb.finish_and_clear();
     let s = Summary::new(&results);
     if args.json {

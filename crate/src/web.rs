@@ -1,0 +1,178 @@
+//! The browser binding (wasm-bindgen): the Rust half of the JavaScript API.
+//!
+//! `www/stream-aligner.js` is the other half: it downloads the weights with progress and keeps
+//! them in Cache Storage, wires an `AbortSignal` to [`Cancel`], and turns the JSON events passed
+//! to its callback into an async iterator and DOM events. Errors reach JavaScript as rejected
+//! promises carrying the library's message; nothing here panics on bad input.
+
+use std::ops::ControlFlow;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use wasm_bindgen::prelude::*;
+
+use crate::align::{self, Aligner, Mode, PipelineConfig};
+use crate::cancel::CancelToken;
+use crate::engine::{Engine, GenerateOptions};
+use crate::model::EngineDevice;
+use crate::upstream::LocalUpstream;
+
+fn js_err(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+/// Stops a running answer at the next token (JavaScript calls it from an `AbortSignal`).
+#[wasm_bindgen]
+#[derive(Clone, Default)]
+pub struct Cancel(CancelToken);
+
+#[wasm_bindgen]
+impl Cancel {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.cancel();
+    }
+}
+
+/// Options of one answer, from JavaScript as JSON (camelCase).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct RunOptions {
+    mode: Mode,
+    max_rounds: Option<usize>,
+    max_sentences: usize,
+    max_tokens: usize,
+    /// The complete answer, for post-hoc correction.
+    answer: Option<String>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Stream,
+            max_rounds: None,
+            max_sentences: 12,
+            max_tokens: 96,
+            answer: None,
+        }
+    }
+}
+
+struct Inner {
+    upstream: Arc<Engine>,
+    aligner: Arc<Engine>,
+    backend: &'static str,
+}
+
+/// The loaded models: the upstream (the base) and the aligner (the base with its adapter,
+/// sharing the base's weights).
+#[wasm_bindgen]
+pub struct Session {
+    inner: Rc<Inner>,
+}
+
+#[wasm_bindgen]
+impl Session {
+    /// Builds the models from the GGUF's bytes and the adapter's (safetensors), on WebGPU when
+    /// `webgpu` is true and an adapter exists, else on the CPU.
+    pub async fn create(
+        base: Vec<u8>,
+        adapter: Option<Vec<u8>>,
+        webgpu: bool,
+    ) -> Result<Session, JsError> {
+        let (device, backend) = match webgpu {
+            true => match EngineDevice::wgpu().await {
+                Ok(d) => (d, "webgpu"),
+                Err(_) => (EngineDevice::cpu(), "cpu"),
+            },
+            false => (EngineDevice::cpu(), "cpu"),
+        };
+        let upstream = Engine::from_bytes(base, &device).map_err(js_err)?;
+        let aligner = match adapter {
+            Some(bytes) => upstream.with_adapter_bytes(&bytes).map_err(js_err)?,
+            None => upstream.clone(),
+        };
+        Ok(Session {
+            inner: Rc::new(Inner {
+                upstream: Arc::new(upstream),
+                aligner: Arc::new(aligner),
+                backend,
+            }),
+        })
+    }
+
+    /// "webgpu" or "cpu" (WebGPU was unavailable or not asked for).
+    #[wasm_bindgen(getter)]
+    pub fn backend(&self) -> String {
+        self.inner.backend.to_string()
+    }
+
+    /// Answers `query` through the sentence loop. `on_event` receives each sentence event as
+    /// JSON; the promise resolves to the whole answer as JSON.
+    pub fn run(
+        &self,
+        query: String,
+        options: &str,
+        on_event: js_sys::Function,
+        cancel: &Cancel,
+    ) -> Result<js_sys::Promise, JsError> {
+        let opts: RunOptions =
+            serde_json::from_str(options).map_err(|e| js_err(format!("options: {e}")))?;
+        let inner = self.inner.clone();
+        let cancel = cancel.0.clone();
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let mut upstream = LocalUpstream::new(
+                inner.upstream.clone(),
+                GenerateOptions {
+                    max_tokens: opts.max_tokens,
+                    ..GenerateOptions::default()
+                },
+            );
+            upstream.cancel = cancel.clone();
+            let mut aligner = Aligner::new(inner.aligner.clone());
+            aligner.cancel = cancel;
+            let config = PipelineConfig {
+                mode: opts.mode,
+                max_rounds: opts.max_rounds.unwrap_or(usize::MAX),
+                max_sentences: opts.max_sentences,
+            };
+            let answer = align::run(
+                &mut upstream,
+                &mut aligner,
+                &query,
+                opts.answer.as_deref(),
+                &config,
+                |ev| {
+                    let json = serde_json::to_string(ev).unwrap_or_default();
+                    match on_event.call1(&JsValue::NULL, &JsValue::from_str(&json)) {
+                        Ok(_) => ControlFlow::Continue(()),
+                        Err(_) => ControlFlow::Break(()),
+                    }
+                },
+            )
+            .await
+            .map_err(|e| JsValue::from(js_err(e)))?;
+            let json = serde_json::to_string(&answer).map_err(|e| JsValue::from(js_err(e)))?;
+            Ok(JsValue::from_str(&json))
+        }))
+    }
+}
+
+/// Panics become console errors with their message (a panic is a bug; this makes it visible).
+#[wasm_bindgen(start)]
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        web_sys_console_error(&info.to_string());
+    }));
+}
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn web_sys_console_error(s: &str);
+}
