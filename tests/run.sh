@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The project's test command: fetch the model (once), run every test on the real model, and
-# check that the library builds for the browser (wasm32).
+# The project's test command: fetch the model (once), run every test on the real model, build
+# the browser package and run it in headless Chromium (tests/browser/setup.sh installs what
+# that needs besides Debian's chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo run --release --bin stream-aligner -- fetch
 cargo test --release --workspace
-cargo build --release --lib --target wasm32-unknown-unknown --no-default-features -p stream-aligner
-echo "wasm32 build: ok"
+bash www/build.sh
+[ -d tests/browser/node_modules ] || bash tests/browser/setup.sh
+target="${CARGO_TARGET_DIR:-target}"
+STREAM_ALIGNER_BIN="$target/release/stream-aligner" node --test tests/browser/

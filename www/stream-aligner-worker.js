@@ -35,6 +35,10 @@ export class StreamAlignerWorker extends EventTarget {
     return id;
   }
 
+  get upstream() {
+    return this.remote ? 'remote' : 'local';
+  }
+
   static async load({ onProgress, ...options } = {}) {
     const a = new StreamAlignerWorker(new Worker(new URL('./worker.js', import.meta.url), { type: 'module' }));
     a.backend = await new Promise((resolve, reject) => a.#call({ type: 'load', options }, (d) => {
@@ -42,6 +46,7 @@ export class StreamAlignerWorker extends EventTarget {
       else if (d.type === 'loaded') resolve(d.backend);
       else if (d.type === 'error') reject(failure(d));
     }));
+    a.remote = !!options.upstream?.remote;
     return a;
   }
 

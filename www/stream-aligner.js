@@ -60,19 +60,23 @@ function toEvent(json) {
 
 export class StreamAligner extends EventTarget {
   #session;
+  #remote;
 
-  constructor(session) {
+  constructor(session, remote) {
     super();
     this.#session = session;
+    this.#remote = remote;
   }
 
   /**
    * Loads the models. `aligner.base` (or `upstream.local`) is the GGUF's URL, `aligner.adapter`
-   * the LoRA adapter's (safetensors). `webgpu: false` forces the CPU backend.
+   * the LoRA adapter's (safetensors). `upstream.remote` ({ baseUrl, model, apiKey, api:
+   * 'completions' | 'chat', timeoutMs }) makes an OpenAI-compatible server the upstream, reached
+   * with fetch; the local base model is then the aligner's only. `webgpu: false` forces the CPU.
    */
   static async load({ upstream = {}, aligner = {}, onProgress, webgpu = true, wasm } = {}) {
-    if (upstream.remote) {
-      throw new Error('a remote upstream is not available in the browser build yet: use upstream.local');
+    if (upstream.remote && !upstream.remote.baseUrl) {
+      throw new Error('upstream.remote needs a baseUrl (e.g. http://127.0.0.1:8080/v1)');
     }
     const baseUrl = aligner.base ?? upstream.local;
     if (!baseUrl) throw new Error('StreamAligner.load: give the base model URL (aligner.base or upstream.local)');
@@ -86,7 +90,7 @@ export class StreamAligner extends EventTarget {
     if (webgpu && globalThis.navigator?.gpu) {
       gpu = !!(await navigator.gpu.requestAdapter().catch(() => null));
     }
-    return new StreamAligner(await Session.create(base, adapter, gpu));
+    return new StreamAligner(await Session.create(base, adapter, gpu), upstream.remote);
   }
 
   /** 'webgpu', or 'cpu' when WebGPU is unavailable. */
@@ -94,9 +98,16 @@ export class StreamAligner extends EventTarget {
     return this.#session.backend;
   }
 
+  /** 'remote' when a remote upstream was given, else 'local'. */
+  get upstream() {
+    return this.#remote ? 'remote' : 'local';
+  }
+
   /** Runs one answer; resolves to { text, events }. Events also go to `onEvent` and listeners. */
   async #run(query, options, onEvent) {
-    const { signal, ...rest } = options;
+    const { signal, upstream = this.upstream, ...rest } = options;
+    if (upstream === 'remote' && !this.#remote) throw new Error('no remote upstream was given to load()');
+    if (upstream === 'remote') rest.remote = this.#remote;
     if (signal?.aborted) throw new DOMException('aborted', 'AbortError');
     const cancel = new Cancel();
     const abort = () => cancel.cancel();
@@ -119,12 +130,12 @@ export class StreamAligner extends EventTarget {
   }
 
   /** The answer to `query`, sentence by sentence as each is corrected. */
-  async *stream(query, { maxRounds, maxSentences, maxTokens, signal, mode = 'stream' } = {}) {
+  async *stream(query, { maxRounds, maxSentences, maxTokens, signal, upstream, mode = 'stream' } = {}) {
     const queue = [];
     let wake = () => {};
     let finished = false;
     let failure;
-    this.#run(query, { mode, maxRounds, maxSentences, maxTokens, signal }, (ev) => {
+    this.#run(query, { mode, maxRounds, maxSentences, maxTokens, signal, upstream }, (ev) => {
       queue.push(ev);
       wake();
     }).then(() => { finished = true; wake(); }, (e) => { failure = e; finished = true; wake(); });

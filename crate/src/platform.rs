@@ -19,3 +19,58 @@ pub async fn yield_now() {
         let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
     }
 }
+
+/// Waits `d` (tokio natively, `setTimeout` in the browser).
+pub async fn sleep(d: std::time::Duration) {
+    #[cfg(not(target_arch = "wasm32"))]
+    tokio::time::sleep(d).await;
+    #[cfg(target_arch = "wasm32")]
+    {
+        use wasm_bindgen::JsCast;
+        let ms = d.as_millis().min(i32::MAX as u128) as i32;
+        let promise = js_sys::Promise::new(&mut |resolve, _| {
+            let global = js_sys::global();
+            if let Some(f) = js_sys::Reflect::get(&global, &"setTimeout".into())
+                .ok()
+                .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+            {
+                let _ = f.call2(&global, &resolve, &ms.into());
+            }
+        });
+        let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+    }
+}
+
+/// `f`, or `None` if it takes longer than `d`.
+pub async fn timeout<F: std::future::Future>(d: std::time::Duration, f: F) -> Option<F::Output> {
+    #[cfg(not(target_arch = "wasm32"))]
+    return tokio::time::timeout(d, f).await.ok();
+    #[cfg(target_arch = "wasm32")]
+    {
+        use futures::future::{Either, select};
+        match select(std::pin::pin!(f), std::pin::pin!(sleep(d))).await {
+            Either::Left((out, _)) => Some(out),
+            Either::Right(_) => None,
+        }
+    }
+}
+
+/// The HTTP client of the remote upstream (the browser's fetch in wasm, which has no connect
+/// timeout of its own: the idle timeout bounds the wait there).
+pub fn http_client(connect_timeout: std::time::Duration) -> reqwest::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder();
+    #[cfg(not(target_arch = "wasm32"))]
+    let builder = builder.connect_timeout(connect_timeout);
+    #[cfg(target_arch = "wasm32")]
+    let _ = connect_timeout;
+    builder.build()
+}
+
+/// Whether a failed request may succeed when tried again.
+pub fn transient(e: &reqwest::Error) -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    if e.is_connect() {
+        return true;
+    }
+    e.is_timeout() || e.is_request()
+}

@@ -47,6 +47,8 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
+        // Browsers call it from other origins (the demo page, an extension): allow them.
+        .layer(tower_http::cors::CorsLayer::permissive())
         .with_state(state)
 }
 

@@ -16,7 +16,7 @@ use crate::align::{self, Aligner, Mode, PipelineConfig};
 use crate::cancel::CancelToken;
 use crate::engine::{Engine, GenerateOptions};
 use crate::model::EngineDevice;
-use crate::upstream::LocalUpstream;
+use crate::upstream::{AnyUpstream, Api, LocalUpstream, RemoteConfig, RemoteUpstream};
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
@@ -49,6 +49,23 @@ struct RunOptions {
     max_tokens: usize,
     /// The complete answer, for post-hoc correction.
     answer: Option<String>,
+    /// An OpenAI-compatible upstream reached with fetch, instead of the local model.
+    remote: Option<RemoteOptions>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RemoteOptions {
+    base_url: String,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    api_key: Option<String>,
+    /// "completions" (the local model's chat template is applied) or "chat".
+    #[serde(default)]
+    api: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
 }
 
 impl Default for RunOptions {
@@ -59,6 +76,7 @@ impl Default for RunOptions {
             max_sentences: 12,
             max_tokens: 96,
             answer: None,
+            remote: None,
         }
     }
 }
@@ -126,14 +144,7 @@ impl Session {
         let inner = self.inner.clone();
         let cancel = cancel.0.clone();
         Ok(wasm_bindgen_futures::future_to_promise(async move {
-            let mut upstream = LocalUpstream::new(
-                inner.upstream.clone(),
-                GenerateOptions {
-                    max_tokens: opts.max_tokens,
-                    ..GenerateOptions::default()
-                },
-            );
-            upstream.cancel = cancel.clone();
+            let mut upstream = upstream(&inner, &opts, &cancel).map_err(|e| JsValue::from(js_err(e)))?;
             let mut aligner = Aligner::new(inner.aligner.clone());
             aligner.cancel = cancel;
             let config = PipelineConfig {
@@ -161,6 +172,40 @@ impl Session {
             Ok(JsValue::from_str(&json))
         }))
     }
+}
+
+/// The local model, or the remote server the options name.
+fn upstream(inner: &Inner, opts: &RunOptions, cancel: &CancelToken) -> crate::Result<AnyUpstream> {
+    let Some(r) = &opts.remote else {
+        let mut local = LocalUpstream::new(
+            inner.upstream.clone(),
+            GenerateOptions {
+                max_tokens: opts.max_tokens,
+                ..GenerateOptions::default()
+            },
+        );
+        local.cancel = cancel.clone();
+        return Ok(AnyUpstream::Local(local));
+    };
+    let mut config = RemoteConfig::new(&r.base_url, r.model.as_deref().unwrap_or("default"));
+    config.api_key = r.api_key.clone();
+    config.max_tokens = opts.max_tokens;
+    config.api = match r.api.as_deref() {
+        None | Some("completions") => Api::Completions,
+        Some("chat") => Api::Chat,
+        Some(other) => {
+            return Err(crate::Error::Config(format!(
+                "remote api is 'completions' or 'chat', not '{other}'"
+            )));
+        }
+    };
+    config.template = Some(inner.upstream.template.clone());
+    if let Some(ms) = r.timeout_ms {
+        config.idle_timeout = std::time::Duration::from_millis(ms);
+    }
+    let mut remote = RemoteUpstream::new(config)?;
+    remote.cancel = cancel.clone();
+    Ok(AnyUpstream::Remote(remote))
 }
 
 /// Panics become console errors with their message (a panic is a bug; this makes it visible).

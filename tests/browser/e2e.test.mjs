@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { chromium } from 'playwright-core';
 import { serve } from './serve.mjs';
 
@@ -112,4 +114,68 @@ test('the JavaScript API: bad URLs reject clearly, an abort stops the answer', {
   assert.equal(result.posthoc, 1);
   assert.deepEqual(p.errors, []);
   await p.close();
+});
+
+/** An OpenAI-compatible server that streams one sentence, then fails every request with a 500. */
+function failingUpstream() {
+  let calls = 0;
+  const server = createServer((req, res) => {
+    const cors = { 'access-control-allow-origin': '*', 'access-control-allow-headers': '*', 'access-control-allow-methods': 'POST' };
+    if (req.method === 'OPTIONS') { res.writeHead(204, cors).end(); return; }
+    req.resume();
+    req.on('end', () => {
+      calls += 1;
+      if (calls > 1) { res.writeHead(500, cors).end('the upstream broke'); return; }
+      res.writeHead(200, { ...cors, 'content-type': 'text/event-stream' });
+      for (const t of ['Mia has 12 apples', '. ', 'Then']) {
+        res.write(`data: ${JSON.stringify({ choices: [{ text: t, finish_reason: null }] })}\n\n`);
+      }
+      res.end();
+    });
+  });
+  return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok(server)));
+}
+
+test('a remote upstream over fetch: our serve answers; a failing one rejects clearly', { timeout: 600_000 }, async (t) => {
+  const bin = process.env.STREAM_ALIGNER_BIN;
+  if (!bin) { t.skip('set STREAM_ALIGNER_BIN to the built stream-aligner (tests/run.sh does)'); return; }
+  const serveProc = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--model', new URL('../../models/SmolLM2-135M-Instruct.Q4_1.gguf', import.meta.url).pathname]);
+  const failing = await failingUpstream();
+  try {
+    const url = await new Promise((ok, fail) => {
+      let err = '';
+      serveProc.stderr.on('data', (d) => { err += d; const m = err.match(/on (http:\/\/127\.0\.0\.1:\d+\/v1)/); if (m) ok(m[1]); });
+      serveProc.on('exit', (code) => fail(new Error(`serve exited (${code}): ${err}`)));
+    });
+    const p = await page();
+    await p.goto(`${origin}/www/index.html?webgpu=0&worker=0&maxSentences=2&remote=${encodeURIComponent(url)}`);
+    await p.waitForFunction(() => window.demo.backend || window.demo.error, null, { timeout: 120_000 });
+    assert.equal(await p.inputValue('#upstream'), 'remote');
+    await p.click('#go');
+    await p.waitForFunction(() => window.demo.done, null, { timeout: 480_000 });
+    const demo = await p.evaluate(() => window.demo);
+    assert.equal(demo.error, null);
+    assert.ok(demo.events.length >= 1, 'sentences arrived from the remote upstream');
+    assert.ok(demo.events.every((e) => e.upstreamTokens > 0), 'the upstream streamed them');
+
+    const failUrl = `http://127.0.0.1:${failing.address().port}/v1`;
+    const out = await p.evaluate(async (failUrl) => {
+      const { StreamAligner } = await import('/www/stream-aligner.js');
+      const a = await StreamAligner.load({ aligner: { base: '/models/SmolLM2-135M-Instruct.Q4_1.gguf',
+        adapter: '/models/aligner/lora/adapter.safetensors' }, upstream: { remote: { baseUrl: failUrl } }, webgpu: false });
+      const events = [];
+      try {
+        for await (const ev of a.stream('Mia has 12 apples. How many?', { maxSentences: 4 })) events.push(ev.original);
+        return { events, error: null };
+      } catch (e) {
+        return { events, error: e.message };
+      }
+    }, failUrl);
+    assert.deepEqual(out.events, ['Mia has 12 apples.'], 'the first sentence arrived before the failure');
+    assert.match(out.error, /HTTP 500.*the upstream broke/);
+    await p.close();
+  } finally {
+    serveProc.kill();
+    failing.close();
+  }
 });

@@ -2,11 +2,9 @@
 //! prefix, it writes the next sentence and stops there.
 
 pub mod local;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod remote;
 
 pub use local::LocalUpstream;
-#[cfg(not(target_arch = "wasm32"))]
 pub use remote::{Api, RemoteConfig, RemoteUpstream};
 
 use crate::error::Result;
@@ -35,7 +33,6 @@ pub trait Upstream {
 /// Either upstream, chosen at run time (a CLI flag, a page's setting).
 pub enum AnyUpstream {
     Local(LocalUpstream),
-    #[cfg(not(target_arch = "wasm32"))]
     Remote(RemoteUpstream),
 }
 
@@ -43,7 +40,6 @@ impl Upstream for AnyUpstream {
     async fn next_sentence(&mut self, query: &str, prefix: &str) -> Result<UpstreamSentence> {
         match self {
             Self::Local(u) => u.next_sentence(query, prefix).await,
-            #[cfg(not(target_arch = "wasm32"))]
             Self::Remote(u) => u.next_sentence(query, prefix).await,
         }
     }
@@ -51,7 +47,6 @@ impl Upstream for AnyUpstream {
     async fn rest(&mut self, query: &str, prefix: &str) -> Result<String> {
         match self {
             Self::Local(u) => u.rest(query, prefix).await,
-            #[cfg(not(target_arch = "wasm32"))]
             Self::Remote(u) => u.rest(query, prefix).await,
         }
     }

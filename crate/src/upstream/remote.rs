@@ -1,7 +1,7 @@
 //! The remote upstream: any OpenAI-compatible server (a hosted 70B in real use, our `serve` in
 //! tests), streamed over SSE. The request is dropped, which aborts it, the moment the splitter
 //! sees a sentence end. Timeouts bound every wait; 429, 5xx, connection errors and cut streams
-//! are retried with exponential backoff.
+//! are retried with exponential backoff. The same code runs in the browser over fetch.
 
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::{Upstream, UpstreamSentence};
 use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
+use crate::platform;
 use crate::text::{ChatTemplate, Message, SentenceSplitter};
 
 /// Which endpoint the upstream speaks.
@@ -113,9 +114,7 @@ impl RemoteUpstream {
                 "the completions API needs the upstream's chat template".into(),
             ));
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .build()
+        let client = platform::http_client(config.connect_timeout)
             .map_err(|e| Error::Remote {
                 status: None,
                 message: e.to_string(),
@@ -174,21 +173,17 @@ impl RemoteUpstream {
         if let Some(key) = &c.api_key {
             req = req.bearer_auth(key);
         }
-        let resp = match tokio::time::timeout(c.idle_timeout, req.send()).await {
-            Err(_) => {
+        let resp = match platform::timeout(c.idle_timeout, req.send()).await {
+            None => {
                 return Err(timed_out(format!(
                     "no response from {url} within {:?}",
                     c.idle_timeout
                 )));
             }
-            Ok(Err(e)) => {
-                return Err(fail(
-                    e.is_connect() || e.is_timeout() || e.is_request(),
-                    None,
-                    format!("{url}: {e}"),
-                ));
+            Some(Err(e)) => {
+                return Err(fail(platform::transient(&e), None, format!("{url}: {e}")));
             }
-            Ok(Ok(r)) => r,
+            Some(Ok(r)) => r,
         };
         let status = resp.status();
         if !status.is_success() {
@@ -213,25 +208,25 @@ impl RemoteUpstream {
                     retry: false,
                 });
             }
-            let event = match tokio::time::timeout(c.idle_timeout, events.next()).await {
-                Err(_) => {
+            let event = match platform::timeout(c.idle_timeout, events.next()).await {
+                None => {
                     return Err(timed_out(format!(
                         "{url} sent nothing for {:?}",
                         c.idle_timeout
                     )));
                 }
                 // The body ended without [DONE] or a finish reason: the stream was cut.
-                Ok(None) => {
+                Some(None) => {
                     return Err(fail(
                         true,
                         None,
                         format!("{url}: the stream ended before the answer did"),
                     ));
                 }
-                Ok(Some(Err(e))) => {
+                Some(Some(Err(e))) => {
                     return Err(fail(true, None, format!("{url}: the stream broke: {e}")));
                 }
-                Ok(Some(Ok(ev))) => ev,
+                Some(Some(Ok(ev))) => ev,
             };
             if event.data.trim() == "[DONE]" {
                 return Ok(UpstreamSentence {
@@ -306,7 +301,7 @@ impl RemoteUpstream {
             match self.attempt(query, prefix, sentence).await {
                 Ok(s) => return Ok(s),
                 Err(f) if f.retry && attempt < self.config.retries => {
-                    tokio::time::sleep(wait).await;
+                    platform::sleep(wait).await;
                     wait *= 2;
                 }
                 Err(f) => return Err(f.error),
