@@ -13,23 +13,28 @@ import { serve } from './serve.mjs';
 
 const ARGS = ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-quic',
   '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-let server, browser, origin;
+let server, browser, noGpu, origin;
+
+const launch = (args) => chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'sa-chromium-')), {
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: false, args,
+});
 
 before(async () => {
   server = await serve(0);
   origin = `http://127.0.0.1:${server.address().port}`;
-  browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'sa-chromium-')), {
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: false, args: ARGS,
-  });
+  browser = await launch(ARGS);
+  // Without --enable-unsafe-webgpu, Chromium here offers no WebGPU adapter: the CPU fallback.
+  noGpu = await launch(ARGS.filter((a) => a !== '--enable-unsafe-webgpu'));
 });
 
 after(async () => {
   await browser?.close();
+  await noGpu?.close();
   server?.close();
 });
 
-async function page() {
-  const p = await browser.newPage();
+async function page(context = browser) {
+  const p = await context.newPage();
   p.errors = [];
   p.on('pageerror', (e) => p.errors.push(e.message));
   // The browser logs every 404 (the deliberate ones too): those are not errors of ours.
@@ -39,9 +44,10 @@ async function page() {
   return p;
 }
 
-test('the demo answers a word problem sentence by sentence on the CPU fallback', { timeout: 600_000 }, async () => {
-  const p = await page();
-  await p.goto(`${origin}/www/index.html?webgpu=0&maxSentences=3`);
+test('without WebGPU, the demo answers a word problem sentence by sentence on the CPU', { timeout: 600_000 }, async (t) => {
+  const p = await page(noGpu);
+  assert.equal(await p.evaluate(async () => !!(await navigator.gpu?.requestAdapter())), false);
+  await p.goto(`${origin}/www/index.html?maxSentences=3`);
   await p.waitForFunction(() => window.demo.backend || window.demo.error, null, { timeout: 120_000 });
   assert.equal(await p.evaluate(() => window.demo.error), null);
   assert.equal(await p.evaluate(() => window.demo.backend), 'cpu');
@@ -56,6 +62,9 @@ test('the demo answers a word problem sentence by sentence on the CPU fallback',
     assert.equal(typeof ev.original, 'string');
     assert.equal(ev.changed, ev.corrected !== ev.original);
   }
+  const sum = (k) => demo.events.reduce((a, e) => a + e[k], 0);
+  t.diagnostic(`CPU (wasm): load ${demo.loadMs.toFixed(0)} ms; upstream ${(sum('upstreamTokens') / sum('upstreamMs') * 1e3).toFixed(2)} tok/s `
+    + `(prefill included), aligner ${sum('alignerMs').toFixed(0)} ms for ${sum('alignerTokens')} tokens`);
   const answer = await p.textContent('#answer');
   assert.equal(answer, demo.events.map((e) => e.corrected).join(''));
   assert.equal(await p.locator('#rounds li').count(), demo.events.length);
@@ -71,6 +80,22 @@ test('the demo answers a word problem sentence by sentence on the CPU fallback',
   await p.waitForFunction(() => window.demo.backend || window.demo.error, null, { timeout: 120_000 });
   assert.match(await p.textContent('#status'), /Ready/);
   assert.deepEqual(fetched, [], 'weights come from the cache');
+  await p.close();
+});
+
+test('with a WebGPU adapter (SwiftShader), the models load onto WebGPU', { timeout: 300_000 }, async (t) => {
+  const p = await page();
+  await p.goto(`${origin}/www/stream-aligner.js`);
+  const { backend, ms } = await p.evaluate(async () => {
+    const { StreamAligner } = await import('/www/stream-aligner.js');
+    const t0 = performance.now();
+    const a = await StreamAligner.load({ aligner: { base: '/models/SmolLM2-135M-Instruct.Q4_1.gguf',
+      adapter: '/models/aligner/lora/adapter.safetensors' } });
+    return { backend: a.backend, ms: performance.now() - t0 };
+  });
+  assert.equal(backend, 'webgpu');
+  t.diagnostic(`WebGPU (SwiftShader): load ${ms.toFixed(0)} ms`);
+  assert.deepEqual(p.errors, []);
   await p.close();
 });
 
