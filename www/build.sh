@@ -1,12 +1,30 @@
 #!/usr/bin/env bash
-# Builds the browser package into www/pkg: the library for wasm32, then wasm-bindgen's ES module
-# and TypeScript types (--target web). Needs `rustup target add wasm32-unknown-unknown` and
-# wasm-bindgen-cli at the version in Cargo.lock (tests/browser/setup.sh installs both).
+# Builds the browser package into www/pkg with wasm-pack: the library for wasm32, wasm-bindgen's
+# ES module and TypeScript types, and an npm package.json (--target web). Then drops the wasm
+# "name" section (function names for stack traces: 6 MB of the 35). Needs `rustup target add
+# wasm32-unknown-unknown`, wasm-pack and wasm-bindgen-cli at the version in Cargo.lock
+# (tests/browser/setup.sh installs them; wasm-opt is off, see crate/Cargo.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --lib --target wasm32-unknown-unknown --no-default-features -p stream-aligner
-target="${CARGO_TARGET_DIR:-target}"
-wasm-bindgen --target web --remove-name-section --out-dir www/pkg "$target/wasm32-unknown-unknown/release/stream_aligner.wasm"
+wasm-pack build crate --release --target web --out-dir ../www/pkg --out-name stream_aligner \
+  -- --no-default-features
+python3 - www/pkg/stream_aligner_bg.wasm <<'PY'
+import sys
+path = sys.argv[1]; data = open(path, 'rb').read()
+def leb(i):
+    r = s = 0
+    while True:
+        b = data[i]; i += 1; r |= (b & 0x7f) << s; s += 7
+        if b < 0x80: return r, i
+out, i = bytearray(data[:8]), 8
+while i < len(data):
+    start = i; sid = data[i]; size, body = leb(i + 1); i = body + size
+    if sid == 0:
+        n, j = leb(body)
+        if data[j:j + n] == b'name': continue
+    out += data[start:i]
+open(path, 'wb').write(out)
+PY
 raw=$(stat -c %s www/pkg/stream_aligner_bg.wasm)
 gz=$(gzip -9 -c www/pkg/stream_aligner_bg.wasm | wc -c)
 echo "www/pkg: stream_aligner_bg.wasm $raw bytes ($gz gzip)"
