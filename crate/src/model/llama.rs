@@ -87,7 +87,7 @@ impl LlamaConfig {
                 .get_f64("llama.attention.layer_norm_rms_epsilon")
                 .unwrap_or(1e-5) as f32,
             context: u("context_length")?,
-            fingerprint: fingerprint(g)?,
+            fingerprint: fingerprint(g),
         })
     }
 
@@ -96,16 +96,21 @@ impl LlamaConfig {
     }
 }
 
-fn fingerprint(g: &Gguf) -> Result<String> {
+fn fingerprint(g: &Gguf) -> String {
     use sha2::{Digest, Sha256};
-    let q = g.tensor("blk.0.attn_q.weight")?;
-    let bytes = g.tensor_bytes(q);
     let mut h = Sha256::new();
-    h.update(format!("{:?}{:?}", q.dims, q.ty).as_bytes());
-    h.update(&bytes[..bytes.len().min(1 << 16)]);
+    // A file missing this weight fails later, naming it; the fingerprint never does.
+    if let Ok(q) = g
+        .tensor("blk.0.attn_q.weight")
+        .or_else(|_| g.tensor("token_embd.weight"))
+    {
+        let bytes = g.tensor_bytes(q);
+        h.update(format!("{:?}{:?}", q.dims, q.ty).as_bytes());
+        h.update(&bytes[..bytes.len().min(1 << 16)]);
+    }
     let name = g.get_str("general.name").unwrap_or("llama");
     let hex: String = h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("{name}:{hex}"))
+    format!("{name}:{hex}")
 }
 
 /// Which positions get logits.
