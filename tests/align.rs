@@ -22,6 +22,18 @@ fn upstream() -> LocalUpstream {
     )
 }
 
+/// One answer from the real upstream and a fresh base-model aligner, ignoring the events.
+fn answer(query: &str, config: &PipelineConfig) -> Result<align::Answer> {
+    block_on(align::run(
+        &mut upstream(),
+        &mut Aligner::new(engine()),
+        query,
+        None,
+        config,
+        |_| ControlFlow::Continue(()),
+    ))
+}
+
 /// Records the prefix of every round, to check what the upstream continued from.
 struct Recording<U> {
     inner: U,
@@ -154,21 +166,12 @@ fn the_prefix_grows_by_exactly_the_corrected_sentence() {
 
 #[test]
 fn upstream_mode_leaves_every_sentence_as_written() {
-    let mut aligner = Aligner::new(engine());
     let config = PipelineConfig {
         mode: Mode::Upstream,
         max_sentences: 5,
         ..Default::default()
     };
-    let a = block_on(align::run(
-        &mut upstream(),
-        &mut aligner,
-        QUERIES[2],
-        None,
-        &config,
-        |_| ControlFlow::Continue(()),
-    ))
-    .unwrap();
+    let a = answer(QUERIES[2], &config).unwrap();
     assert!(
         a.events
             .iter()
@@ -185,21 +188,12 @@ fn upstream_mode_leaves_every_sentence_as_written() {
 
 #[test]
 fn after_max_rounds_the_upstream_continues_uncorrected() {
-    let mut aligner = Aligner::new(engine());
     let config = PipelineConfig {
         max_rounds: 1,
         max_sentences: 6,
         ..Default::default()
     };
-    let a = block_on(align::run(
-        &mut upstream(),
-        &mut aligner,
-        QUERIES[1],
-        None,
-        &config,
-        |_| ControlFlow::Continue(()),
-    ))
-    .unwrap();
+    let a = answer(QUERIES[1], &config).unwrap();
     assert!(a.events[0].aligned);
     if let Some(rest) = a.events.get(1) {
         assert!(
@@ -263,15 +257,7 @@ fn cancelling_mid_sentence_stops_the_work() {
 
 #[test]
 fn an_empty_query_is_a_clear_error() {
-    let mut aligner = Aligner::new(engine());
-    let r = block_on(align::run(
-        &mut upstream(),
-        &mut aligner,
-        "   ",
-        None,
-        &PipelineConfig::default(),
-        |_| ControlFlow::Continue(()),
-    ));
+    let r = answer("   ", &PipelineConfig::default());
     assert!(matches!(r, Err(Error::EmptyInput(_))));
 }
 
@@ -290,22 +276,7 @@ fn evaluation_by_rounds_matches_real_runs_with_max_rounds() {
             max_sentences: 6,
             ..Default::default()
         };
-        let mut up = LocalUpstream::new(
-            engine(),
-            GenerateOptions {
-                max_tokens: 96,
-                ..Default::default()
-            },
-        );
-        let real = block_on(align::run(
-            &mut up,
-            &mut Aligner::new(engine()),
-            q,
-            None,
-            &config,
-            |_| ControlFlow::Continue(()),
-        ))
-        .unwrap();
+        let real = answer(q, &config).unwrap();
         assert_eq!(r.stream[k - 1].text, real.text, "after {k} rounds");
     }
     let s = Summary::new(&[r.clone(), r]);

@@ -50,35 +50,3 @@ pub fn add_assign(x: &mut [f32], y: &[f32]) {
         *a += b;
     }
 }
-
-/// `a` [m, k] · `b` [k, n] (row-major), for the adapters' low-rank products.
-pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    assert!(a.len() >= m * k && b.len() >= k * n, "matmul operand sizes");
-    let mut out = vec![0.0f32; m * n];
-    // SAFETY: the strides describe row-major `out` [m, n], `a` [m, k] and `b` [k, n], whose
-    // sizes are asserted above.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-    out
-}

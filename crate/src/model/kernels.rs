@@ -290,23 +290,35 @@ fn rows_gemm(w: &QMatrix, x: &[f32], n: usize, r0: usize, o: &mut [f32]) {
     for (i, p) in panel.chunks_exact_mut(w.cols).enumerate() {
         dequantize_into(w.ty, w.row(r0 + i), p);
     }
-    // o[rows × n] = panel[rows × cols] · xᵀ[cols × n]
-    // SAFETY: the pointers and strides describe `o`, `panel` and `x`, whose sizes are checked above.
+    // o[rows × n] = panel[rows × cols] · xᵀ[cols × n]: x's element (p, j) is x[j * cols + p].
+    gemm_into(o, &panel, x, [rows, w.cols, n], [1, w.cols]);
+}
+
+/// `out` [m, n] = `a` [m, k] · `b`, all row-major but `b`, whose element (p, j) is at
+/// `b[p * b_strides[0] + j * b_strides[1]]` (`[n, 1]`: row-major [k, n]; `[1, k]`: the
+/// transpose of a row-major [n, k]). One thread.
+fn gemm_into(out: &mut [f32], a: &[f32], b: &[f32], [m, k, n]: [usize; 3], b_strides: [usize; 2]) {
+    let b_last = (k.max(1) - 1) * b_strides[0] + (n.max(1) - 1) * b_strides[1];
+    assert!(
+        out.len() >= m * n && a.len() >= m * k && (k == 0 || n == 0 || b.len() > b_last),
+        "gemm operand sizes"
+    );
+    // SAFETY: the strides describe `out`, `a` and `b` within the sizes asserted above.
     unsafe {
         gemm::gemm(
-            rows,
+            m,
             n,
-            w.cols,
-            o.as_mut_ptr(),
+            k,
+            out.as_mut_ptr(),
             1,
             n as isize,
             false,
-            panel.as_ptr(),
+            a.as_ptr(),
             1,
-            w.cols as isize,
-            x.as_ptr(),
-            w.cols as isize,
-            1,
+            k as isize,
+            b.as_ptr(),
+            b_strides[1] as isize,
+            b_strides[0] as isize,
             0.0f32,
             1.0f32,
             false,
@@ -315,6 +327,13 @@ fn rows_gemm(w: &QMatrix, x: &[f32], n: usize, r0: usize, o: &mut [f32]) {
             gemm::Parallelism::None,
         );
     }
+}
+
+/// `a` [m, k] · `b` [k, n], dense f32 and row-major (the adapters' low-rank products).
+pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; m * n];
+    gemm_into(&mut out, a, b, [m, k, n], [n, 1]);
+    out
 }
 
 /// `x` is `n` rows of `w.cols`; returns `n` rows of `w.rows` (row-major): `x · wᵀ`.

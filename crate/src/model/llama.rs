@@ -90,10 +90,6 @@ impl LlamaConfig {
             fingerprint: fingerprint(g),
         })
     }
-
-    pub fn fingerprint(&self) -> String {
-        self.fingerprint.clone()
-    }
 }
 
 fn fingerprint(g: &Gguf) -> String {
@@ -383,10 +379,6 @@ impl Llama {
             adapter: Some(std::sync::Arc::new(adapter)),
             ..self.clone()
         })
-    }
-
-    pub fn adapter(&self) -> Option<&Adapter> {
-        self.adapter.as_deref()
     }
 
     pub fn new_cache(&self) -> KvCache {

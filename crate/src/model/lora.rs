@@ -199,7 +199,7 @@ impl Adapter {
         }
         Ok(Self {
             slot: slots(&config),
-            base: model.fingerprint(),
+            base: model.fingerprint.clone(),
             weights: LoraWeights { pairs },
             n_layer: model.n_layer,
             config,
@@ -239,16 +239,11 @@ impl Adapter {
         let r = self.config.rank;
         let inp = x.len() / n.max(1);
         let out = y.len() / n.max(1);
-        let xa = super::cpu::matmul(x, a, n, inp, r);
-        let mut d = super::cpu::matmul(&xa, b, n, r, out);
+        let xa = super::kernels::matmul(x, a, n, inp, r);
+        let mut d = super::kernels::matmul(&xa, b, n, r, out);
         let s = self.config.scale();
         d.iter_mut().for_each(|v| *v *= s);
         super::cpu::add_assign(y, &d);
-    }
-
-    /// `scale · (x·A)·B` on the device.
-    pub fn delta(&self, pair: usize, x: Tensor<2>) -> Tensor<2> {
-        delta(&self.weights, pair, self.config.scale(), x)
     }
 
     /// Safetensors bytes: f32, or f16 (half the size) for shipping.
@@ -312,10 +307,10 @@ impl Adapter {
             .map_err(|e| bad(format!("adapter configuration: {e}")))?;
         config.validate()?;
         let base = meta.get("base").cloned().unwrap_or_default();
-        if base != model.fingerprint() {
+        if base != model.fingerprint.clone() {
             return Err(bad(format!(
                 "this adapter was trained for another base model ({base}); the loaded base is {}",
-                model.fingerprint()
+                model.fingerprint.clone()
             )));
         }
         let r = config.rank;

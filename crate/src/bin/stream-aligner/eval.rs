@@ -78,10 +78,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
                             writeln!(f, "{}", serde_json::json!({"question": q, "answer": a, "result": r}))?;
                         }
                         d.0[i] = Some(r);
-                        let so_far: Vec<ProblemResult> = d.0.iter().flatten().cloned().collect();
-                        let s = Summary::new(&so_far);
-                        let last = s.stream.values().last().map_or(0.0, |m| m.accuracy);
-                        pb.set_message(format!("upstream {:.2} | stream {:.2}", s.upstream.accuracy, last));
+                        let done: Vec<&ProblemResult> = d.0.iter().flatten().collect();
+                        let share = |ok: &dyn Fn(&ProblemResult) -> bool| {
+                            done.iter().filter(|r| ok(r)).count() as f64 / done.len() as f64
+                        };
+                        let up = share(&|r| r.upstream.correct);
+                        let last = share(&|r| r.stream.last().is_some_and(|o| o.correct));
+                        pb.set_message(format!("upstream {up:.2} | stream {last:.2}"));
                         pb.inc(1);
                     }
                 })

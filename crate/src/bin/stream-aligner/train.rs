@@ -91,13 +91,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         train.truncate(n);
     }
     anyhow::ensure!(!train.is_empty(), "no training examples in {}", args.data.display());
+    let held_out = held.len();
     held.truncate(args.eval_examples);
     let mean = |v: &[Example]| v.iter().map(|e| e.ids.len()).sum::<usize>() as f64 / v.len().max(1) as f64;
     eprintln!(
-        "{} records: {} train, {} held out (scored: {}), {skipped} longer than {} tokens skipped; {:.0} tokens per example",
+        "{} records: {} train, {held_out} held out (scored: {}), {skipped} longer than {} tokens skipped; {:.0} tokens per example",
         records.len(),
         train.len(),
-        held.len(),
         held.len(),
         args.max_tokens,
         mean(&train)
