@@ -127,6 +127,65 @@ fn copy_speculation_gives_exactly_plain_greedy_decoding() {
     assert!(accepted > 0, "the draft was accepted somewhere");
 }
 
+/// Every "a op b = c" of two whole numbers in `text`, and whether it holds.
+fn equations(text: &str) -> Vec<(String, bool)> {
+    let w: Vec<&str> = text.split_whitespace().collect();
+    let num = |s: &str| s.trim_end_matches(['.', ',', ';', ':']).parse::<i64>().ok();
+    (0..w.len().saturating_sub(4))
+        .filter(|&i| w[i + 3] == "=")
+        .filter_map(|i| {
+            let (a, b, c) = (num(w[i])?, num(w[i + 2])?, num(w[i + 4])?);
+            let holds = match w[i + 1] {
+                "+" => a + b == c,
+                "-" => a - b == c,
+                "*" | "x" => a * b == c,
+                "/" => b != 0 && a == b * c,
+                _ => return None,
+            };
+            Some((w[i..=i + 4].join(" "), holds))
+        })
+        .collect()
+}
+
+#[test]
+fn with_the_calculator_the_aligner_writes_true_equations_and_speculation_stays_lossless() {
+    let q = "Chloe has 18 pencils. She finds 22 more pencils. Then she has 4 times as many. How many pencils does she have?";
+    let cases: &[(&str, &str)] = &[
+        ("", "She finds 22 more, so she has 18 + 22 = 30 pencils."),
+        (
+            "She finds 22 more, so she has 18 + 22 = 40 pencils.",
+            " Then she has 40 * 4 = 120 pencils.",
+        ),
+        ("", "17 * 23 = 381."),
+        ("", "Chloe has 18 pencils and finds 22 more, 18 + 22 = 40."),
+    ];
+    let mut fast = Aligner::new(engine());
+    fast.calculator = true;
+    let mut plain = Aligner::new(engine());
+    plain.calculator = true;
+    plain.speculate = false;
+    let mut seen = 0;
+    for (p, o) in cases {
+        let a = block_on(fast.correct(q, p, o.trim())).unwrap();
+        let b = block_on(plain.correct(q, p, o.trim())).unwrap();
+        // Speculation stays lossless with the calculator: a draft token is accepted only where
+        // the calculator agrees.
+        assert_eq!(a.text, b.text, "original {o:?}");
+        for (eq, holds) in equations(&a.text) {
+            assert!(holds, "{eq:?} in {:?} (original {o:?})", a.text);
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "the revisions hold equations to check");
+    assert_eq!(
+        equations("so 18 + 22 = 30 and 40 * 4 = 160."),
+        vec![
+            ("18 + 22 = 30".to_string(), false),
+            ("40 * 4 = 160.".to_string(), true)
+        ]
+    );
+}
+
 #[test]
 fn the_prefix_grows_by_exactly_the_corrected_sentence() {
     for q in QUERIES {

@@ -255,6 +255,50 @@ fn an_empty_prompt_is_a_clear_error() {
 }
 
 #[test]
+fn the_calculator_writes_the_value_after_each_equals_sign_the_model_writes() {
+    let e = engine();
+    let ids = e
+        .tokenizer
+        .encode("17 * 23 = 391\n48 + 17 = 65\n36 * 14 = 504\n29 + 58 = 87\n")
+        .unwrap();
+    let run = |calculator| {
+        let opts = GenerateOptions {
+            max_tokens: 48,
+            calculator,
+            ..Default::default()
+        };
+        let (out, _) = block_on(e.generate(&ids, &opts, &mut e.model.new_cache(), |_, _| {
+            ControlFlow::Continue(())
+        }))
+        .unwrap();
+        e.tokenizer.decode(&out).unwrap()
+    };
+    let text = run(true);
+    let mut checked = 0;
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if let [a, op, b, "=", c] = w[..] {
+            let (a, b, c): (i64, i64, i64) =
+                (a.parse().unwrap(), b.parse().unwrap(), c.parse().unwrap());
+            let v = match op {
+                "+" => a + b,
+                "-" => a - b,
+                "*" => a * b,
+                _ => continue,
+            };
+            assert_eq!(v, c, "{line:?} in {text:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "the model wrote equations: {text:?}");
+    // Without the calculator the model does its own arithmetic; the decoding is otherwise the same
+    // up to the first result.
+    let plain = run(false);
+    let first_eq = text.find('=').unwrap();
+    assert_eq!(plain[..=first_eq], text[..=first_eq]);
+}
+
+#[test]
 fn seeded_sampling_is_reproducible() {
     let e = engine();
     let ids = &golden().cases[2].ids;
@@ -268,6 +312,7 @@ fn seeded_sampling_is_reproducible() {
                 repetition_penalty: 1.1,
                 seed,
             },
+            calculator: false,
         };
         block_on(e.generate(ids, &opts, &mut e.model.new_cache(), |_, _| {
             ControlFlow::Continue(())

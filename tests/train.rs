@@ -23,9 +23,24 @@ fn records() -> Vec<Record> {
     };
     let q = "Mia has 12 apples. She buys 5 more. How many apples does she have?";
     vec![
-        r(q, "", "Mia has 12 + 5 = 18 apples.", "After buying 5, Mia has 12 + 5 = 17 apples."),
-        r(q, "After buying 5, Mia has 12 + 5 = 17 apples.", "So she has 18.", "The answer is 17."),
-        r(q, "", "Mia starts with 12 apples.", "Mia starts with 12 apples."),
+        r(
+            q,
+            "",
+            "Mia has 12 + 5 = 18 apples.",
+            "After buying 5, Mia has 12 + 5 = 17 apples.",
+        ),
+        r(
+            q,
+            "After buying 5, Mia has 12 + 5 = 17 apples.",
+            "So she has 18.",
+            "The answer is 17.",
+        ),
+        r(
+            q,
+            "",
+            "Mia starts with 12 apples.",
+            "Mia starts with 12 apples.",
+        ),
     ]
 }
 
@@ -107,8 +122,13 @@ fn random_adapter(engine: &Engine, rank: usize) -> Adapter {
         alpha: 2.0 * rank as f32,
         targets: Target::ALL.to_vec(),
     };
-    let fresh = Adapter::init(&engine.model.config, config.clone(), 1, &engine.model.device.device)
-        .unwrap();
+    let fresh = Adapter::init(
+        &engine.model.config,
+        config.clone(),
+        1,
+        &engine.model.device.device,
+    )
+    .unwrap();
     // Round-trip through bytes with B filled in: A's values serve as B's.
     let st = safetensors_fill_b(&fresh.to_safetensors(false).unwrap());
     Adapter::from_safetensors(&st, &engine.model.config, &engine.model.device.device).unwrap()
@@ -124,7 +144,10 @@ fn safetensors_fill_b(bytes: &[u8]) -> Vec<u8> {
             continue;
         }
         let off = info["data_offsets"].as_array().unwrap();
-        let (s, e) = (off[0].as_u64().unwrap() as usize, off[1].as_u64().unwrap() as usize);
+        let (s, e) = (
+            off[0].as_u64().unwrap() as usize,
+            off[1].as_u64().unwrap() as usize,
+        );
         for (i, c) in out[8 + n + s..8 + n + e].chunks_exact_mut(4).enumerate() {
             let v = 0.02 * (((i * 7919) % 13) as f32 - 6.0) / 6.0;
             c.copy_from_slice(&v.to_le_bytes());
@@ -135,9 +158,8 @@ fn safetensors_fill_b(bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn an_adapter_changes_the_model_the_same_way_on_every_path() {
-    let prompt = common::engine().chat_prompt(&[stream_aligner::text::Message::user(
-        "What is 12 + 5?",
-    )]);
+    let prompt =
+        common::engine().chat_prompt(&[stream_aligner::text::Message::user("What is 12 + 5?")]);
     let ids = prompt.unwrap();
     let logits = |e: &Engine| {
         let mut cache = e.model.new_cache();
@@ -151,16 +173,24 @@ fn an_adapter_changes_the_model_the_same_way_on_every_path() {
     let on_ref = reference.with_adapter_bytes(&bytes).unwrap();
     let (base, a_cpu, a_ref) = (logits(&cpu), logits(&on_cpu), logits(&on_ref));
     let max_diff = |a: &[f32], b: &[f32]| {
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
     };
-    assert!(max_diff(&base, &a_cpu) > 0.05, "the adapter changes the logits");
+    assert!(
+        max_diff(&base, &a_cpu) > 0.05,
+        "the adapter changes the logits"
+    );
     assert!(
         max_diff(&a_cpu, &a_ref) < 0.05,
         "CPU kernels + host LoRA agree with the tensor path: {}",
         max_diff(&a_cpu, &a_ref)
     );
     // Shipped in f16: the same model within f16 rounding.
-    let half = cpu.with_adapter_bytes(&adapter.to_safetensors(true).unwrap()).unwrap();
+    let half = cpu
+        .with_adapter_bytes(&adapter.to_safetensors(true).unwrap())
+        .unwrap();
     assert!(max_diff(&a_cpu, &logits(&half)) < 0.05);
 }
 
@@ -169,7 +199,10 @@ fn a_mismatched_adapter_is_refused_with_a_clear_error() {
     let engine = common::engine();
     let c = &engine.model.config;
     let dev = &engine.model.device.device;
-    let good = Adapter::init(c, LoraConfig::default(), 0, dev).unwrap().to_safetensors(true).unwrap();
+    let good = Adapter::init(c, LoraConfig::default(), 0, dev)
+        .unwrap()
+        .to_safetensors(true)
+        .unwrap();
     assert!(engine.with_adapter_bytes(&good).is_ok());
 
     let expect = |bytes: &[u8], needle: &str| match engine.with_adapter_bytes(bytes) {

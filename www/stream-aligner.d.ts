@@ -42,6 +42,8 @@ export interface StreamOptions {
   maxRounds?: number;
   maxSentences?: number;
   maxTokens?: number;
+  /** The aligner decodes with a calculator: after "expression =" it writes the value. */
+  calculator?: boolean;
   signal?: AbortSignal;
   /** Which upstream writes this answer (default: remote when one was given to load()). */
   upstream?: 'local' | 'remote';
@@ -57,7 +59,7 @@ interface Api extends EventTarget {
   readonly backend: 'webgpu' | 'cpu';
   readonly upstream: 'local' | 'remote';
   stream(query: string, options?: StreamOptions): AsyncGenerator<SentenceEvent, void, void>;
-  correct(query: string, answer: string, options?: { maxSentences?: number; signal?: AbortSignal }): Promise<Answer>;
+  correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; signal?: AbortSignal }): Promise<Answer>;
   addEventListener(type: 'sentence', listener: (e: CustomEvent<SentenceEvent>) => void): void;
 }
 
@@ -66,5 +68,5 @@ export declare class StreamAligner extends EventTarget implements Api {
   readonly backend: 'webgpu' | 'cpu';
   readonly upstream: 'local' | 'remote';
   stream(query: string, options?: StreamOptions): AsyncGenerator<SentenceEvent, void, void>;
-  correct(query: string, answer: string, options?: { maxSentences?: number; signal?: AbortSignal }): Promise<Answer>;
+  correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; signal?: AbortSignal }): Promise<Answer>;
 }

@@ -130,12 +130,12 @@ export class StreamAligner extends EventTarget {
   }
 
   /** The answer to `query`, sentence by sentence as each is corrected. */
-  async *stream(query, { maxRounds, maxSentences, maxTokens, signal, upstream, mode = 'stream' } = {}) {
+  async *stream(query, { maxRounds, maxSentences, maxTokens, calculator, signal, upstream, mode = 'stream' } = {}) {
     const queue = [];
     let wake = () => {};
     let finished = false;
     let failure;
-    this.#run(query, { mode, maxRounds, maxSentences, maxTokens, signal, upstream }, (ev) => {
+    this.#run(query, { mode, maxRounds, maxSentences, maxTokens, calculator, signal, upstream }, (ev) => {
       queue.push(ev);
       wake();
     }).then(() => { finished = true; wake(); }, (e) => { failure = e; finished = true; wake(); });
@@ -148,7 +148,7 @@ export class StreamAligner extends EventTarget {
   }
 
   /** Post-hoc correction of a complete answer (what an extension rewriting output needs). */
-  correct(query, answer, { maxSentences, signal } = {}) {
-    return this.#run(query, { mode: 'posthoc', answer, maxSentences, signal });
+  correct(query, answer, { maxSentences, calculator, signal } = {}) {
+    return this.#run(query, { mode: 'posthoc', answer, maxSentences, calculator, signal });
   }
 }

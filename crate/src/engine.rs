@@ -6,7 +6,7 @@ use web_time::Instant;
 
 use crate::error::{Error, Result};
 use crate::model::{EngineDevice, Gguf, KvCache, Llama, Sampler, SamplerConfig};
-use crate::text::{ChatTemplate, Message, StreamDecoder, Tokenizer};
+use crate::text::{Calculator, ChatTemplate, Message, StreamDecoder, Tokenizer};
 
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -19,6 +19,8 @@ pub struct Engine {
 pub struct GenerateOptions {
     pub max_tokens: usize,
     pub sampler: SamplerConfig,
+    /// Calculator-assisted decoding: after "expression =", the calculator writes the value.
+    pub calculator: bool,
 }
 
 impl Default for GenerateOptions {
@@ -26,6 +28,7 @@ impl Default for GenerateOptions {
         Self {
             max_tokens: 256,
             sampler: SamplerConfig::greedy(),
+            calculator: false,
         }
     }
 }
@@ -142,14 +145,19 @@ impl Engine {
         let mut out = Vec::new();
         let mut decoder = StreamDecoder::new();
         let mut stop = StopReason::MaxTokens;
+        let mut calculator = Calculator::new(opts.calculator);
         while out.len() < opts.max_tokens {
-            let id = sampler.sample(&logits, &history);
+            let id = match calculator.forced() {
+                Some(id) => id,
+                None => sampler.sample(&logits, &history),
+            };
             if self.tokenizer.is_stop(id) {
                 stop = StopReason::EndOfText;
                 break;
             }
             out.push(id);
             history.push(id);
+            calculator.advance(&self.tokenizer, &out)?;
             let piece = decoder.push(&self.tokenizer, id)?.unwrap_or_default();
             if on_text(id, &piece).is_break() {
                 stop = StopReason::Caller;

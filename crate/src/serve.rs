@@ -241,6 +241,7 @@ async fn respond(s: Arc<ServerState>, prompt: String, p: Params, chat: bool) -> 
     let opts = GenerateOptions {
         max_tokens: p.max_tokens.unwrap_or(256).min(max - ids.len()),
         sampler,
+        calculator: false,
     };
     let (tx, rx) = mpsc::channel::<Chunk>(64);
     let state = s.clone();

@@ -51,6 +51,8 @@ struct RunOptions {
     answer: Option<String>,
     /// An OpenAI-compatible upstream reached with fetch, instead of the local model.
     remote: Option<RemoteOptions>,
+    /// The aligner decodes with the calculator (after "expression =" it writes the value).
+    calculator: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +79,7 @@ impl Default for RunOptions {
             max_tokens: 96,
             answer: None,
             remote: None,
+            calculator: false,
         }
     }
 }
@@ -144,9 +147,11 @@ impl Session {
         let inner = self.inner.clone();
         let cancel = cancel.0.clone();
         Ok(wasm_bindgen_futures::future_to_promise(async move {
-            let mut upstream = upstream(&inner, &opts, &cancel).map_err(|e| JsValue::from(js_err(e)))?;
+            let mut upstream =
+                upstream(&inner, &opts, &cancel).map_err(|e| JsValue::from(js_err(e)))?;
             let mut aligner = Aligner::new(inner.aligner.clone());
             aligner.cancel = cancel;
+            aligner.calculator = opts.calculator;
             let config = PipelineConfig {
                 mode: opts.mode,
                 max_rounds: opts.max_rounds.unwrap_or(usize::MAX),

@@ -4,7 +4,8 @@
 //! tokens are scored in one forward pass; the longest prefix that greedy decoding would have
 //! produced is accepted, and decoding resumes only from the first mismatch. Under greedy
 //! decoding the result is the plain decoding's, token for token; a copied sentence costs one
-//! pass instead of one per token.
+//! pass instead of one per token. With the calculator on, a draft token is accepted only if it is
+//! also what the calculator would write, so a copied "18 + 22 = 30" becomes "18 + 22 = 40".
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::sampler::argmax;
 use crate::model::{KvCache, Logits};
+use crate::text::Calculator;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Correction {
@@ -36,6 +38,9 @@ pub struct Aligner {
     pub reuse_cache: bool,
     /// A cap on the revision's tokens (besides twice the original's plus 32).
     pub max_tokens: usize,
+    /// Calculator-assisted decoding: the revision's "expression =" gets the right value, also
+    /// in a sentence the aligner otherwise copies.
+    pub calculator: bool,
     pub cancel: CancelToken,
 }
 
@@ -67,6 +72,7 @@ impl Aligner {
             speculate: true,
             reuse_cache: true,
             max_tokens: usize::MAX,
+            calculator: false,
             cancel: CancelToken::default(),
         }
     }
@@ -95,6 +101,7 @@ impl Aligner {
         };
         let mut logits = e.model.prefill(&prompt, &mut self.cache).await?;
         let mut out: Vec<u32> = Vec::new();
+        let mut calculator = Calculator::new(self.calculator);
         let mut passes = 0;
         if !draft.is_empty() {
             let room = e.model.config.context.saturating_sub(self.cache.len());
@@ -105,15 +112,18 @@ impl Aligner {
             let row = |i: usize| &rows[i * vocab..(i + 1) * vocab];
             // Accept while greedy decoding would have produced the draft's next token.
             while out.len() < draft.len() {
-                let predicted = if out.is_empty() {
-                    argmax(&logits)
-                } else {
-                    argmax(row(out.len() - 1))
-                };
+                let predicted = calculator.forced().unwrap_or_else(|| {
+                    argmax(if out.is_empty() {
+                        &logits
+                    } else {
+                        row(out.len() - 1)
+                    })
+                });
                 if predicted != draft[out.len()] {
                     break;
                 }
                 out.push(predicted);
+                calculator.advance(&e.tokenizer, &out)?;
             }
             if !out.is_empty() {
                 logits = row(out.len() - 1).to_vec();
@@ -125,7 +135,7 @@ impl Aligner {
             if self.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            let id = argmax(&logits);
+            let id = calculator.forced().unwrap_or_else(|| argmax(&logits));
             if e.tokenizer.is_stop(id)
                 || out.len() >= max_tokens
                 || self.cache.len() + 1 >= e.model.config.context
@@ -133,6 +143,7 @@ impl Aligner {
                 break;
             }
             out.push(id);
+            calculator.advance(&e.tokenizer, &out)?;
             logits = e.model.logits(&[id], &mut self.cache, Logits::Last).await?;
             passes += 1;
         }

@@ -105,7 +105,10 @@ fn fingerprint(g: &Gguf) -> String {
         h.update(&bytes[..bytes.len().min(1 << 16)]);
     }
     let name = g.get_str("general.name").unwrap_or("llama");
-    let hex: String = h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("{name}:{hex}")
 }
 

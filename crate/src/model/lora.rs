@@ -105,7 +105,10 @@ impl LoraConfig {
         let mut seen = [false; 7];
         for t in &self.targets {
             if std::mem::replace(&mut seen[t.index()], true) {
-                return Err(Error::Adapter(format!("target '{}' listed twice", t.name())));
+                return Err(Error::Adapter(format!(
+                    "target '{}' listed twice",
+                    t.name()
+                )));
             }
         }
         if self.rank == 0 || self.rank > 4096 || self.targets.is_empty() {
@@ -159,13 +162,22 @@ fn slots(config: &LoraConfig) -> [Option<usize>; 7] {
 fn param(k: usize, data: Vec<f32>, shape: [usize; 2], device: &Device) -> Param<Tensor<2>> {
     let t = Tensor::<2>::from_data(TensorData::new(data, shape), device);
     // Trainable where there is autodiff; a plain tensor for inference.
-    let t = if device.is_autodiff() { t.require_grad() } else { t };
+    let t = if device.is_autodiff() {
+        t.require_grad()
+    } else {
+        t
+    };
     Param::initialized(ParamId::from(k as u64), t)
 }
 
 impl Adapter {
     /// A fresh adapter: `A` uniform in ±1/√in (seeded), `B` zero; the model is unchanged.
-    pub fn init(model: &LlamaConfig, config: LoraConfig, seed: u64, device: &Device) -> Result<Self> {
+    pub fn init(
+        model: &LlamaConfig,
+        config: LoraConfig,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         config.validate()?;
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut mats = Vec::new();
@@ -264,7 +276,11 @@ impl Adapter {
                 } else {
                     v.iter().flat_map(|x| x.to_le_bytes()).collect()
                 };
-                tensors.push((format!("blk.{layer}.{}.{part}", t.name()), bytes, shape.to_vec()));
+                tensors.push((
+                    format!("blk.{layer}.{}.{part}", t.name()),
+                    bytes,
+                    shape.to_vec(),
+                ));
             }
         }
         let dtype = if half {
@@ -301,7 +317,9 @@ impl Adapter {
             .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
         let meta = meta.metadata().clone().unwrap_or_default();
         if meta.get("format").map(String::as_str) != Some("stream-aligner-lora") {
-            return Err(bad("not a stream-aligner LoRA adapter (no format tag)".into()));
+            return Err(bad(
+                "not a stream-aligner LoRA adapter (no format tag)".into()
+            ));
         }
         let config: LoraConfig = serde_json::from_str(meta.get("config").map_or("", |s| s))
             .map_err(|e| bad(format!("adapter configuration: {e}")))?;

@@ -1,10 +1,13 @@
-//! Text: the tokenizer and chat template from the GGUF, and streaming detokenization.
+//! Text: the tokenizer and chat template from the GGUF, streaming detokenization, and
+//! the calculator that decoding may consult.
 
+pub mod calculator;
 pub mod chat_template;
 pub mod sentence_splitter;
 pub mod stream_decoder;
 pub mod tokenizer;
 
+pub use calculator::Calculator;
 pub use chat_template::{ChatTemplate, Message};
 pub use sentence_splitter::{SentenceSplitter, first_sentence_end, split_sentences};
 pub use stream_decoder::StreamDecoder;

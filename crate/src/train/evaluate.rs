@@ -58,6 +58,9 @@ pub struct Round {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProblemResult {
     pub upstream: Outcome,
+    /// The upstream alone with calculator-assisted decoding (when the aligner has it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_calculator: Option<Outcome>,
     pub aligner_alone: Outcome,
     pub aligner_whole: Outcome,
     /// `stream[k - 1]`: after k correction rounds.
@@ -69,13 +72,20 @@ pub struct Evaluator {
     upstream: LocalUpstream,
     aligner_alone: LocalUpstream,
     aligner: Aligner,
+    /// The upstream with the calculator, as a baseline for an aligner that has it.
+    upstream_calculator: Option<LocalUpstream>,
     pub rounds: usize,
     pub max_sentences: usize,
 }
 
 impl Evaluator {
     /// `upstream` is the base model, `aligner` the base with the adapter; greedy decoding.
-    pub fn new(upstream: Arc<Engine>, aligner: Arc<Engine>, rounds: usize, max_tokens: usize) -> Self {
+    pub fn new(
+        upstream: Arc<Engine>,
+        aligner: Arc<Engine>,
+        rounds: usize,
+        max_tokens: usize,
+    ) -> Self {
         let options = GenerateOptions {
             max_tokens,
             ..GenerateOptions::default()
@@ -86,9 +96,26 @@ impl Evaluator {
             upstream: LocalUpstream::new(upstream, options.clone()),
             aligner_alone: LocalUpstream::new(aligner, options),
             aligner: corrector,
+            upstream_calculator: None,
             rounds: rounds.max(1),
             max_sentences: 8,
         }
+    }
+
+    /// The aligner (answering alone and correcting) decodes with the calculator, and the
+    /// upstream alone is also measured with it, so the comparison stays fair.
+    pub fn with_calculator(mut self, on: bool) -> Self {
+        self.aligner.calculator = on;
+        self.aligner_alone.options.calculator = on;
+        self.upstream_calculator = on.then(|| {
+            let mut up = LocalUpstream::new(
+                self.upstream.engine().clone(),
+                self.upstream.options.clone(),
+            );
+            up.options.calculator = true;
+            up
+        });
+        self
     }
 
     pub async fn problem(&mut self, question: &str, answer: f64) -> Result<ProblemResult> {
@@ -100,6 +127,14 @@ impl Evaluator {
         let t = Instant::now();
         let up = self.upstream.rest(question, "").await?;
         let upstream_ms = ms(t);
+        let upstream_calculator = match &mut self.upstream_calculator {
+            Some(u) => {
+                let t = Instant::now();
+                let text = u.rest(question, "").await?;
+                Some(outcome(text, ms(t)))
+            }
+            None => None,
+        };
         let t = Instant::now();
         let alone = self.aligner_alone.rest(question, "").await?;
         let alone_ms = ms(t);
@@ -128,7 +163,9 @@ impl Evaluator {
             |ev| {
                 prefix.push_str(&ev.corrected);
                 if ev.aligned {
-                    rounds.push(Round { changed: ev.changed });
+                    rounds.push(Round {
+                        changed: ev.changed,
+                    });
                     after.push((prefix.clone(), ms(t)));
                 }
                 ControlFlow::Continue(())
@@ -162,6 +199,7 @@ impl Evaluator {
         }
         Ok(ProblemResult {
             upstream: outcome(up, upstream_ms),
+            upstream_calculator,
             aligner_alone: outcome(alone, alone_ms),
             aligner_whole: outcome(whole.text, whole_ms),
             stream,
@@ -211,6 +249,8 @@ pub struct RoundSummary {
 pub struct Summary {
     pub problems: usize,
     pub upstream: ModeSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_calculator: Option<ModeSummary>,
     pub aligner_alone: ModeSummary,
     pub aligner_whole: ModeSummary,
     /// Keyed by the number of correction rounds.
@@ -225,13 +265,18 @@ impl Summary {
             accuracy: results.iter().filter(|r| f(r).correct).count() as f64 / n,
             ms_per_answer: results.iter().map(|r| f(r).ms).sum::<f64>() / n,
         };
+        let upstream_calculator = results
+            .iter()
+            .all(|r| r.upstream_calculator.is_some())
+            .then(|| mode(&|r| r.upstream_calculator.as_ref().expect("checked")));
         let rounds_n = results.iter().map(|r| r.stream.len()).max().unwrap_or(0);
         let stream = (1..=rounds_n)
             .map(|k| (k.to_string(), mode(&|r: &ProblemResult| &r.stream[k - 1])))
             .collect();
         let rounds = (1..=rounds_n)
             .map(|k| {
-                let seen: Vec<&Round> = results.iter().filter_map(|r| r.rounds.get(k - 1)).collect();
+                let seen: Vec<&Round> =
+                    results.iter().filter_map(|r| r.rounds.get(k - 1)).collect();
                 let s = seen.len().max(1) as f64;
                 let changed = seen.iter().filter(|r| r.changed).count() as f64;
                 let summary = RoundSummary {
@@ -245,6 +290,7 @@ impl Summary {
         Self {
             problems: results.len(),
             upstream: mode(&|r| &r.upstream),
+            upstream_calculator: upstream_calculator.filter(|_| !results.is_empty()),
             aligner_alone: mode(&|r| &r.aligner_alone),
             aligner_whole: mode(&|r| &r.aligner_whole),
             stream,
@@ -259,8 +305,14 @@ mod tests {
 
     #[test]
     fn the_answer_is_read_after_its_marker_else_last() {
-        assert_eq!(predicted_answer("So 3 + 4 = 7. The answer is 7."), Some(7.0));
-        assert_eq!(predicted_answer("The answer is 1,250 apples, not 3."), Some(1250.0));
+        assert_eq!(
+            predicted_answer("So 3 + 4 = 7. The answer is 7."),
+            Some(7.0)
+        );
+        assert_eq!(
+            predicted_answer("The answer is 1,250 apples, not 3."),
+            Some(1250.0)
+        );
         assert_eq!(predicted_answer("He has 12 - 5 = 7 left"), Some(7.0));
         assert_eq!(predicted_answer("no numbers"), None);
         assert!(correct("The answer is 42.", 42.0));

@@ -180,6 +180,22 @@ impl Trainer {
         })
     }
 
+    /// Starts from a trained adapter (same base, rank, alpha and targets) instead of a fresh one:
+    /// a second run continues the training of the first with a schedule of its own.
+    pub fn init_from(&mut self, safetensors: &[u8]) -> Result<()> {
+        let device = &self.engine.model.device.device;
+        let adapter = Adapter::from_safetensors(safetensors, &self.engine.model.config, device)?;
+        if adapter.config != self.config.lora {
+            return Err(Error::Adapter(format!(
+                "the initial adapter is {:?}, this run trains {:?}",
+                adapter.config, self.config.lora
+            )));
+        }
+        self.weights = adapter.weights.clone();
+        self.adapter = adapter;
+        Ok(())
+    }
+
     /// The order of epoch `epoch`'s examples (a seeded shuffle).
     pub fn order(&self, epoch: usize, n: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..n).collect();
@@ -218,10 +234,16 @@ impl Trainer {
             let loss = self.loss(ex).await? / batch.len() as f32;
             let value = read_f32(loss.clone().inner()).await?[0] as f64;
             if !value.is_finite() {
-                return Err(Error::Device(format!("loss is {value} at step {}", self.state.step)));
+                return Err(Error::Device(format!(
+                    "loss is {value} at step {}",
+                    self.state.step
+                )));
             }
             let grads = loss.backward();
-            accum.accumulate(&self.weights, GradientsParams::from_grads(grads, &self.weights));
+            accum.accumulate(
+                &self.weights,
+                GradientsParams::from_grads(grads, &self.weights),
+            );
             loss_sum += value;
             answer_tokens += ex.answer_tokens();
             tokens += ex.ids.len() - 1;

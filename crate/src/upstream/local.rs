@@ -47,6 +47,10 @@ impl LocalUpstream {
         self.engine.tokenizer.encode(&text)
     }
 
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     /// Tokens of the KV cache reused in the last round (for tests and reports).
     pub fn cached_tokens(&self) -> usize {
         self.cache.len()

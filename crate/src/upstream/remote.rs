@@ -114,11 +114,10 @@ impl RemoteUpstream {
                 "the completions API needs the upstream's chat template".into(),
             ));
         }
-        let client = platform::http_client(config.connect_timeout)
-            .map_err(|e| Error::Remote {
-                status: None,
-                message: e.to_string(),
-            })?;
+        let client = platform::http_client(config.connect_timeout).map_err(|e| Error::Remote {
+            status: None,
+            message: e.to_string(),
+        })?;
         Ok(Self {
             client,
             config,

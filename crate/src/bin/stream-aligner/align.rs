@@ -52,6 +52,9 @@ pub struct AlignArgs {
     temperature: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The aligner decodes with a calculator: after "expression =" it writes the value
+    #[arg(long)]
+    calculator: bool,
     /// Print each event as a JSON line instead
     #[arg(long)]
     json: bool,
@@ -100,8 +103,10 @@ pub fn run(args: AlignArgs) -> Result<()> {
             seed: args.seed,
             ..SamplerConfig::greedy()
         },
+        calculator: false,
     };
     let mut aligner = Aligner::new(Arc::new(args.adapter.apply(&engine)?));
+    aligner.calculator = args.calculator;
     let config = PipelineConfig {
         mode: args.mode,
         max_rounds: args.max_rounds.unwrap_or(usize::MAX),

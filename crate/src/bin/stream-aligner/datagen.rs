@@ -61,6 +61,7 @@ pub fn run(args: DatagenArgs) -> Result<()> {
                 seed,
                 ..SamplerConfig::greedy()
             },
+            calculator: false,
         };
         let mut upstream = LocalUpstream::new(engine.clone(), options);
         let mut oracle = Oracle::new([problem.clone()]);

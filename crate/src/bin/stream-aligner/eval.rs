@@ -42,6 +42,10 @@ pub struct EvalArgs {
     /// Write every problem's answers here (JSONL)
     #[arg(long)]
     details: Option<PathBuf>,
+    /// The aligner decodes with a calculator (after "expression =" it writes the value); the
+    /// upstream alone is then measured with and without one
+    #[arg(long)]
+    calculator: bool,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -51,15 +55,24 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(n) = args.limit {
         problems.truncate(n);
     }
-    anyhow::ensure!(!problems.is_empty(), "no problems in {}", args.problems.display());
+    anyhow::ensure!(
+        !problems.is_empty(),
+        "no problems in {}",
+        args.problems.display()
+    );
     let base = Arc::new(args.model.load()?);
     let aligner = Arc::new(args.adapter.apply(&base)?);
     let details = match &args.details {
-        Some(p) => Some(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+        Some(p) => {
+            Some(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)
+        }
         None => None,
     };
     let pb = ProgressBar::new(problems.len() as u64);
-    pb.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} problems {msg} [{elapsed} < {eta}]").unwrap());
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} problems {msg} [{elapsed} < {eta}]")
+            .unwrap(),
+    );
     // Workers take the next problem in turn; results keep the file's order.
     let next = AtomicUsize::new(0);
     let done = Mutex::new((vec![None::<ProblemResult>; problems.len()], details));
@@ -67,15 +80,23 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let workers: Vec<_> = (0..args.jobs.max(1))
             .map(|_| {
                 scope.spawn(|| -> Result<()> {
-                    let mut ev = Evaluator::new(base.clone(), aligner.clone(), args.rounds, args.max_tokens);
+                    let mut ev =
+                        Evaluator::new(base.clone(), aligner.clone(), args.rounds, args.max_tokens)
+                            .with_calculator(args.calculator);
                     ev.max_sentences = args.max_sentences;
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((q, a)) = problems.get(i) else { return Ok(()) };
+                        let Some((q, a)) = problems.get(i) else {
+                            return Ok(());
+                        };
                         let r = futures::executor::block_on(ev.problem(q, *a))?;
                         let mut d = done.lock().expect("no worker panicked");
                         if let Some(f) = d.1.as_mut() {
-                            writeln!(f, "{}", serde_json::json!({"question": q, "answer": a, "result": r}))?;
+                            writeln!(
+                                f,
+                                "{}",
+                                serde_json::json!({"question": q, "answer": a, "result": r})
+                            )?;
                         }
                         d.0[i] = Some(r);
                         let done: Vec<&ProblemResult> = d.0.iter().flatten().collect();
@@ -95,7 +116,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         Ok(())
     })?;
-    let results: Vec<ProblemResult> = done.into_inner().expect("no worker panicked").0.into_iter().flatten().collect();
+    let results: Vec<ProblemResult> = done
+        .into_inner()
+        .expect("no worker panicked")
+        .0
+        .into_iter()
+        .flatten()
+        .collect();
     pb.finish_and_clear();
     let s = Summary::new(&results);
     if args.json {
@@ -105,9 +132,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
     println!("{} problems from {}", s.problems, args.problems.display());
     println!("| mode | accuracy | ms per answer |\n|---|---:|---:|");
     let row = |name: &str, m: &stream_aligner::train::evaluate::ModeSummary| {
-        println!("| {name} | {:.1}% | {:.0} |", 100.0 * m.accuracy, m.ms_per_answer)
+        println!(
+            "| {name} | {:.1}% | {:.0} |",
+            100.0 * m.accuracy,
+            m.ms_per_answer
+        )
     };
     row("upstream alone", &s.upstream);
+    if let Some(m) = &s.upstream_calculator {
+        row("upstream alone, with the calculator", m);
+    }
     row("aligner alone", &s.aligner_alone);
     row("Aligner (whole answer)", &s.aligner_whole);
     for (k, m) in &s.stream {

@@ -124,6 +124,9 @@ enum Command {
         /// Use the prompt as raw text, without the chat template
         #[arg(long)]
         raw: bool,
+        /// Calculator-assisted decoding: after "expression =" the calculator writes the value
+        #[arg(long)]
+        calculator: bool,
     },
     /// Answer a query with the Stream Aligner loop, showing each round
     Align(align::AlignArgs),
@@ -168,6 +171,7 @@ fn main() -> Result<()> {
             repetition_penalty,
             seed,
             raw,
+            calculator,
         } => {
             let engine = model.load()?;
             let ids = if raw {
@@ -185,6 +189,7 @@ fn main() -> Result<()> {
                     repetition_penalty,
                     seed,
                 },
+                calculator,
             };
             let mut cache = engine.model.new_cache();
             let mut out = std::io::stdout();

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use futures::executor::block_on;
 use indicatif::{ProgressBar, ProgressStyle};
+use stream_aligner::Engine;
 use stream_aligner::align::AlignerPrompt;
 use stream_aligner::model::{EngineDevice, LoraConfig, Target};
 use stream_aligner::train::trainer::read_records;
 use stream_aligner::train::{Example, TrainConfig, Trainer};
-use stream_aligner::Engine;
 use web_time::Instant;
 
 use crate::ModelArgs;
@@ -58,6 +58,9 @@ pub struct TrainArgs {
     /// Continue from out/checkpoint
     #[arg(long)]
     resume: bool,
+    /// Start from this trained adapter (same rank, alpha and targets) instead of a fresh one
+    #[arg(long)]
+    init: Option<std::path::PathBuf>,
     /// Use only the first N training records (tiny runs)
     #[arg(long)]
     limit: Option<usize>,
@@ -90,10 +93,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(n) = args.limit {
         train.truncate(n);
     }
-    anyhow::ensure!(!train.is_empty(), "no training examples in {}", args.data.display());
+    anyhow::ensure!(
+        !train.is_empty(),
+        "no training examples in {}",
+        args.data.display()
+    );
     let held_out = held.len();
     held.truncate(args.eval_examples);
-    let mean = |v: &[Example]| v.iter().map(|e| e.ids.len()).sum::<usize>() as f64 / v.len().max(1) as f64;
+    let mean =
+        |v: &[Example]| v.iter().map(|e| e.ids.len()).sum::<usize>() as f64 / v.len().max(1) as f64;
     eprintln!(
         "{} records: {} train, {held_out} held out (scored: {}), {skipped} longer than {} tokens skipped; {:.0} tokens per example",
         records.len(),
@@ -117,9 +125,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let mut trainer = Trainer::new(engine, config.clone())?;
     let ckpt = args.out.join("checkpoint");
+    if let Some(p) = &args.init {
+        let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        trainer
+            .init_from(&bytes)
+            .with_context(|| format!("starting from {}", p.display()))?;
+    }
     if args.resume && ckpt.join("state.json").exists() {
         trainer.resume(&ckpt)?;
-        eprintln!("resumed at step {} (epoch {})", trainer.state.step, trainer.state.epoch);
+        eprintln!(
+            "resumed at step {} (epoch {})",
+            trainer.state.step, trainer.state.epoch
+        );
     }
     std::fs::create_dir_all(&args.out)?;
     let mut log = std::fs::OpenOptions::new()
@@ -131,7 +148,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             return Ok(None);
         }
         let l = block_on(trainer.eval_loss(&held))?;
-        writeln!(log, "{}", serde_json::json!({"step": trainer.state.step, "eval_loss": l}))?;
+        writeln!(
+            log,
+            "{}",
+            serde_json::json!({"step": trainer.state.step, "eval_loss": l})
+        )?;
         Ok(Some(l))
     };
     if trainer.state.step == 0 {
@@ -155,7 +176,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
             order = trainer.order(trainer.state.epoch, train.len());
         }
         let end = (trainer.state.cursor + args.accum).min(order.len());
-        let batch: Vec<&Example> = order[trainer.state.cursor..end].iter().map(|&i| &train[i]).collect();
+        let batch: Vec<&Example> = order[trainer.state.cursor..end]
+            .iter()
+            .map(|&i| &train[i])
+            .collect();
         trainer.state.cursor = end;
         let stats = block_on(trainer.step(&batch))?;
         tokens += stats.tokens;
@@ -174,7 +198,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         pb.set_position(stats.step as u64);
         pb.set_message(format!(
             "loss {s:.3}{} | {tok_s:.0} tok/s",
-            last_eval.map(|l| format!(" held-out {l:.3}")).unwrap_or_default()
+            last_eval
+                .map(|l| format!(" held-out {l:.3}"))
+                .unwrap_or_default()
         ));
         let out_of_time = args
             .minutes
@@ -194,11 +220,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     pb.finish_and_clear();
     let adapter = block_on(trainer.adapter())?;
-    std::fs::write(args.out.join("adapter.safetensors"), adapter.to_safetensors(true)?)?;
+    std::fs::write(
+        args.out.join("adapter.safetensors"),
+        adapter.to_safetensors(true)?,
+    )?;
     let summary = serde_json::json!({
         "config": config,
         "base": adapter.base,
         "data": args.data,
+        "init": args.init,
         "train_examples": train.len(),
         "held_out_examples": held.len(),
         "holdout": format!("problems with seed % {} == {}", args.holdout_every, args.holdout_every - 1),
@@ -206,7 +236,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "tokens_seen": trainer.state.tokens_seen,
         "held_out_loss": last_eval,
     });
-    std::fs::write(args.out.join("config.json"), serde_json::to_string_pretty(&summary)?)?;
+    std::fs::write(
+        args.out.join("config.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
     eprintln!(
         "wrote {} (step {}, held-out loss {})",
         args.out.join("adapter.safetensors").display(),
