@@ -80,6 +80,7 @@ fn a_tiny_run_lowers_the_loss_and_resumes_exactly() {
     }
     let dir = tempdir("resume");
     block_on(t.save(&dir)).unwrap();
+    let saved = block_on(t.eval_loss(&ex)).unwrap();
     for _ in 0..3 {
         block_on(t.step(&batch)).unwrap();
     }
@@ -102,11 +103,20 @@ fn a_tiny_run_lowers_the_loss_and_resumes_exactly() {
         "resumed run: {resumed:.6} vs uninterrupted {after:.6}"
     );
 
-    // Another configuration can't resume this checkpoint.
+    // A new run can start from the trained adapter (with a schedule of its own).
+    let adapter = std::fs::read(dir.join("adapter.safetensors")).unwrap();
+    let (mut i, _) = trainer(tiny());
+    i.init_from(&adapter).unwrap();
+    assert_eq!(i.state.step, 0);
+    let init = block_on(i.eval_loss(&ex)).unwrap();
+    assert!((init - saved).abs() < 1e-4, "started from the adapter: {init:.6} vs {saved:.6}");
+
+    // Another configuration can't resume this checkpoint, nor start from its adapter.
     let mut other = tiny();
     other.lora.rank = 4;
     let (mut o, _) = trainer(other);
     assert!(o.resume(&dir).is_err());
+    assert!(matches!(o.init_from(&adapter), Err(Error::Adapter(_))));
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {
