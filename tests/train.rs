@@ -109,7 +109,10 @@ fn a_tiny_run_lowers_the_loss_and_resumes_exactly() {
     i.init_from(&adapter).unwrap();
     assert_eq!(i.state.step, 0);
     let init = block_on(i.eval_loss(&ex)).unwrap();
-    assert!((init - saved).abs() < 1e-4, "started from the adapter: {init:.6} vs {saved:.6}");
+    assert!(
+        (init - saved).abs() < 1e-4,
+        "started from the adapter: {init:.6} vs {saved:.6}"
+    );
 
     // Another configuration can't resume this checkpoint, nor start from its adapter.
     let mut other = tiny();

@@ -9,7 +9,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
 use crate::align::{Aligner, Mode, PipelineConfig};
@@ -42,7 +42,7 @@ fn correct(text: &str, answer: f64) -> bool {
     predicted_answer(text).is_some_and(|p| (p - answer).abs() < 1e-6)
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub correct: bool,
     pub ms: f64,
@@ -50,16 +50,16 @@ pub struct Outcome {
 }
 
 /// One correction round of the full stream run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Round {
     pub changed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProblemResult {
     pub upstream: Outcome,
     /// The upstream alone with calculator-assisted decoding (when the aligner has it).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_calculator: Option<Outcome>,
     pub aligner_alone: Outcome,
     pub aligner_whole: Outcome,

@@ -42,6 +42,10 @@ pub struct EvalArgs {
     /// Write every problem's answers here (JSONL)
     #[arg(long)]
     details: Option<PathBuf>,
+    /// Keep the problems already in --details and evaluate only the rest (a long evaluation
+    /// goes on where a stopped one ended); the table covers them all
+    #[arg(long, requires = "details")]
+    resume: bool,
     /// The aligner decodes with a calculator (after "expression =" it writes the value); the
     /// upstream alone is then measured with and without one
     #[arg(long)]
@@ -62,20 +66,49 @@ pub fn run(args: EvalArgs) -> Result<()> {
     );
     let base = Arc::new(args.model.load()?);
     let aligner = Arc::new(args.adapter.apply(&base)?);
+    let mut done = vec![None::<ProblemResult>; problems.len()];
+    if let (true, Some(p)) = (args.resume, &args.details) {
+        let kept = previous_results(p, &problems, &mut done)?;
+        let same = |r: &ProblemResult| {
+            r.stream.len() == args.rounds.max(1)
+                && r.upstream_calculator.is_some() == args.calculator
+        };
+        anyhow::ensure!(
+            done.iter().flatten().all(same),
+            "{} was written with another --rounds or --calculator: resume with the same settings",
+            p.display()
+        );
+        eprintln!("{kept} problems kept from {}", p.display());
+    }
     let details = match &args.details {
-        Some(p) => {
-            Some(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)
-        }
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(args.resume)
+                .truncate(!args.resume)
+                .open(p)
+                .with_context(|| format!("opening {}", p.display()))
+                .and_then(|mut f| {
+                    // A line cut by a stopped run stays a line of its own.
+                    let cut = std::fs::read(p).is_ok_and(|b| b.last().is_some_and(|&c| c != b'\n'));
+                    if cut {
+                        writeln!(f)?;
+                    }
+                    Ok(f)
+                })?,
+        ),
         None => None,
     };
     let pb = ProgressBar::new(problems.len() as u64);
+    pb.set_position(done.iter().flatten().count() as u64);
     pb.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} problems {msg} [{elapsed} < {eta}]")
             .unwrap(),
     );
     // Workers take the next problem in turn; results keep the file's order.
     let next = AtomicUsize::new(0);
-    let done = Mutex::new((vec![None::<ProblemResult>; problems.len()], details));
+    let done = Mutex::new((done, details));
     std::thread::scope(|scope| -> Result<()> {
         let workers: Vec<_> = (0..args.jobs.max(1))
             .map(|_| {
@@ -89,6 +122,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
                         let Some((q, a)) = problems.get(i) else {
                             return Ok(());
                         };
+                        if done.lock().expect("no worker panicked").0[i].is_some() {
+                            continue;
+                        }
                         let r = futures::executor::block_on(ev.problem(q, *a))?;
                         let mut d = done.lock().expect("no worker panicked");
                         if let Some(f) = d.1.as_mut() {
@@ -157,6 +193,49 @@ pub fn run(args: EvalArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Reads a details file of an earlier run into `done` (matching problems by question and
+/// answer); returns how many were kept.
+fn previous_results(
+    path: &std::path::Path,
+    problems: &[(String, f64)],
+    done: &mut [Option<ProblemResult>],
+) -> Result<usize> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        question: String,
+        answer: f64,
+        result: ProblemResult,
+    }
+    let text = match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        r => r.with_context(|| format!("reading {}", path.display()))?,
+    };
+    let mut kept = 0;
+    for (n, l) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let Ok(line) = serde_json::from_str::<Line>(l) else {
+            // A line cut by a stopped run: that problem is evaluated again.
+            eprintln!(
+                "{}:{}: not a complete result, evaluated again",
+                path.display(),
+                n + 1
+            );
+            continue;
+        };
+        let slot = (0..problems.len()).find(|&i| {
+            done[i].is_none() && problems[i].0 == line.question && problems[i].1 == line.answer
+        });
+        if let Some(i) = slot {
+            done[i] = Some(line.result);
+            kept += 1;
+        }
+    }
+    Ok(kept)
 }
 
 #[derive(clap::Args)]
