@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 
 mod common;
 
-use common::engine;
+use common::{engine, equations};
 use futures::executor::block_on;
 use stream_aligner::align::{self, Aligner, Mode, PipelineConfig};
 use stream_aligner::text::split_sentences;
@@ -125,26 +125,6 @@ fn copy_speculation_gives_exactly_plain_greedy_decoding() {
         accepted += a.accepted;
     }
     assert!(accepted > 0, "the draft was accepted somewhere");
-}
-
-/// Every "a op b = c" of two whole numbers in `text`, and whether it holds.
-fn equations(text: &str) -> Vec<(String, bool)> {
-    let w: Vec<&str> = text.split_whitespace().collect();
-    let num = |s: &str| s.trim_end_matches(['.', ',', ';', ':']).parse::<i64>().ok();
-    (0..w.len().saturating_sub(4))
-        .filter(|&i| w[i + 3] == "=")
-        .filter_map(|i| {
-            let (a, b, c) = (num(w[i])?, num(w[i + 2])?, num(w[i + 4])?);
-            let holds = match w[i + 1] {
-                "+" => a + b == c,
-                "-" => a - b == c,
-                "*" | "x" => a * b == c,
-                "/" => b != 0 && a == b * c,
-                _ => return None,
-            };
-            Some((w[i..=i + 4].join(" "), holds))
-        })
-        .collect()
 }
 
 #[test]

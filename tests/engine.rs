@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::equations;
+
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -274,23 +276,11 @@ fn the_calculator_writes_the_value_after_each_equals_sign_the_model_writes() {
         e.tokenizer.decode(&out).unwrap()
     };
     let text = run(true);
-    let mut checked = 0;
-    for line in text.lines() {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        if let [a, op, b, "=", c] = w[..] {
-            let (a, b, c): (i64, i64, i64) =
-                (a.parse().unwrap(), b.parse().unwrap(), c.parse().unwrap());
-            let v = match op {
-                "+" => a + b,
-                "-" => a - b,
-                "*" => a * b,
-                _ => continue,
-            };
-            assert_eq!(v, c, "{line:?} in {text:?}");
-            checked += 1;
-        }
+    let checked = equations(&text);
+    for (eq, holds) in &checked {
+        assert!(holds, "{eq:?} in {text:?}");
     }
-    assert!(checked >= 2, "the model wrote equations: {text:?}");
+    assert!(checked.len() >= 2, "the model wrote equations: {text:?}");
     // Without the calculator the model does its own arithmetic; the decoding is otherwise the same
     // up to the first result.
     let plain = run(false);

@@ -29,3 +29,24 @@ pub fn engine() -> Arc<Engine> {
     })
     .clone()
 }
+
+/// Every "a op b = c" of two whole numbers in `text`, and whether it holds.
+#[allow(dead_code)]
+pub fn equations(text: &str) -> Vec<(String, bool)> {
+    let w: Vec<&str> = text.split_whitespace().collect();
+    let num = |s: &str| s.trim_end_matches(['.', ',', ';', ':']).parse::<i64>().ok();
+    (0..w.len().saturating_sub(4))
+        .filter(|&i| w[i + 3] == "=")
+        .filter_map(|i| {
+            let (a, b, c) = (num(w[i])?, num(w[i + 2])?, num(w[i + 4])?);
+            let holds = match w[i + 1] {
+                "+" => a + b == c,
+                "-" => a - b == c,
+                "*" | "x" => a * b == c,
+                "/" => b != 0 && a == b * c,
+                _ => return None,
+            };
+            Some((w[i..=i + 4].join(" "), holds))
+        })
+        .collect()
+}

@@ -265,10 +265,9 @@ impl Summary {
             accuracy: results.iter().filter(|r| f(r).correct).count() as f64 / n,
             ms_per_answer: results.iter().map(|r| f(r).ms).sum::<f64>() / n,
         };
-        let upstream_calculator = results
-            .iter()
-            .all(|r| r.upstream_calculator.is_some())
-            .then(|| mode(&|r| r.upstream_calculator.as_ref().expect("checked")));
+        let upstream_calculator = (!results.is_empty()
+            && results.iter().all(|r| r.upstream_calculator.is_some()))
+        .then(|| mode(&|r| r.upstream_calculator.as_ref().expect("checked")));
         let rounds_n = results.iter().map(|r| r.stream.len()).max().unwrap_or(0);
         let stream = (1..=rounds_n)
             .map(|k| (k.to_string(), mode(&|r: &ProblemResult| &r.stream[k - 1])))
@@ -290,7 +289,7 @@ impl Summary {
         Self {
             problems: results.len(),
             upstream: mode(&|r| &r.upstream),
-            upstream_calculator: upstream_calculator.filter(|_| !results.is_empty()),
+            upstream_calculator,
             aligner_alone: mode(&|r| &r.aligner_alone),
             aligner_whole: mode(&|r| &r.aligner_whole),
             stream,

@@ -67,8 +67,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let base = Arc::new(args.model.load()?);
     let aligner = Arc::new(args.adapter.apply(&base)?);
     let mut done = vec![None::<ProblemResult>; problems.len()];
+    let mut cut = false;
     if let (true, Some(p)) = (args.resume, &args.details) {
-        let kept = previous_results(p, &problems, &mut done)?;
+        let kept;
+        (kept, cut) = previous_results(p, &problems, &mut done)?;
         let same = |r: &ProblemResult| {
             r.stream.len() == args.rounds.max(1)
                 && r.upstream_calculator.is_some() == args.calculator
@@ -91,7 +93,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 .with_context(|| format!("opening {}", p.display()))
                 .and_then(|mut f| {
                     // A line cut by a stopped run stays a line of its own.
-                    let cut = std::fs::read(p).is_ok_and(|b| b.last().is_some_and(|&c| c != b'\n'));
                     if cut {
                         writeln!(f)?;
                     }
@@ -196,12 +197,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
 }
 
 /// Reads a details file of an earlier run into `done` (matching problems by question and
-/// answer); returns how many were kept.
+/// answer); returns how many were kept, and whether the file ends in a cut line.
 fn previous_results(
     path: &std::path::Path,
     problems: &[(String, f64)],
     done: &mut [Option<ProblemResult>],
-) -> Result<usize> {
+) -> Result<(usize, bool)> {
     #[derive(serde::Deserialize)]
     struct Line {
         question: String,
@@ -209,7 +210,7 @@ fn previous_results(
         result: ProblemResult,
     }
     let text = match std::fs::read_to_string(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, false)),
         r => r.with_context(|| format!("reading {}", path.display()))?,
     };
     let mut kept = 0;
@@ -235,7 +236,7 @@ fn previous_results(
             kept += 1;
         }
     }
-    Ok(kept)
+    Ok((kept, !text.is_empty() && !text.ends_with('\n')))
 }
 
 #[derive(clap::Args)]
