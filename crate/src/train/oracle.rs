@@ -3,8 +3,10 @@
 //! correct next step (or "The answer is N." once the solution is complete).
 //!
 //! "Right" means: every equation in the sentence is true, every result it claims lies on the
-//! solution's path from here, a stated final answer is the answer, and a sentence without
-//! equations brings in no number that is neither in the question nor already derived.
+//! solution's path from here, and a stated final answer is the answer. A sentence without
+//! equations is right only as the opening (before anything is written) and when it brings in no
+//! number the question doesn't have: later, such narration makes no progress and spends one of
+//! the answer's sentences, so it is rewritten into the next step.
 
 use std::collections::HashMap;
 
@@ -166,10 +168,13 @@ pub fn is_correct(p: &Problem, prefix: &str, original: &str) -> bool {
                 .all(|&(_, c)| c == p.answer as f64 || ahead.contains(&c));
     }
     if eqs.is_empty() {
-        // Narration: every number must come from the question or from what is derived so far.
-        let mut known = numbers(&p.question);
-        known.extend(p.steps[..k].iter().map(|s| s.result as f64));
-        return numbers(original).iter().all(|n| known.contains(n));
+        // Narration is copied only as an opening ("Let's solve it step by step.", "She starts
+        // with 12."): later it would spend a round and a sentence without progress, so it is
+        // rewritten into the next step. Its numbers must come from the question.
+        return prefix.trim().is_empty()
+            && numbers(original)
+                .iter()
+                .all(|n| numbers(&p.question).contains(n));
     }
     true
 }
@@ -279,14 +284,21 @@ mod tests {
     }
 
     #[test]
-    fn narration_may_repeat_known_numbers_but_not_invent_new_ones() {
+    fn narration_opens_with_known_numbers_and_is_rewritten_later() {
         let p = generate(11, &[]);
         let first = p.steps[0].a;
         assert!(is_correct(&p, "", &format!("We start with {first}.")));
+        assert!(is_correct(&p, "", "Let's solve this step by step."));
         assert!(!is_correct(
             &p,
             "",
             &format!("We start with {}.", first + 1000)
         ));
+        // After the opening, narration makes no progress: the oracle writes the next step.
+        let opening = "Let's solve this step by step.";
+        assert!(!is_correct(&p, opening, &format!("We start with {first}.")));
+        let after_one = format!("{opening}\n{}", p.steps[0].sentence);
+        assert!(!is_correct(&p, &after_one, "Let's keep going."));
+        assert_eq!(next_step(&p, &after_one), p.steps[1].sentence);
     }
 }

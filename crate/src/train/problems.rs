@@ -46,7 +46,8 @@ pub struct Step {
     pub op: Op,
     pub b: i64,
     pub result: i64,
-    /// The canonical sentence, e.g. "She buys 5 more, so she has 12 + 5 = 17 marbles."
+    /// The canonical sentence: the event as the question tells it, then its arithmetic, e.g.
+    /// "She buys 5 more, so 12 + 5 = 17 marbles."
     pub sentence: String,
 }
 
@@ -287,17 +288,16 @@ pub fn generate(seed: u64, families: &[usize]) -> Problem {
             Op::Mul => f.mul,
             Op::Div => f.div,
         };
-        text.push(fill(pick(&mut rng, templates), name, pron, value, thing, k));
-        let verb = match op {
-            Op::Add => "adding",
-            Op::Sub => "taking away",
-            Op::Mul => "multiplying by",
-            Op::Div => "dividing by",
-        };
+        let event = fill(pick(&mut rng, templates), name, pron, value, thing, k);
+        // The step restates its event in the question's own words, then computes it: the next
+        // step is then the question's sentence after the last one quoted, which a small model
+        // finds by copying rather than by keeping count.
         let sentence = format!(
-            "After {verb} {k}, there are {value} {} {k} = {result} {thing}.",
+            "{}, so {value} {} {k} = {result} {thing}.",
+            event.trim_end_matches('.'),
             op.symbol()
         );
+        text.push(event);
         steps.push(Step {
             a: value,
             op,
@@ -364,6 +364,19 @@ mod tests {
                 v = s.result;
             }
             assert_eq!(p.answer, v);
+            // Each step quotes its event: the quotes appear in the question, in order.
+            let mut at = 0;
+            for s in &p.steps {
+                let event = s.sentence.split(", so ").next().unwrap();
+                let found = p.question[at..].find(event);
+                assert!(
+                    found.is_some(),
+                    "{:?} after {at} in {:?}",
+                    event,
+                    p.question
+                );
+                at += found.unwrap() + event.len();
+            }
             assert!(
                 p.solution()
                     .ends_with(&format!("The answer is {}.", p.answer))
