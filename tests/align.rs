@@ -329,3 +329,56 @@ fn evaluation_by_rounds_matches_real_runs_with_max_rounds() {
     assert!(json["stream"]["1"]["accuracy"].is_number());
     assert!(json["rounds"]["1"]["copy_rate"].is_number());
 }
+
+/// An upstream that always ends its answer after one sentence, whatever the prefix.
+struct OneLiner(&'static str);
+
+impl Upstream for OneLiner {
+    async fn next_sentence(&mut self, _: &str, prefix: &str) -> Result<UpstreamSentence> {
+        let space = if prefix.is_empty() { "" } else { " " };
+        Ok(UpstreamSentence {
+            text: format!("{space}{}", self.0),
+            last: true,
+            tokens: 1,
+        })
+    }
+    async fn rest(&mut self, _: &str, _: &str) -> Result<String> {
+        Ok(String::new())
+    }
+}
+
+#[test]
+fn a_rewritten_last_sentence_lets_the_upstream_go_on_and_a_copied_one_ends_the_answer() {
+    use stream_aligner::train::{Oracle, generate};
+    let p = generate(5, &[]);
+    let config = PipelineConfig {
+        max_sentences: 10,
+        ..Default::default()
+    };
+    let run = |upstream: &mut OneLiner| {
+        block_on(align::run(
+            upstream,
+            &mut Oracle::new([p.clone()]),
+            &p.question,
+            None,
+            &config,
+            |_| ControlFlow::Continue(()),
+        ))
+        .unwrap()
+    };
+    // Each time the upstream ends on a wrong answer, the oracle rewrites it into the next step,
+    // and the upstream is asked again from there: the answer is the whole solution.
+    let answer = run(&mut OneLiner("The answer is 0."));
+    assert_eq!(
+        split_sentences(&answer.text)
+            .iter()
+            .map(|s| s.trim())
+            .collect::<Vec<_>>(),
+        p.solution().lines().collect::<Vec<_>>()
+    );
+    // A last sentence that is right is copied, and the answer ends with it.
+    let right = format!("The answer is {}.", p.answer).leak();
+    let answer = run(&mut OneLiner(right));
+    assert_eq!(answer.events.len(), 1);
+    assert_eq!(answer.text, *right);
+}

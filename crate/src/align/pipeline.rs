@@ -8,6 +8,10 @@
 //!     emit(event); prefix += corrected
 //! } until the answer ends | max_sentences | a loop repeats | max_rounds (then: rest uncorrected)
 //! ```
+//!
+//! The answer ends when the upstream's last sentence is copied. When the aligner rewrote it, the
+//! upstream's ending was decided on text that is no longer there: it is asked to go on from the
+//! corrected prefix, and ends the answer by writing nothing.
 
 use std::ops::ControlFlow;
 
@@ -200,7 +204,8 @@ pub async fn run<U: Upstream, C: Corrector>(
                         .rev()
                         .take(2)
                         .any(|e| e.corrected.trim() == ev.corrected.trim());
-                if repeats || emit(ev, &mut prefix, &mut events).is_break() || last {
+                let ended = last && !ev.changed;
+                if repeats || emit(ev, &mut prefix, &mut events).is_break() || ended {
                     break;
                 }
             }

@@ -178,11 +178,13 @@ impl Evaluator {
         for k in 1..=self.rounds {
             let o = match after.get(k - 1) {
                 // With k rounds, the loop would go on uncorrected after round k unless the answer
-                // ended there: finish it from round k's prefix.
+                // ended there (the upstream's last sentence, copied): finish it from round k's
+                // prefix.
                 Some((p, at))
                     if k < self.rounds
                         && k < self.max_sentences
-                        && !ended.get(k - 1).copied().unwrap_or(true) =>
+                        && !(ended.get(k - 1).copied().unwrap_or(true)
+                            && !rounds[k - 1].changed) =>
                 {
                     let t = Instant::now();
                     let rest = self.upstream.rest(question, p).await?;
