@@ -171,10 +171,11 @@ pub fn is_correct(p: &Problem, prefix: &str, original: &str) -> bool {
         // Narration is copied only as an opening ("Let's solve it step by step.", "She starts
         // with 12."): later it would spend a round and a sentence without progress, so it is
         // rewritten into the next step. Its numbers must come from the question.
-        return prefix.trim().is_empty()
-            && numbers(original)
-                .iter()
-                .all(|n| numbers(&p.question).contains(n));
+        if !prefix.trim().is_empty() {
+            return false;
+        }
+        let known = numbers(&p.question);
+        return numbers(original).iter().all(|n| known.contains(n));
     }
     true
 }
