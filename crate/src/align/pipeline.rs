@@ -104,6 +104,12 @@ fn with_spacing(original: &str, corrected: &str) -> String {
     format!("{lead}{}{trail}", corrected.trim())
 }
 
+/// Whether the answer ends after a round whose upstream sentence was `last`: only when that
+/// sentence was copied. A rewritten last sentence lets the upstream go on from the correction.
+pub fn answer_ends(last: bool, changed: bool) -> bool {
+    last && !changed
+}
+
 /// Runs one answer. `answer` is the complete text to correct in posthoc mode.
 pub async fn run<U: Upstream, C: Corrector>(
     upstream: &mut U,
@@ -204,7 +210,7 @@ pub async fn run<U: Upstream, C: Corrector>(
                         .rev()
                         .take(2)
                         .any(|e| e.corrected.trim() == ev.corrected.trim());
-                let ended = last && !ev.changed;
+                let ended = answer_ends(last, ev.changed);
                 if repeats || emit(ev, &mut prefix, &mut events).is_break() || ended {
                     break;
                 }

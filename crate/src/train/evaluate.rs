@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
+use crate::align::pipeline::answer_ends;
 use crate::align::{Aligner, Mode, PipelineConfig};
 use crate::engine::{Engine, GenerateOptions};
 use crate::error::Result;
@@ -173,7 +174,7 @@ impl Evaluator {
         )
         .await?;
         let full_ms = ms(t);
-        let ended = upstream.last;
+        let last = upstream.last;
         let mut stream = Vec::with_capacity(self.rounds);
         for k in 1..=self.rounds {
             let o = match after.get(k - 1) {
@@ -183,8 +184,10 @@ impl Evaluator {
                 Some((p, at))
                     if k < self.rounds
                         && k < self.max_sentences
-                        && !(ended.get(k - 1).copied().unwrap_or(true)
-                            && !rounds[k - 1].changed) =>
+                        && !answer_ends(
+                            last.get(k - 1).copied().unwrap_or(true),
+                            rounds[k - 1].changed,
+                        ) =>
                 {
                     let t = Instant::now();
                     let rest = self.upstream.rest(question, p).await?;
