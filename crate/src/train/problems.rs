@@ -402,4 +402,42 @@ mod tests {
         );
         assert!(read_gsm8k("{\"question\": \"Q\", \"answer\": \"no marker\"}").is_err());
     }
+
+    /// The README's accuracy tables are measured on these files: the 500 must be exactly what
+    /// `problems --count 500 --seed 1000000` writes (a template change must regenerate them),
+    /// and every hand-written answer must follow from its own equations.
+    #[test]
+    fn the_shipped_evaluation_sets_are_what_the_readme_says() {
+        let shipped = read_gsm8k(include_str!("../../../models/eval/problems-500.jsonl")).unwrap();
+        assert_eq!(shipped.len(), 500);
+        for (i, (question, answer)) in shipped.iter().enumerate() {
+            let p = generate(1_000_000 + i as u64, &[]);
+            assert_eq!(
+                (&p.question, p.answer as f64),
+                (question, *answer),
+                "problem {i}"
+            );
+        }
+        let hand = include_str!("../../../models/eval/handwritten-40.jsonl");
+        assert_eq!(read_gsm8k(hand).unwrap().len(), 40);
+        for line in hand.lines() {
+            let r: Gsm8kRecord = serde_json::from_str(line).unwrap();
+            let (work, total) = r.answer.rsplit_once("####").unwrap();
+            let mut last = None;
+            for eq in work.lines() {
+                let (lhs, rhs) = eq.split_once(" = ").unwrap();
+                let [a, op, b]: [&str; 3] = lhs.split(' ').collect::<Vec<_>>().try_into().unwrap();
+                let op = match op {
+                    "+" => Op::Add,
+                    "-" => Op::Sub,
+                    "*" => Op::Mul,
+                    _ => Op::Div,
+                };
+                let value = op.apply(a.parse().unwrap(), b.parse().unwrap());
+                assert_eq!(value, Some(rhs.parse().unwrap()), "{eq}");
+                last = value;
+            }
+            assert_eq!(last, Some(total.trim().parse().unwrap()), "{}", r.question);
+        }
+    }
 }
