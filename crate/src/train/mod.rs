@@ -2,6 +2,7 @@
 //! and an oracle that annotates the upstream's sentences on-policy.
 
 pub mod evaluate;
+mod natural;
 pub mod oracle;
 pub mod problems;
 pub mod trainer;
