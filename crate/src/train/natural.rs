@@ -11,7 +11,7 @@
 use rand::Rng;
 use rand::rngs::SmallRng;
 
-use super::problems::{Op, Step};
+use super::problems::{Op, Step, cap};
 
 /// What is counted, the container it comes in (singular, plural), and who gives or gets.
 const THINGS: &[(&str, &str, &str)] = &[
@@ -68,13 +68,6 @@ struct Story {
     steps: Vec<Step>,
     value: i64,
     unit: String,
-}
-
-fn cap(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-        .unwrap_or_default()
 }
 
 fn lower_first(s: &str) -> String {

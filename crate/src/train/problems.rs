@@ -230,7 +230,7 @@ fn pick<'a>(rng: &mut SmallRng, xs: &'a [&'a str]) -> &'a str {
     xs[rng.random_range(0..xs.len())]
 }
 
-fn cap(s: &str) -> String {
+pub(super) fn cap(s: &str) -> String {
     let mut c = s.chars();
     c.next()
         .map(|f| f.to_uppercase().collect::<String>() + c.as_str())

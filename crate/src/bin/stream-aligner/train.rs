@@ -20,9 +20,14 @@ use crate::ModelArgs;
 pub struct TrainArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// JSONL records: {"question", "prefix", "original", "corrected", "seed"}
-    #[arg(long, default_value = "models/aligner/onpolicy-train.jsonl")]
-    data: PathBuf,
+    /// JSONL records: {"question", "prefix", "original", "corrected", "seed"}; several files
+    /// separated by commas are read as one data set
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "models/aligner/onpolicy-train.jsonl,models/aligner/onpolicy-natural.jsonl"
+    )]
+    data: Vec<PathBuf>,
     /// Output folder: adapter.safetensors (f16), config.json, train-log.jsonl, checkpoint/
     #[arg(long, default_value = "models/aligner/lora")]
     out: PathBuf,
@@ -74,9 +79,12 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let engine = Engine::load(&args.model.path()?, &EngineDevice::training())?;
-    let text = std::fs::read_to_string(&args.data)
-        .with_context(|| format!("reading {}", args.data.display()))?;
-    let records = read_records(&text)?;
+    let mut records = Vec::new();
+    for path in &args.data {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        records.extend(read_records(&text).with_context(|| format!("in {}", path.display()))?);
+    }
     let prompt = AlignerPrompt::default();
     let (mut train, mut held) = (Vec::new(), Vec::new());
     let mut skipped = 0;
@@ -93,13 +101,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(n) = args.limit {
         train.truncate(n);
     }
-    anyhow::ensure!(
-        !train.is_empty(),
-        "no training examples in {}",
-        args.data.display()
-    );
+    anyhow::ensure!(!train.is_empty(), "no training examples in {:?}", args.data);
     let held_out = held.len();
-    held.truncate(args.eval_examples);
+    // Evenly spaced through the held-out records, so every data file is scored.
+    held = match args.eval_examples {
+        0 => Vec::new(),
+        n => held
+            .into_iter()
+            .step_by(held_out.div_ceil(n).max(1))
+            .collect(),
+    };
     let mean =
         |v: &[Example]| v.iter().map(|e| e.ids.len()).sum::<usize>() as f64 / v.len().max(1) as f64;
     eprintln!(
