@@ -84,6 +84,12 @@ impl Story {
             .fold(template.to_string(), |s, (k, v)| s.replace(k, v))
     }
 
+    /// A sentence of the question that is one step: tells `clause`, then computes it.
+    fn say(&mut self, clause: &str, a: i64, op: Op, b: i64, unit: &str) -> Option<i64> {
+        self.text.push(format!("{clause}."));
+        self.step(clause, a, op, b, unit)
+    }
+
     /// One step: `a op b` when it is a whole number in range, quoted with its clause.
     fn step(&mut self, clause: &str, a: i64, op: Op, b: i64, unit: &str) -> Option<i64> {
         let result = op.apply(a, b).filter(|r| (1..=999).contains(r))?;
@@ -196,9 +202,8 @@ fn opening(rng: &mut SmallRng, story: &mut Story) -> Option<()> {
         .fill(t)
         .replace("{a}", &a.to_string())
         .replace("{b}", &b.to_string());
-    story.text.push(clause.clone() + ".");
     let unit = story.unit.clone();
-    story.step(&clause, x, Op::Mul, y, &unit).map(|_| ())
+    story.say(&clause, x, Op::Mul, y, &unit).map(|_| ())
 }
 
 /// The ending: compare with a second person, share out, reach a goal, or just ask.
@@ -214,8 +219,7 @@ fn ending(rng: &mut SmallRng, story: &mut Story) -> Option<String> {
                 ("{other_name} has {k} fewer {thing} than {name}", Op::Sub)
             };
             let clause = story.fill(t).replace("{k}", &k.to_string());
-            story.text.push(clause.clone() + ".");
-            let w = story.step(&clause, v, op, k, &unit)?;
+            let w = story.say(&clause, v, op, k, &unit)?;
             let together = story.fill("{name} and {other_name} have them together");
             story.step(&together, v, Op::Add, w, &unit)?;
             Some(story.fill("How many {thing} do {name} and {other_name} have together?"))
@@ -226,8 +230,7 @@ fn ending(rng: &mut SmallRng, story: &mut Story) -> Option<String> {
             let clause = story
                 .fill("{Pron} shares them equally among {k} friends")
                 .replace("{k}", &k.to_string());
-            story.text.push(clause.clone() + ".");
-            story.step(&clause, v, Op::Div, k, &unit)?;
+            story.say(&clause, v, Op::Div, k, &unit)?;
             Some(story.fill("How many {thing} does each friend get?"))
         }
         2 => {
@@ -235,8 +238,7 @@ fn ending(rng: &mut SmallRng, story: &mut Story) -> Option<String> {
             let clause = story
                 .fill("{Pron} wants to have {goal} {thing}")
                 .replace("{goal}", &goal.to_string());
-            story.text.push(clause.clone() + ".");
-            story.step(&clause, goal, Op::Sub, v, &format!("more {unit}"))?;
+            story.say(&clause, goal, Op::Sub, v, &format!("more {unit}"))?;
             Some(story.fill("How many more {thing} does {pron} need?"))
         }
         _ => Some(story.fill(
@@ -257,20 +259,17 @@ fn shopping(rng: &mut SmallRng, story: &mut Story) -> Option<String> {
         "{} buys {a} {items} at {b} dollars each",
         story.fill("{name}")
     );
-    story.text.push(clause.clone() + ".");
-    let mut total = story.step(&clause, a, Op::Mul, b, "dollars")?;
+    let mut total = story.say(&clause, a, Op::Mul, b, "dollars")?;
     let bill = rng.random_bool(0.7);
     if !bill || rng.random_bool(0.5) {
         let c = rng.random_range(2..=15);
         let clause = story.fill(&format!("{{Pron}} also buys a bag for {c} dollars"));
-        story.text.push(clause.clone() + ".");
-        total = story.step(&clause, total, Op::Add, c, "dollars")?;
+        total = story.say(&clause, total, Op::Add, c, "dollars")?;
     }
     if bill {
         let bill = [20, 50, 100].into_iter().find(|&x| x > total)?;
         let clause = story.fill(&format!("{{Pron}} pays with a {bill} dollar bill"));
-        story.text.push(clause.clone() + ".");
-        story.step(&clause, bill, Op::Sub, total, "dollars")?;
+        story.say(&clause, bill, Op::Sub, total, "dollars")?;
         Some(story.fill("How much change does {pron} get?"))
     } else {
         Some(story.fill("How much does {pron} spend in all?"))

@@ -448,12 +448,10 @@ mod tests {
             for eq in work.lines() {
                 let (lhs, rhs) = eq.split_once(" = ").unwrap();
                 let [a, op, b]: [&str; 3] = lhs.split(' ').collect::<Vec<_>>().try_into().unwrap();
-                let op = match op {
-                    "+" => Op::Add,
-                    "-" => Op::Sub,
-                    "*" => Op::Mul,
-                    _ => Op::Div,
-                };
+                let op = [Op::Add, Op::Sub, Op::Mul, Op::Div]
+                    .into_iter()
+                    .find(|o| o.symbol() == op)
+                    .unwrap_or_else(|| panic!("an operator: {eq}"));
                 let value = op.apply(a.parse().unwrap(), b.parse().unwrap());
                 assert_eq!(value, Some(rhs.parse().unwrap()), "{eq}");
                 last = value;
