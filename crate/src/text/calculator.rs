@@ -55,13 +55,19 @@ impl Calculator {
 /// When `text` ends with an arithmetic expression of numbers, + - * / × ÷ x and parentheses,
 /// then "=" (and maybe spaces), its value as it should be written.
 pub fn pending_result(text: &str) -> Option<String> {
+    pending_value(text).map(format_number)
+}
+
+/// The value [`pending_result`] writes, unformatted: also how the training oracles check an
+/// equation ("48/2 = 24" is true when `pending_value("48/2 =")` is 24).
+pub fn pending_value(text: &str) -> Option<f64> {
     let before = text.trim_end().strip_suffix('=')?;
     // The longest run of expression characters before the "=", then the longest suffix of it
     // that is a whole expression ("… 5. 12 + 3 =" computes 12 + 3).
     let start = before
         .char_indices()
         .rev()
-        .take_while(|&(_, c)| c.is_ascii_digit() || " .+-*/×÷x()−".contains(c))
+        .take_while(|&(_, c)| c.is_ascii_digit() || " .+-*/×÷x()−$".contains(c))
         .last()
         .map(|(i, _)| i)?;
     let run = &before[start..];
@@ -71,10 +77,10 @@ pub fn pending_result(text: &str) -> Option<String> {
                 && !run[..i].ends_with(|p: char| p.is_ascii_digit() || p == '.')
         })
         .find_map(|(i, _)| evaluate(&run[i..]))
-        .map(format_number)
 }
 
-fn format_number(v: f64) -> String {
+/// A value as the calculator writes it: whole numbers without decimals, others to 2 places.
+pub fn format_number(v: f64) -> String {
     if (v - v.round()).abs() < 1e-9 {
         format!("{}", v.round() as i64)
     } else {
@@ -96,7 +102,8 @@ fn lex(s: &str) -> Option<Vec<Tok>> {
     let mut chars = s.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
         match c {
-            ' ' => {}
+            // Currency signs are part of how people write amounts: "2 × $3 =".
+            ' ' | '$' => {}
             '0'..='9' => {
                 let mut end = i + 1;
                 while let Some(&(j, d)) = chars.peek() {
@@ -200,6 +207,7 @@ mod tests {
             "a sentence's full stop"
         );
         assert_eq!(r("1.5 * 4 ="), Some("6".into()));
+        assert_eq!(r("2 × $3 ="), Some("6".into()), "currency");
         assert_eq!(
             r("(3 + 4 ="),
             Some("7".into()),

@@ -213,6 +213,82 @@ impl Evaluator {
     }
 }
 
+impl Evaluator {
+    /// Preservation: a correct answer (the reference solution) corrected post hoc, sentence by
+    /// sentence. It should come out still correct, with few sentences changed.
+    pub async fn preservation(
+        &mut self,
+        question: &str,
+        solution: &str,
+        answer: f64,
+    ) -> Result<Preserved> {
+        let config = PipelineConfig {
+            mode: Mode::Posthoc,
+            max_rounds: usize::MAX,
+            max_sentences: 64,
+        };
+        let (mut sentences, mut changed) = (0, 0);
+        let t = Instant::now();
+        let out = crate::align::run(
+            &mut self.upstream,
+            &mut self.aligner,
+            question,
+            Some(solution),
+            &config,
+            |ev| {
+                sentences += 1;
+                changed += ev.changed as usize;
+                ControlFlow::Continue(())
+            },
+        )
+        .await?;
+        Ok(Preserved {
+            correct: correct(&out.text, answer),
+            sentences,
+            changed,
+            ms: ms(t),
+            text: out.text,
+        })
+    }
+}
+
+/// A correct solution after post-hoc correction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preserved {
+    /// Whether it still ends on the right answer.
+    pub correct: bool,
+    pub sentences: usize,
+    pub changed: usize,
+    pub ms: f64,
+    pub text: String,
+}
+
+/// Preservation over a set: the share of correct solutions that stay correct, and of their
+/// sentences the aligner changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PreservationSummary {
+    pub problems: usize,
+    pub kept_correct: f64,
+    pub sentences_changed: f64,
+    /// Solutions with no sentence changed.
+    pub untouched: f64,
+    pub ms_per_answer: f64,
+}
+
+impl PreservationSummary {
+    pub fn new(results: &[Preserved]) -> Self {
+        let n = results.len().max(1) as f64;
+        let sentences = results.iter().map(|p| p.sentences).sum::<usize>().max(1) as f64;
+        Self {
+            problems: results.len(),
+            kept_correct: results.iter().filter(|p| p.correct).count() as f64 / n,
+            sentences_changed: results.iter().map(|p| p.changed).sum::<usize>() as f64 / sentences,
+            untouched: results.iter().filter(|p| p.changed == 0).count() as f64 / n,
+            ms_per_answer: results.iter().map(|p| p.ms).sum::<f64>() / n,
+        }
+    }
+}
+
 /// Remembers which of the upstream's sentences ended its answer.
 struct Tracking<'a> {
     inner: &'a mut LocalUpstream,

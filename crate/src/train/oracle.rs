@@ -124,7 +124,7 @@ fn equations(s: &str) -> Vec<(Option<f64>, f64)> {
     out
 }
 
-fn numbers(s: &str) -> Vec<f64> {
+pub(crate) fn numbers(s: &str) -> Vec<f64> {
     tokens(s)
         .into_iter()
         .filter_map(|t| if let Tok::Num(n) = t { Some(n) } else { None })
@@ -132,7 +132,7 @@ fn numbers(s: &str) -> Vec<f64> {
 }
 
 /// The stated final answer, if the sentence states one ("the answer is 17").
-fn stated_answer(s: &str) -> Option<f64> {
+pub(crate) fn stated_answer(s: &str) -> Option<f64> {
     let lower = s.to_lowercase();
     let at = lower.find("answer is").or_else(|| lower.find("answer:"))?;
     numbers(&s[at..]).first().copied()

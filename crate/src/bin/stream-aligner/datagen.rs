@@ -1,6 +1,8 @@
 //! `stream-aligner datagen`: on-policy data for the aligner. The real upstream, sampled, runs
 //! through the stream loop with the oracle as the aligner, so the data holds the states the loop
-//! will meet; every round becomes one (question, prefix, original, corrected) record.
+//! will meet; every round becomes one (question, prefix, original, corrected) record. The
+//! problems are the generator's (with its oracle) or GSM8K's training references (`--source
+//! gsm8k`, with the oracle grounded in the reference; the validation split is left out).
 
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -12,18 +14,26 @@ use indicatif::{ProgressBar, ProgressStyle};
 use stream_aligner::GenerateOptions;
 use stream_aligner::align::{self, Mode, PipelineConfig};
 use stream_aligner::model::SamplerConfig;
-use stream_aligner::train::{Oracle, generate};
+use stream_aligner::align::Corrector;
+use stream_aligner::train::{GroundedOracle, Oracle, generate, gsm8k};
 use stream_aligner::upstream::LocalUpstream;
 
 use crate::ModelArgs;
+use crate::references::SplitArgs;
 
 #[derive(clap::Args)]
 pub struct DatagenArgs {
     #[command(flatten)]
     model: ModelArgs,
+    /// generator (word problems, `--families`) or gsm8k (GSM8K's training references)
+    #[arg(long, default_value = "generator")]
+    source: String,
+    #[command(flatten)]
+    split: SplitArgs,
     #[arg(long, default_value_t = 100)]
     count: usize,
-    /// Problem i uses seed + i (its problem and its sampling)
+    /// Problem i uses seed + i (its problem and its sampling; with gsm8k, the training
+    /// reference at that position)
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Story families to draw from (default: all); hold some out for evaluation
@@ -50,9 +60,21 @@ pub fn run(args: DatagenArgs) -> Result<()> {
             .unwrap(),
     );
     let (mut copies, mut rewrites) = (0usize, 0usize);
+    let references = match args.source.as_str() {
+        "generator" => Vec::new(),
+        "gsm8k" => args.split.split()?.0,
+        other => anyhow::bail!("unknown --source {other} (generator, gsm8k)"),
+    };
     for i in 0..args.count {
         let seed = args.seed + i as u64;
-        let problem = generate(seed, &args.families);
+        let (question, family, mut oracle) = if references.is_empty() {
+            let p = generate(seed, &args.families);
+            (p.question.clone(), p.family, Labeler::Generated(Oracle::new([p])))
+        } else {
+            let r = references[seed as usize % references.len()].clone();
+            let q = r.question.clone();
+            (q, gsm8k::FAMILY, Labeler::Grounded(GroundedOracle::new([r])))
+        };
         let options = GenerateOptions {
             max_tokens: 96,
             sampler: SamplerConfig {
@@ -64,7 +86,6 @@ pub fn run(args: DatagenArgs) -> Result<()> {
             calculator: false,
         };
         let mut upstream = LocalUpstream::new(engine.clone(), options);
-        let mut oracle = Oracle::new([problem.clone()]);
         let config = PipelineConfig {
             mode: Mode::Stream,
             max_sentences: args.max_sentences,
@@ -75,7 +96,7 @@ pub fn run(args: DatagenArgs) -> Result<()> {
         futures::executor::block_on(align::run(
             &mut upstream,
             &mut oracle,
-            &problem.question,
+            &question,
             None,
             &config,
             |ev| {
@@ -86,12 +107,12 @@ pub fn run(args: DatagenArgs) -> Result<()> {
                     rewrites += 1
                 }
                 lines.push(serde_json::json!({
-                    "question": problem.question,
+                    "question": question,
                     "prefix": prefix,
                     "original": ev.original.trim(),
                     "corrected": ev.corrected.trim(),
                     "copy": copy,
-                    "family": problem.family,
+                    "family": family,
                     "seed": seed,
                 }));
                 prefix.push_str(&ev.corrected);
@@ -115,4 +136,31 @@ pub fn run(args: DatagenArgs) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// The oracle in the aligner's seat: the generator's, or one grounded in a reference.
+enum Labeler {
+    Generated(Oracle),
+    Grounded(GroundedOracle),
+}
+
+impl Corrector for Labeler {
+    async fn correct(
+        &mut self,
+        query: &str,
+        prefix: &str,
+        original: &str,
+    ) -> stream_aligner::Result<stream_aligner::align::Correction> {
+        match self {
+            Labeler::Generated(o) => o.correct(query, prefix, original).await,
+            Labeler::Grounded(o) => o.correct(query, prefix, original).await,
+        }
+    }
+
+    fn cancel_token(&self) -> &stream_aligner::CancelToken {
+        match self {
+            Labeler::Generated(o) => o.cancel_token(),
+            Labeler::Grounded(o) => o.cancel_token(),
+        }
+    }
 }

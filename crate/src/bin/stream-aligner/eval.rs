@@ -1,14 +1,20 @@
-//! `stream-aligner eval`: accuracy by rounds on word problems (see `train::evaluate`), and
+//! `stream-aligner eval`: accuracy by rounds and preservation of correct answers on word
+//! problem sets (see `train::evaluate`), and
 //! `stream-aligner problems`: a GSM8K-format problem file from the generator.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use stream_aligner::train::evaluate::{Evaluator, ProblemResult, Summary};
+use futures::executor::block_on;
+use stream_aligner::Engine;
+use stream_aligner::train::evaluate::{
+    Evaluator, ModeSummary, PreservationSummary, Preserved, ProblemResult, Summary,
+};
+use stream_aligner::train::gsm8k;
 use stream_aligner::train::problems::read_gsm8k;
 
 use crate::{AdapterArgs, ModelArgs};
@@ -19,10 +25,15 @@ pub struct EvalArgs {
     model: ModelArgs,
     #[command(flatten)]
     adapter: AdapterArgs,
-    /// GSM8K-format JSONL: {"question": ..., "answer": "... #### N"}
-    #[arg(long)]
-    problems: PathBuf,
-    /// Evaluate the first N problems only
+    /// GSM8K-format JSONL files, {"question": ..., "answer": "... #### N"}, each evaluated with
+    /// the same settings and reported on its own
+    #[arg(long, value_delimiter = ',', required = true)]
+    problems: Vec<PathBuf>,
+    /// What to measure: accuracy (by rounds, beside the baselines) and/or preservation (the
+    /// reference solution corrected post hoc: does it stay correct?)
+    #[arg(long, value_delimiter = ',', default_value = "accuracy")]
+    measure: Vec<Measure>,
+    /// Evaluate the first N problems of each set only
     #[arg(long)]
     limit: Option<usize>,
     /// Correction rounds to report (1..=N)
@@ -36,10 +47,11 @@ pub struct EvalArgs {
     /// Problems evaluated at once (they share the weights and the cores)
     #[arg(long, default_value_t = 2)]
     jobs: usize,
-    /// Print the table as one JSON object
+    /// Print the tables as one JSON object, keyed by problem file
     #[arg(long)]
     json: bool,
-    /// Write every problem's answers here (JSONL)
+    /// Write every problem's answers here (JSONL); with several sets, one file per set
+    /// (F.<set name>.jsonl)
     #[arg(long)]
     details: Option<PathBuf>,
     /// Keep the problems already in --details and evaluate only the rest (a long evaluation
@@ -52,23 +64,96 @@ pub struct EvalArgs {
     calculator: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Measure {
+    Accuracy,
+    Preservation,
+}
+
+/// One problem of a set: its question, its answer and, when its solution can be read as one,
+/// the reference solution.
+struct Problem {
+    question: String,
+    answer: f64,
+    solution: Option<String>,
+}
+
+fn read_problems(path: &Path) -> Result<Vec<Problem>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let answers = read_gsm8k(&text)?;
+    let (refs, _) = gsm8k::read(&text)?;
+    let mut refs = refs.into_iter().peekable();
+    let lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    Ok(lines
+        .zip(answers)
+        .map(|((i, _), (question, answer))| Problem {
+            question,
+            answer,
+            solution: refs.next_if(|r| r.index == i).map(|r| r.solution()),
+        })
+        .collect())
+}
+
+/// What was measured on one problem (a line of the details file).
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Measured {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    result: Option<ProblemResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preserved: Option<Preserved>,
+}
+
+/// One set's tables.
+#[derive(serde::Serialize)]
+struct SetSummary {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accuracy: Option<Summary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preservation: Option<PreservationSummary>,
+}
+
 pub fn run(args: EvalArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.problems)
-        .with_context(|| format!("reading {}", args.problems.display()))?;
-    let mut problems = read_gsm8k(&text)?;
+    let base = Arc::new(args.model.load()?);
+    let aligner = Arc::new(args.adapter.apply(&base)?);
+    let mut all = serde_json::Map::new();
+    for set in &args.problems {
+        let details = args.details.as_ref().map(|d| match args.problems.len() {
+            1 => d.clone(),
+            _ => d.with_extension(format!(
+                "{}.jsonl",
+                set.file_stem().unwrap_or_default().to_string_lossy()
+            )),
+        });
+        let s = evaluate_set(&args, set, details.as_deref(), &base, &aligner)?;
+        if !args.json {
+            print_set(set, &s);
+        }
+        all.insert(set.display().to_string(), serde_json::to_value(&s)?);
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Object(all));
+    }
+    Ok(())
+}
+
+fn evaluate_set(
+    args: &EvalArgs,
+    set: &Path,
+    details_path: Option<&Path>,
+    base: &Arc<Engine>,
+    aligner: &Arc<Engine>,
+) -> Result<SetSummary> {
+    let mut problems = read_problems(set)?;
     if let Some(n) = args.limit {
         problems.truncate(n);
     }
-    anyhow::ensure!(
-        !problems.is_empty(),
-        "no problems in {}",
-        args.problems.display()
-    );
-    let base = Arc::new(args.model.load()?);
-    let aligner = Arc::new(args.adapter.apply(&base)?);
-    let mut done = vec![None::<ProblemResult>; problems.len()];
+    anyhow::ensure!(!problems.is_empty(), "no problems in {}", set.display());
+    let accuracy = args.measure.contains(&Measure::Accuracy);
+    let preservation = args.measure.contains(&Measure::Preservation);
+    let mut done = vec![Measured::default(); problems.len()];
     let mut cut = false;
-    if let (true, Some(p)) = (args.resume, &args.details) {
+    if let (true, Some(p)) = (args.resume, details_path) {
         let kept;
         (kept, cut) = previous_results(p, &problems, &mut done)?;
         let same = |r: &ProblemResult| {
@@ -76,13 +161,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 && r.upstream_calculator.is_some() == args.calculator
         };
         anyhow::ensure!(
-            done.iter().flatten().all(same),
+            done.iter().filter_map(|m| m.result.as_ref()).all(same),
             "{} was written with another --rounds or --calculator: resume with the same settings",
             p.display()
         );
         eprintln!("{kept} problems kept from {}", p.display());
     }
-    let details = match &args.details {
+    let complete = |m: &Measured, p: &Problem| {
+        (!accuracy || m.result.is_some())
+            && (!preservation || p.solution.is_none() || m.preserved.is_some())
+    };
+    let details = match details_path {
         Some(p) => Some(
             std::fs::OpenOptions::new()
                 .create(true)
@@ -102,7 +191,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
         None => None,
     };
     let pb = ProgressBar::new(problems.len() as u64);
-    pb.set_position(done.iter().flatten().count() as u64);
+    pb.set_position(
+        done.iter()
+            .zip(&problems)
+            .filter(|(m, p)| complete(m, p))
+            .count() as u64,
+    );
     pb.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} problems {msg} [{elapsed} < {eta}]")
             .unwrap(),
@@ -120,29 +214,31 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     ev.max_sentences = args.max_sentences;
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((q, a)) = problems.get(i) else {
+                        let Some(p) = problems.get(i) else {
                             return Ok(());
                         };
-                        if done.lock().expect("no worker panicked").0[i].is_some() {
+                        let mut m = done.lock().expect("no worker panicked").0[i].clone();
+                        if complete(&m, p) {
                             continue;
                         }
-                        let r = futures::executor::block_on(ev.problem(q, *a))?;
+                        if accuracy && m.result.is_none() {
+                            m.result = Some(block_on(ev.problem(&p.question, p.answer))?);
+                        }
+                        if let (true, None, Some(solution)) =
+                            (preservation, &m.preserved, &p.solution)
+                        {
+                            m.preserved =
+                                Some(block_on(ev.preservation(&p.question, solution, p.answer))?);
+                        }
                         let mut d = done.lock().expect("no worker panicked");
                         if let Some(f) = d.1.as_mut() {
-                            writeln!(
-                                f,
-                                "{}",
-                                serde_json::json!({"question": q, "answer": a, "result": r})
-                            )?;
+                            let mut line = serde_json::to_value(&m)?;
+                            line["question"] = p.question.clone().into();
+                            line["answer"] = p.answer.into();
+                            writeln!(f, "{line}")?;
                         }
-                        d.0[i] = Some(r);
-                        let done: Vec<&ProblemResult> = d.0.iter().flatten().collect();
-                        let share = |ok: &dyn Fn(&ProblemResult) -> bool| {
-                            done.iter().filter(|r| ok(r)).count() as f64 / done.len() as f64
-                        };
-                        let up = share(&|r| r.upstream.correct);
-                        let last = share(&|r| r.stream.last().is_some_and(|o| o.correct));
-                        pb.set_message(format!("upstream {up:.2} | stream {last:.2}"));
+                        d.0[i] = m;
+                        pb.set_message(progress(&d.0));
                         pb.inc(1);
                     }
                 })
@@ -153,67 +249,105 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         Ok(())
     })?;
-    let results: Vec<ProblemResult> = done
-        .into_inner()
-        .expect("no worker panicked")
-        .0
-        .into_iter()
-        .flatten()
-        .collect();
     pb.finish_and_clear();
-    let s = Summary::new(&results);
-    if args.json {
-        println!("{}", serde_json::to_string(&s)?);
-        return Ok(());
+    let done = done.into_inner().expect("no worker panicked").0;
+    let results: Vec<ProblemResult> = done.iter().filter_map(|m| m.result.clone()).collect();
+    let preserved: Vec<Preserved> = done.iter().filter_map(|m| m.preserved.clone()).collect();
+    Ok(SetSummary {
+        accuracy: accuracy.then(|| Summary::new(&results)),
+        preservation: preservation.then(|| PreservationSummary::new(&preserved)),
+    })
+}
+
+/// The progress bar's message: accuracy so far, preservation so far.
+fn progress(done: &[Measured]) -> String {
+    let share = |xs: Vec<bool>| xs.iter().filter(|&&x| x).count() as f64 / xs.len().max(1) as f64;
+    let results: Vec<&ProblemResult> = done.iter().filter_map(|m| m.result.as_ref()).collect();
+    let kept: Vec<bool> = done
+        .iter()
+        .filter_map(|m| m.preserved.as_ref().map(|p| p.correct))
+        .collect();
+    let mut msg = String::new();
+    if !results.is_empty() {
+        let up = share(results.iter().map(|r| r.upstream.correct).collect());
+        let last = share(
+            results
+                .iter()
+                .map(|r| r.stream.last().is_some_and(|o| o.correct))
+                .collect(),
+        );
+        msg += &format!("upstream {up:.2} | stream {last:.2} ");
     }
-    println!("{} problems from {}", s.problems, args.problems.display());
-    println!("| mode | accuracy | ms per answer |\n|---|---:|---:|");
-    let row = |name: &str, m: &stream_aligner::train::evaluate::ModeSummary| {
+    if !kept.is_empty() {
+        msg += &format!("| kept correct {:.2}", share(kept));
+    }
+    msg
+}
+
+fn print_set(set: &Path, s: &SetSummary) {
+    if let Some(s) = &s.accuracy {
+        println!("{} problems from {}", s.problems, set.display());
+        println!("| mode | accuracy | ms per answer |\n|---|---:|---:|");
+        let row = |name: &str, m: &ModeSummary| {
+            println!(
+                "| {name} | {:.1}% | {:.0} |",
+                100.0 * m.accuracy,
+                m.ms_per_answer
+            )
+        };
+        row("upstream alone", &s.upstream);
+        if let Some(m) = &s.upstream_calculator {
+            row("upstream alone, with the calculator", m);
+        }
+        row("aligner alone", &s.aligner_alone);
+        row("Aligner (whole answer)", &s.aligner_whole);
+        for (k, m) in &s.stream {
+            row(&format!("stream aligner, {k} round(s)"), m);
+        }
+        println!("\n| round | sentences | copy | rewrite |\n|---:|---:|---:|---:|");
+        for (k, r) in &s.rounds {
+            println!(
+                "| {k} | {} | {:.1}% | {:.1}% |",
+                r.sentences,
+                100.0 * r.copy_rate,
+                100.0 * r.rewrite_rate
+            );
+        }
+        println!();
+    }
+    if let Some(p) = &s.preservation {
         println!(
-            "| {name} | {:.1}% | {:.0} |",
-            100.0 * m.accuracy,
-            m.ms_per_answer
-        )
-    };
-    row("upstream alone", &s.upstream);
-    if let Some(m) = &s.upstream_calculator {
-        row("upstream alone, with the calculator", m);
-    }
-    row("aligner alone", &s.aligner_alone);
-    row("Aligner (whole answer)", &s.aligner_whole);
-    for (k, m) in &s.stream {
-        row(&format!("stream aligner, {k} round(s)"), m);
-    }
-    println!("\n| round | sentences | copy | rewrite |\n|---:|---:|---:|---:|");
-    for (k, r) in &s.rounds {
-        println!(
-            "| {k} | {} | {:.1}% | {:.1}% |",
-            r.sentences,
-            100.0 * r.copy_rate,
-            100.0 * r.rewrite_rate
+            "preservation on {} reference solutions from {}: {:.1}% stay correct, {:.1}% of sentences changed, {:.1}% untouched ({:.0} ms per answer)\n",
+            p.problems,
+            set.display(),
+            100.0 * p.kept_correct,
+            100.0 * p.sentences_changed,
+            100.0 * p.untouched,
+            p.ms_per_answer
         );
     }
-    Ok(())
 }
 
 /// Reads a details file of an earlier run into `done` (matching problems by question and
 /// answer); returns how many were kept, and whether the file ends in a cut line.
 fn previous_results(
-    path: &std::path::Path,
-    problems: &[(String, f64)],
-    done: &mut [Option<ProblemResult>],
+    path: &Path,
+    problems: &[Problem],
+    done: &mut [Measured],
 ) -> Result<(usize, bool)> {
     #[derive(serde::Deserialize)]
     struct Line {
         question: String,
         answer: f64,
-        result: ProblemResult,
+        #[serde(flatten)]
+        measured: Measured,
     }
     let text = match std::fs::read_to_string(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, false)),
         r => r.with_context(|| format!("reading {}", path.display()))?,
     };
     let mut kept = 0;
+    let mut taken = vec![false; problems.len()];
     for (n, l) in text
         .lines()
         .enumerate()
@@ -229,10 +363,11 @@ fn previous_results(
             continue;
         };
         let slot = (0..problems.len()).find(|&i| {
-            done[i].is_none() && problems[i].0 == line.question && problems[i].1 == line.answer
+            !taken[i] && problems[i].question == line.question && problems[i].answer == line.answer
         });
         if let Some(i) = slot {
-            done[i] = Some(line.result);
+            taken[i] = true;
+            done[i] = line.measured;
             kept += 1;
         }
     }

@@ -5,6 +5,7 @@ mod bench;
 mod datagen;
 mod eval;
 mod fetch;
+mod references;
 mod train;
 
 use std::io::Write;
@@ -142,6 +143,8 @@ enum Command {
     },
     /// Make on-policy training data: the upstream's sentences on word problems, annotated by the oracle
     Datagen(datagen::DatagenArgs),
+    /// Split GSM8K's training file (a seeded validation set) and write records from its reference solutions
+    References(references::ReferencesArgs),
     /// Train the aligner's LoRA adapter on correction records (burn autodiff, CPU)
     Train(train::TrainArgs),
     /// Accuracy by correction rounds on word problems (GSM8K-format JSONL)
@@ -215,6 +218,7 @@ fn main() -> Result<()> {
         }
         Command::Align(args) => align::run(args),
         Command::Datagen(args) => datagen::run(args),
+        Command::References(args) => references::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Problems(args) => eval::problems(args),

@@ -1,0 +1,309 @@
+//! Training records made from reference solutions without running the upstream: the rounds an
+//! aligner meets in front of a strong model (a right sentence, in the reference's words or in
+//! others, to keep) and the mistakes it must catch (a wrong result, wrong operands, a skipped
+//! step, an invented number, a wrong final answer, narration that makes no progress, a sentence
+//! about another problem). The grounded oracle labels every record, so a "mistake" that
+//! happens to be right is kept.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use super::gsm8k::{FAMILY, Reference, claims, known_numbers, other_number};
+use super::grounded::{GroundedOracle, next_index};
+use super::oracle::numbers;
+use super::trainer::Record;
+use crate::text::calculator::{format_number, pending_value};
+
+/// What a record's "upstream" sentence is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    ReferenceStep,
+    Paraphrase,
+    FinalAnswer,
+    Opening,
+    WrongResult,
+    WrongOperand,
+    SkippedStep,
+    InventedNumber,
+    WrongFinalAnswer,
+    Narration,
+    OtherProblem,
+}
+
+/// Relative weights of the kinds: about half the sentences are right.
+const KINDS: &[(Kind, u32)] = &[
+    (Kind::ReferenceStep, 26),
+    (Kind::Paraphrase, 14),
+    (Kind::FinalAnswer, 6),
+    (Kind::Opening, 6),
+    (Kind::WrongResult, 12),
+    (Kind::WrongOperand, 10),
+    (Kind::SkippedStep, 8),
+    (Kind::InventedNumber, 6),
+    (Kind::WrongFinalAnswer, 4),
+    (Kind::Narration, 4),
+    (Kind::OtherProblem, 4),
+];
+
+const OPENINGS: &[&str] = &[
+    "Let's solve this step by step.",
+    "Let's think step by step.",
+    "Let's break this down.",
+    "We need to work this out one step at a time.",
+    "To solve this, we follow the numbers in order.",
+];
+
+const NARRATION: &[&str] = &[
+    "Let's think step by step.",
+    "Now let's keep going.",
+    "We need to find the total.",
+    "This is an important step.",
+    "Let's look at the question again.",
+];
+
+const CONNECTIVES: &[&str] = &["So", "Then", "Next,", "This means", "That means"];
+
+/// Where an equation's expression starts, given the position of its "=".
+fn expression_start(s: &str, eq: usize) -> usize {
+    let before = &s[..eq];
+    let run = before
+        .char_indices()
+        .rev()
+        .take_while(|&(_, c)| c.is_ascii_digit() || " .+-*/×÷()".contains(c))
+        .last()
+        .map_or(eq, |(i, _)| i);
+    run + (before[run..].len() - before[run..].trim_start().len())
+}
+
+/// The sentence with its only equation's claimed value replaced by `value`.
+pub(crate) fn with_claim(s: &str, eq: usize, value: f64) -> Option<String> {
+    let after = &s[eq + 1..];
+    let skip = after.len() - after.trim_start_matches([' ', '$']).len();
+    let num_start = eq + 1 + skip;
+    let len = s[num_start..]
+        .char_indices()
+        .take_while(|&(j, c)| {
+            c.is_ascii_digit()
+                || c == '.' && s[num_start + j + 1..].starts_with(|d: char| d.is_ascii_digit())
+        })
+        .last()
+        .map(|(j, c)| j + c.len_utf8())?;
+    Some(format!(
+        "{}{}{}",
+        &s[..num_start],
+        format_number(value),
+        &s[num_start + len..]
+    ))
+}
+
+/// A right sentence in other words: after a connective, with other operator signs, or as the
+/// bare equation.
+fn paraphrase(rng: &mut SmallRng, s: &str) -> String {
+    let eq = s.find('=');
+    match rng.random_range(0..3) {
+        0 => {
+            let c = CONNECTIVES[rng.random_range(0..CONNECTIVES.len())];
+            let first = s.split_whitespace().next().unwrap_or("");
+            let lower = ["He", "She", "They", "The", "There", "It", "We", "This", "That"]
+                .contains(&first);
+            let body = if lower {
+                let mut cs = s.chars();
+                cs.next()
+                    .map(|f| f.to_lowercase().collect::<String>() + cs.as_str())
+                    .unwrap_or_default()
+            } else {
+                s.to_string()
+            };
+            format!("{c} {body}")
+        }
+        1 => s
+            .replace('*', " x ")
+            .replace('/', " / ")
+            .replace("  ", " ")
+            .replace("x  ", "x "),
+        _ => match eq {
+            Some(eq) => {
+                let start = expression_start(s, eq);
+                let claim = claims(s).first().map(|&(_, c)| c);
+                match claim {
+                    Some(c) if start < eq => {
+                        format!("{} = {}.", s[start..eq].trim(), format_number(c))
+                    }
+                    _ => s.to_string(),
+                }
+            }
+            None => s.to_string(),
+        },
+    }
+}
+
+/// The step with one operand replaced by `n` (and its result recomputed, so the arithmetic
+/// holds but the step is off the reference's path), or with "+ n" appended to its expression.
+fn changed_operand(s: &str, n: f64, append: bool) -> Option<String> {
+    let eq = s.find('=')?;
+    let start = expression_start(s, eq);
+    let expr = s[start..eq].trim_end();
+    let new_expr = if append {
+        format!("{expr} + {}", format_number(n))
+    } else {
+        // Replace the last operand.
+        let at = expr.rfind(|c: char| !(c.is_ascii_digit() || c == '.'))? + 1;
+        (at < expr.len() && at > 0).then_some(())?;
+        format!("{}{}", &expr[..at], format_number(n))
+    };
+    let text = format!("{}{new_expr} ={}", &s[..start], &s[eq + 1..]);
+    let eq = start + new_expr.len() + 1;
+    let value = pending_value(&text[..=eq])?;
+    (value >= 0.0).then_some(())?;
+    with_claim(&text, eq, value)
+}
+
+fn pick<'a>(rng: &mut SmallRng, xs: &[&'a str]) -> &'a str {
+    xs[rng.random_range(0..xs.len())]
+}
+
+/// One record about `r`: a kind drawn by its weight, a place in the solution, the sentence;
+/// None when the kind doesn't fit this solution.
+fn record(rng: &mut SmallRng, r: &Reference, other: &Reference) -> Option<(Kind, Record)> {
+    let total: u32 = KINDS.iter().map(|k| k.1).sum();
+    let mut roll = rng.random_range(0..total);
+    let kind = KINDS
+        .iter()
+        .find(|&&(_, w)| {
+            let hit = roll < w;
+            roll = roll.saturating_sub(w);
+            hit
+        })
+        .map(|k| k.0)?;
+    let n = r.steps.len();
+    let k = match kind {
+        Kind::FinalAnswer | Kind::WrongFinalAnswer => n,
+        Kind::Opening => 0,
+        Kind::Narration => rng.random_range(1..=n),
+        Kind::SkippedStep => rng.random_range(0..n.checked_sub(1)?),
+        _ => rng.random_range(0..n),
+    };
+    let mut prefix_parts: Vec<&str> = r.steps[..k].iter().map(String::as_str).collect();
+    if k > 0 && rng.random_bool(0.2) {
+        prefix_parts.insert(0, pick(rng, OPENINGS));
+    }
+    let prefix = prefix_parts.join(" ");
+    let step = r.steps.get(k).map(String::as_str).unwrap_or("");
+    let mut avoid = known_numbers(r);
+    avoid.extend(claims(&r.steps.join(" ")).into_iter().map(|(_, c)| c));
+    avoid.push(r.answer);
+    let original = match kind {
+        Kind::ReferenceStep => step.to_string(),
+        Kind::Paraphrase => paraphrase(rng, step),
+        Kind::FinalAnswer => {
+            let a = format_number(r.answer);
+            pick(rng, &["The answer is {}.", "So the answer is {}.", "Therefore, the answer is {}."])
+                .replace("{}", &a)
+        }
+        Kind::Opening => pick(rng, OPENINGS).to_string(),
+        Kind::WrongResult => {
+            let eq = step.rfind('=')?;
+            let (_, c) = *claims(step).last()?;
+            with_claim(step, eq, other_number(rng, c, &avoid))?
+        }
+        Kind::WrongOperand | Kind::InventedNumber => {
+            (claims(step).len() == 1).then_some(())?;
+            let near = numbers(step).first().copied().unwrap_or(5.0);
+            let v = other_number(rng, near, &avoid);
+            changed_operand(step, v, kind == Kind::InventedNumber)?
+        }
+        Kind::SkippedStep => r.steps[k + 1].clone(),
+        Kind::WrongFinalAnswer => {
+            format!("The answer is {}.", format_number(other_number(rng, r.answer, &avoid)))
+        }
+        Kind::Narration => pick(rng, NARRATION).to_string(),
+        Kind::OtherProblem => other.steps[rng.random_range(0..other.steps.len())].clone(),
+    };
+    let original = original.trim().to_string();
+    (!original.is_empty() && original != step || matches!(kind, Kind::ReferenceStep))
+        .then_some(())?;
+    let corrected = GroundedOracle::decide(r, &prefix, &original);
+    debug_assert!(next_index(r, &prefix) <= n);
+    Some((
+        kind,
+        Record {
+            question: r.question.clone(),
+            prefix,
+            copy: corrected == original,
+            original,
+            corrected,
+            family: FAMILY,
+            seed: r.index as u64,
+        },
+    ))
+}
+
+/// `per_problem` records about each reference (seeded by `seed` and the reference's index).
+pub fn records(refs: &[Reference], per_problem: usize, seed: u64) -> Vec<(Kind, Record)> {
+    let mut out = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        let mut rng = SmallRng::seed_from_u64(seed ^ (r.index as u64).wrapping_mul(0x9E37_79B9));
+        let other = &refs[(i + 1 + rng.random_range(0..refs.len().max(2) - 1)) % refs.len()];
+        let mut made = 0;
+        for _ in 0..per_problem * 8 {
+            if made == per_problem {
+                break;
+            }
+            if let Some(rec) = record(&mut rng, r, other) {
+                out.push(rec);
+                made += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gsm8k::read;
+    use super::*;
+
+    #[test]
+    fn records_are_labelled_by_the_oracle_and_about_half_are_kept() {
+        let (refs, _) = read(include_str!("../../../models/eval/gsm8k-val.jsonl")).unwrap();
+        let recs = records(&refs, 2, 5);
+        assert_eq!(recs, records(&refs, 2, 5), "seeded");
+        assert!(recs.len() > refs.len(), "{}", recs.len());
+        let mut kept = std::collections::HashMap::<Kind, (usize, usize)>::new();
+        for (kind, r) in &recs {
+            assert_eq!(r.copy, r.corrected == r.original, "{r:?}");
+            assert!(!r.corrected.is_empty());
+            let e = kept.entry(*kind).or_default();
+            e.0 += 1;
+            e.1 += r.copy as usize;
+        }
+        // Reference steps are always kept; mistakes almost never are.
+        assert_eq!(kept[&Kind::ReferenceStep].0, kept[&Kind::ReferenceStep].1);
+        for k in [Kind::WrongResult, Kind::WrongOperand, Kind::WrongFinalAnswer, Kind::Narration] {
+            let (n, c) = kept[&k];
+            assert!(n > 5 && c * 10 <= n, "{k:?}: {c} of {n} kept");
+        }
+        let copies = recs.iter().filter(|(_, r)| r.copy).count() as f64 / recs.len() as f64;
+        assert!((0.35..0.7).contains(&copies), "{copies}");
+    }
+
+    #[test]
+    fn paraphrases_keep_the_equation() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let s = "Natalia sold 48/2 = 24 clips in May.";
+        for _ in 0..20 {
+            let p = paraphrase(&mut rng, s);
+            assert_eq!(claims(&p).last().map(|c| c.1), Some(24.0), "{p}");
+        }
+        assert_eq!(
+            changed_operand(s, 3.0, false).as_deref(),
+            Some("Natalia sold 48/3 = 16 clips in May.")
+        );
+        assert_eq!(
+            changed_operand(s, 5.0, true).as_deref(),
+            Some("Natalia sold 48/2 + 5 = 29 clips in May.")
+        );
+    }
+}
