@@ -155,7 +155,11 @@ pub fn reference(r: &Gsm8kRecord, index: usize) -> Option<Reference> {
     let answer: f64 = answer.trim().replace([',', '$'], "").parse().ok()?;
     let mut steps = Vec::new();
     for line in body.lines().filter(|l| !l.trim().is_empty()) {
-        let line = convert_line(line)?;
+        let mut line = convert_line(line)?;
+        // Many solutions' lines end without a full stop: each line is a sentence of its own.
+        if !line.ends_with(['.', '!', '?']) {
+            line.push('.');
+        }
         steps.extend(split_sentences(&line).into_iter().map(|s| s.trim().to_string()));
     }
     let mut steps: Vec<String> = steps.into_iter().filter(|s| !s.is_empty()).collect();
@@ -163,7 +167,12 @@ pub fn reference(r: &Gsm8kRecord, index: usize) -> Option<Reference> {
     if steps.last().is_some_and(|s| stated_answer(s).is_some()) {
         steps.pop();
     }
-    (!steps.is_empty() && answer.is_finite()).then(|| Reference {
+    // Negative quantities (temperatures) are left out: sentences' numbers are read unsigned.
+    let negative = steps
+        .iter()
+        .flat_map(|s| claims(s))
+        .any(|(v, _)| v.is_some_and(|v| v < 0.0));
+    (!steps.is_empty() && answer.is_finite() && answer >= 0.0 && !negative).then(|| Reference {
         question: r.question.trim().to_string(),
         steps,
         answer,
@@ -199,21 +208,18 @@ pub fn validation_indices(n: usize, count: usize, seed: u64) -> Vec<usize> {
     v
 }
 
-/// Numbers a solution may use without deriving them: the question's, and the constants its
-/// reference brings in (60 minutes, 7 days, 100 percent) that are no step's result.
+/// Numbers a solution may use without deriving them: the question's, and those its reference
+/// brings in (60 minutes, 7 days, "ten" written in words): a number in a step that no earlier
+/// step derived and that the step itself doesn't claim.
 pub fn known_numbers(r: &Reference) -> Vec<f64> {
-    let results: Vec<f64> = r
-        .steps
-        .iter()
-        .flat_map(|s| claims(s).into_iter().map(|(_, c)| c))
-        .collect();
     let mut known = numbers(&r.question);
+    let mut earlier: Vec<f64> = Vec::new();
     for s in &r.steps {
-        known.extend(
-            numbers(s)
-                .into_iter()
-                .filter(|n| !results.iter().any(|&r| same(r, *n))),
-        );
+        let own: Vec<f64> = claims(s).into_iter().map(|(_, c)| c).collect();
+        known.extend(numbers(s).into_iter().filter(|n| {
+            !earlier.iter().chain(&own).any(|&r| same(r, *n))
+        }));
+        earlier.extend(own);
     }
     known.extend([1.0, 2.0, 100.0]);
     known

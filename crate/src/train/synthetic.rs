@@ -16,7 +16,7 @@ use super::trainer::Record;
 use crate::text::calculator::{format_number, pending_value};
 
 /// What a record's "upstream" sentence is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     ReferenceStep,
