@@ -96,11 +96,7 @@ pub fn is_correct(r: &Reference, prefix: &str, original: &str) -> bool {
     if original.is_empty() {
         return false;
     }
-    let path: Vec<f64> = results(r)
-        .into_iter()
-        .flatten()
-        .chain([r.answer])
-        .collect();
+    let path: Vec<f64> = results(r).into_iter().flatten().chain([r.answer]).collect();
     let have = derived(r, prefix);
     let eqs = claims(original);
     // Equations: true, on the path.
@@ -203,31 +199,50 @@ mod tests {
         for r in references() {
             for k in 0..r.steps.len() {
                 let p = prefix(&r, k);
-                assert!(is_correct(&r, &p, &r.steps[k]), "{:?}\n{p}\n>> {}", r.question, r.steps[k]);
+                assert!(
+                    is_correct(&r, &p, &r.steps[k]),
+                    "{:?}\n{p}\n>> {}",
+                    r.question,
+                    r.steps[k]
+                );
             }
             let all = prefix(&r, r.steps.len());
             assert_eq!(next_step(&r, &all), r.final_sentence(), "{:?}", r.steps);
-            assert!(is_correct(&r, &all, &r.final_sentence()), "{all} {}", r.final_sentence());
+            assert!(
+                is_correct(&r, &all, &r.final_sentence()),
+                "{all} {}",
+                r.final_sentence()
+            );
         }
     }
 
     /// The first step with exactly one equation whose operands are written out.
     fn equation_step(r: &Reference) -> Option<(usize, f64)> {
-        r.steps.iter().enumerate().find_map(|(k, s)| match claims(s).as_slice() {
-            [(Some(v), c)] if same(*v, *c) => Some((k, *c)),
-            _ => None,
-        })
+        r.steps
+            .iter()
+            .enumerate()
+            .find_map(|(k, s)| match claims(s).as_slice() {
+                [(Some(v), c)] if same(*v, *c) => Some((k, *c)),
+                _ => None,
+            })
     }
 
     #[test]
     fn wrong_results_wrong_operands_and_invented_numbers_are_rewritten() {
         let (mut wrong_result, mut wrong_operand, mut invented) = (0, 0, 0);
         for r in references() {
-            let Some((k, c)) = equation_step(&r) else { continue };
+            let Some((k, c)) = equation_step(&r) else {
+                continue;
+            };
             let p = prefix(&r, k);
             let s = &r.steps[k];
             let eq = s.rfind('=').unwrap();
-            let path: Vec<f64> = r.steps.iter().flat_map(|s| claims(s)).map(|(_, c)| c).collect();
+            let path: Vec<f64> = r
+                .steps
+                .iter()
+                .flat_map(|s| claims(s))
+                .map(|(_, c)| c)
+                .collect();
             let off = |v: f64| !path.iter().any(|&x| same(x, v)) && !same(v, r.answer);
             // A wrong result: the claimed number changed.
             let bad = c + 7.0;
@@ -240,7 +255,10 @@ mod tests {
             let expr_end = s[..eq].trim_end();
             let value = crate::text::calculator::pending_value(&format!("{expr_end} + 1 ="));
             if let Some(v) = value.filter(|&v| off(v)) {
-                let changed = format!("{expr_end} + 1 = {}.", crate::text::calculator::format_number(v));
+                let changed = format!(
+                    "{expr_end} + 1 = {}.",
+                    crate::text::calculator::format_number(v)
+                );
                 assert!(!is_correct(&r, &p, &changed), "{changed}");
                 wrong_operand += 1;
             }
@@ -249,7 +267,10 @@ mod tests {
             assert!(!is_correct(&r, &p, &extra), "{extra}");
             invented += 1;
         }
-        assert!(wrong_result > 100 && wrong_operand > 100 && invented > 200, "{wrong_result} {wrong_operand} {invented}");
+        assert!(
+            wrong_result > 100 && wrong_operand > 100 && invented > 200,
+            "{wrong_result} {wrong_operand} {invented}"
+        );
     }
 
     #[test]
@@ -262,8 +283,8 @@ mod tests {
                 // Step k+1 uses step k's result as an operand, and nothing else says it.
                 let p = prefix(&r, k);
                 let uses = rk.iter().any(|&x| {
-                    !numbers(&p).iter().any(|&n| same(n, x)) &&
-                    numbers(next).iter().any(|&n| same(n, x))
+                    !numbers(&p).iter().any(|&n| same(n, x))
+                        && numbers(next).iter().any(|&n| same(n, x))
                         && !claims(next).iter().any(|&(_, c)| same(c, x))
                         && !numbers(&r.question).iter().any(|&n| same(n, x))
                         && !known_numbers(&r).iter().any(|&n| same(n, x))
@@ -285,10 +306,20 @@ mod tests {
             assert!(is_correct(r, "", "Let's solve this step by step."));
             let p = prefix(r, 1);
             assert!(!is_correct(r, &p, "Let's think step by step."), "{p}");
-            assert_eq!(next_step(r, &p), r.steps.get(1).cloned().unwrap_or_else(|| r.final_sentence()));
+            assert_eq!(
+                next_step(r, &p),
+                r.steps
+                    .get(1)
+                    .cloned()
+                    .unwrap_or_else(|| r.final_sentence())
+            );
             let wrong = format!("The answer is {}.", r.answer + 3.0);
             assert!(!is_correct(r, &prefix(r, r.steps.len()), &wrong));
-            assert!(is_correct(r, &p, &format!("So the answer is {}.", r.answer)));
+            assert!(is_correct(
+                r,
+                &p,
+                &format!("So the answer is {}.", r.answer)
+            ));
         }
     }
 }

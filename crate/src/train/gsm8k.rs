@@ -160,7 +160,11 @@ pub fn reference(r: &Gsm8kRecord, index: usize) -> Option<Reference> {
         if !line.ends_with(['.', '!', '?']) {
             line.push('.');
         }
-        steps.extend(split_sentences(&line).into_iter().map(|s| s.trim().to_string()));
+        steps.extend(
+            split_sentences(&line)
+                .into_iter()
+                .map(|s| s.trim().to_string()),
+        );
     }
     let mut steps: Vec<String> = steps.into_iter().filter(|s| !s.is_empty()).collect();
     // A solution that already ends by stating its answer (the generator's) ends once.
@@ -189,8 +193,8 @@ pub fn read(text: &str) -> Result<(Vec<Reference>, usize)> {
         if l.trim().is_empty() {
             continue;
         }
-        let r: Gsm8kRecord = serde_json::from_str(l)
-            .map_err(|e| Error::Config(format!("line {}: {e}", i + 1)))?;
+        let r: Gsm8kRecord =
+            serde_json::from_str(l).map_err(|e| Error::Config(format!("line {}: {e}", i + 1)))?;
         match reference(&r, i) {
             Some(r) => refs.push(r),
             None => dropped += 1,
@@ -216,9 +220,11 @@ pub fn known_numbers(r: &Reference) -> Vec<f64> {
     let mut earlier: Vec<f64> = Vec::new();
     for s in &r.steps {
         let own: Vec<f64> = claims(s).into_iter().map(|(_, c)| c).collect();
-        known.extend(numbers(s).into_iter().filter(|n| {
-            !earlier.iter().chain(&own).any(|&r| same(r, *n))
-        }));
+        known.extend(
+            numbers(s)
+                .into_iter()
+                .filter(|n| !earlier.iter().chain(&own).any(|&r| same(r, *n))),
+        );
         earlier.extend(own);
     }
     known.extend([1.0, 2.0, 100.0]);

@@ -9,8 +9,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::gsm8k::{FAMILY, Reference, claims, known_numbers, other_number};
 use super::grounded::{GroundedOracle, next_index};
+use super::gsm8k::{FAMILY, Reference, claims, known_numbers, other_number};
 use super::oracle::numbers;
 use super::trainer::Record;
 use crate::text::calculator::{format_number, pending_value};
@@ -106,8 +106,10 @@ fn paraphrase(rng: &mut SmallRng, s: &str) -> String {
         0 => {
             let c = CONNECTIVES[rng.random_range(0..CONNECTIVES.len())];
             let first = s.split_whitespace().next().unwrap_or("");
-            let lower = ["He", "She", "They", "The", "There", "It", "We", "This", "That"]
-                .contains(&first);
+            let lower = [
+                "He", "She", "They", "The", "There", "It", "We", "This", "That",
+            ]
+            .contains(&first);
             let body = if lower {
                 let mut cs = s.chars();
                 cs.next()
@@ -199,8 +201,15 @@ fn record(rng: &mut SmallRng, r: &Reference, other: &Reference) -> Option<(Kind,
         Kind::Paraphrase => paraphrase(rng, step),
         Kind::FinalAnswer => {
             let a = format_number(r.answer);
-            pick(rng, &["The answer is {}.", "So the answer is {}.", "Therefore, the answer is {}."])
-                .replace("{}", &a)
+            pick(
+                rng,
+                &[
+                    "The answer is {}.",
+                    "So the answer is {}.",
+                    "Therefore, the answer is {}.",
+                ],
+            )
+            .replace("{}", &a)
         }
         Kind::Opening => pick(rng, OPENINGS).to_string(),
         Kind::WrongResult => {
@@ -216,7 +225,10 @@ fn record(rng: &mut SmallRng, r: &Reference, other: &Reference) -> Option<(Kind,
         }
         Kind::SkippedStep => r.steps[k + 1].clone(),
         Kind::WrongFinalAnswer => {
-            format!("The answer is {}.", format_number(other_number(rng, r.answer, &avoid)))
+            format!(
+                "The answer is {}.",
+                format_number(other_number(rng, r.answer, &avoid))
+            )
         }
         Kind::Narration => pick(rng, NARRATION).to_string(),
         Kind::OtherProblem => other.steps[rng.random_range(0..other.steps.len())].clone(),
@@ -281,7 +293,12 @@ mod tests {
         }
         // Reference steps are always kept; mistakes almost never are.
         assert_eq!(kept[&Kind::ReferenceStep].0, kept[&Kind::ReferenceStep].1);
-        for k in [Kind::WrongResult, Kind::WrongOperand, Kind::WrongFinalAnswer, Kind::Narration] {
+        for k in [
+            Kind::WrongResult,
+            Kind::WrongOperand,
+            Kind::WrongFinalAnswer,
+            Kind::Narration,
+        ] {
             let (n, c) = kept[&k];
             assert!(n > 5 && c * 10 <= n, "{k:?}: {c} of {n} kept");
         }

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use stream_aligner::GenerateOptions;
+use stream_aligner::align::Corrector;
 use stream_aligner::align::{self, Mode, PipelineConfig};
 use stream_aligner::model::SamplerConfig;
-use stream_aligner::align::Corrector;
 use stream_aligner::train::{GroundedOracle, Oracle, generate, gsm8k};
 use stream_aligner::upstream::LocalUpstream;
 
@@ -69,11 +69,19 @@ pub fn run(args: DatagenArgs) -> Result<()> {
         let seed = args.seed + i as u64;
         let (question, family, mut oracle) = if references.is_empty() {
             let p = generate(seed, &args.families);
-            (p.question.clone(), p.family, Labeler::Generated(Oracle::new([p])))
+            (
+                p.question.clone(),
+                p.family,
+                Labeler::Generated(Oracle::new([p])),
+            )
         } else {
             let r = references[seed as usize % references.len()].clone();
             let q = r.question.clone();
-            (q, gsm8k::FAMILY, Labeler::Grounded(GroundedOracle::new([r])))
+            (
+                q,
+                gsm8k::FAMILY,
+                Labeler::Grounded(GroundedOracle::new([r])),
+            )
         };
         let options = GenerateOptions {
             max_tokens: 96,

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use futures::executor::block_on;
+use indicatif::{ProgressBar, ProgressStyle};
 use stream_aligner::Engine;
 use stream_aligner::train::evaluate::{
     Evaluator, ModeSummary, PreservationSummary, Preserved, ProblemResult, Summary,
@@ -84,7 +84,10 @@ fn read_problems(path: &Path) -> Result<Vec<Problem>> {
     let answers = read_gsm8k(&text)?;
     let (refs, _) = gsm8k::read(&text)?;
     let mut refs = refs.into_iter().peekable();
-    let lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     Ok(lines
         .zip(answers)
         .map(|((i, _), (question, answer))| Problem {
