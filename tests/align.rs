@@ -388,7 +388,9 @@ fn shipped_aligner() -> Aligner {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../models/aligner/lora/adapter.safetensors");
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut a = Aligner::new(std::sync::Arc::new(engine().with_adapter_bytes(&bytes).unwrap()));
+    let mut a = Aligner::new(std::sync::Arc::new(
+        engine().with_adapter_bytes(&bytes).unwrap(),
+    ));
     a.calculator = true;
     a
 }
@@ -397,7 +399,8 @@ fn shipped_aligner() -> Aligner {
 fn the_shipped_aligner_answers_the_demo_example_and_keeps_a_correct_answer() {
     use stream_aligner::train::evaluate::predicted_answer;
     // The demo page's example (www/index.html), answered by the stream loop on the CPU path.
-    let q = "Mia has 12 apples. She buys 5 more and then gives away 3. How many apples does she have?";
+    let q =
+        "Mia has 12 apples. She buys 5 more and then gives away 3. How many apples does she have?";
     let config = PipelineConfig {
         mode: Mode::Stream,
         max_sentences: 8,
@@ -413,7 +416,12 @@ fn the_shipped_aligner_answers_the_demo_example_and_keeps_a_correct_answer() {
         |_| ControlFlow::Continue(()),
     ))
     .unwrap();
-    assert_eq!(predicted_answer(&streamed.text), Some(14.0), "{}", streamed.text);
+    assert_eq!(
+        predicted_answer(&streamed.text),
+        Some(14.0),
+        "{}",
+        streamed.text
+    );
     // A correct answer in someone else's words, corrected post hoc, stays correct.
     let right = "Mia starts with 12 apples. After buying 5 more she has 12 + 5 = 17 apples. \
                  She gives away 3, so 17 - 3 = 14 apples are left. The answer is 14.";

@@ -221,8 +221,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         if out_of_time {
             pb.finish_and_clear();
+            // A stopped run still leaves an adapter to use (the checkpoint's, in f16).
+            let adapter = block_on(trainer.adapter())?;
+            std::fs::write(
+                args.out.join("adapter.safetensors"),
+                adapter.to_safetensors(true)?,
+            )?;
             eprintln!(
-                "stopped at step {} after {:.1} min; continue with --resume",
+                "stopped at step {} after {:.1} min (adapter.safetensors written); continue with --resume",
                 stats.step,
                 started.elapsed().as_secs_f64() / 60.0
             );
