@@ -385,12 +385,7 @@ fn a_rewritten_last_sentence_lets_the_upstream_go_on_and_a_copied_one_ends_the_a
 
 /// The shipped aligner: the base with the trained adapter in models/aligner/lora/.
 fn shipped_aligner() -> Aligner {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/aligner/lora/adapter.safetensors");
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut a = Aligner::new(std::sync::Arc::new(
-        engine().with_adapter_bytes(&bytes).unwrap(),
-    ));
+    let mut a = Aligner::new(common::shipped_aligner_engine());
     a.calculator = true;
     a
 }

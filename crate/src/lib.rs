@@ -9,6 +9,8 @@ pub mod align;
 pub mod cancel;
 pub mod engine;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod gateway;
 pub mod model;
 pub mod platform;
 #[cfg(not(target_arch = "wasm32"))]

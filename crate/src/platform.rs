@@ -1,5 +1,12 @@
 //! What differs between native and the browser, kept to this file.
 
+/// A boxed stream: `Send` natively (a server's tasks move between threads), not in the browser
+/// (fetch's streams live on the page's one thread).
+#[cfg(not(target_arch = "wasm32"))]
+pub type BoxStream<T> = futures::stream::BoxStream<'static, T>;
+#[cfg(target_arch = "wasm32")]
+pub type BoxStream<T> = futures::stream::LocalBoxStream<'static, T>;
+
 /// Lets the browser's event loop run between tokens (an abort, a repaint, a message to a
 /// worker); natively a no-op. WebGPU readbacks yield by themselves, the CPU path would not.
 pub async fn yield_now() {

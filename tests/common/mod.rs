@@ -30,6 +30,19 @@ pub fn engine() -> Arc<Engine> {
     .clone()
 }
 
+/// The aligner as shipped: the base model with models/aligner/lora's adapter.
+#[allow(dead_code)]
+pub fn shipped_aligner_engine() -> Arc<Engine> {
+    static E: OnceLock<Arc<Engine>> = OnceLock::new();
+    E.get_or_init(|| {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../models/aligner/lora/adapter.safetensors");
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Arc::new(engine().with_adapter_bytes(&bytes).unwrap())
+    })
+    .clone()
+}
+
 /// Every "a op b = c" of two whole numbers in `text`, and whether it holds.
 #[allow(dead_code)]
 pub fn equations(text: &str) -> Vec<(String, bool)> {

@@ -188,6 +188,17 @@ impl SentenceSplitter {
     pub fn text(&self) -> &str {
         &self.text
     }
+
+    /// Where the first sentence of the text held ends, if that is certain already.
+    pub fn pending(&self) -> Option<usize> {
+        first_sentence_end(&self.text, false)
+    }
+
+    /// Removes and returns the text up to `end` (a sentence given out); the rest stays.
+    pub fn take(&mut self, end: usize) -> String {
+        let rest = self.text.split_off(end);
+        std::mem::replace(&mut self.text, rest)
+    }
 }
 
 /// Splits a complete text into sentences that concatenate back to it.

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::grounded::{GroundedOracle, next_index};
-use super::gsm8k::{FAMILY, Reference, claims, known_numbers, other_number};
+use super::gsm8k::{FAMILY, Reference, claims, known_numbers, other_number, same};
 use super::oracle::numbers;
 use super::trainer::Record;
 use crate::text::calculator::{format_number, pending_value};
@@ -28,6 +28,7 @@ pub enum Kind {
     SkippedStep,
     InventedNumber,
     WrongFinalAnswer,
+    PrematureAnswer,
     Narration,
     OtherProblem,
 }
@@ -43,6 +44,7 @@ const KINDS: &[(Kind, u32)] = &[
     (Kind::SkippedStep, 8),
     (Kind::InventedNumber, 6),
     (Kind::WrongFinalAnswer, 4),
+    (Kind::PrematureAnswer, 8),
     (Kind::Narration, 4),
     (Kind::OtherProblem, 4),
 ];
@@ -184,6 +186,7 @@ fn record(rng: &mut SmallRng, r: &Reference, other: &Reference) -> Option<(Kind,
         Kind::FinalAnswer | Kind::WrongFinalAnswer => n,
         Kind::Opening => 0,
         Kind::Narration => rng.random_range(1..=n),
+        Kind::PrematureAnswer => rng.random_range(1..n.max(2)),
         Kind::SkippedStep => rng.random_range(0..n.checked_sub(1)?),
         _ => rng.random_range(0..n),
     };
@@ -229,6 +232,13 @@ fn record(rng: &mut SmallRng, r: &Reference, other: &Reference) -> Option<(Kind,
                 "The answer is {}.",
                 format_number(other_number(rng, r.answer, &avoid))
             )
+        }
+        // "The answer is" on the latest intermediate result, with steps still to take: the
+        // most common way a correct solution was broken (the aligner ended it early).
+        Kind::PrematureAnswer => {
+            let (_, c) = *claims(r.steps.get(k - 1)?).last()?;
+            (!same(c, r.answer)).then_some(())?;
+            format!("The answer is {}.", format_number(c))
         }
         Kind::Narration => pick(rng, NARRATION).to_string(),
         Kind::OtherProblem => other.steps[rng.random_range(0..other.steps.len())].clone(),
@@ -297,6 +307,7 @@ mod tests {
             Kind::WrongResult,
             Kind::WrongOperand,
             Kind::WrongFinalAnswer,
+            Kind::PrematureAnswer,
             Kind::Narration,
         ] {
             let (n, c) = kept[&k];

@@ -5,7 +5,7 @@ pub mod local;
 pub mod remote;
 
 pub use local::LocalUpstream;
-pub use remote::{Api, RemoteConfig, RemoteUpstream};
+pub use remote::{Api, RemoteConfig, RemoteUpstream, UpstreamStats};
 
 use crate::error::Result;
 

@@ -1,7 +1,13 @@
 //! The remote upstream: any OpenAI-compatible server (a hosted 70B in real use, our `serve` in
-//! tests), streamed over SSE. The request is dropped, which aborts it, the moment the splitter
-//! sees a sentence end. Timeouts bound every wait; 429, 5xx, connection errors and cut streams
-//! are retried with exponential backoff. The same code runs in the browser over fetch.
+//! tests), streamed over SSE. Timeouts bound every wait; 429, 5xx, connection errors and cut
+//! streams are retried with exponential backoff. The same code runs in the browser over fetch.
+//!
+//! Optimistic streaming (the default): after a sentence the stream stays open while the aligner
+//! judges it. If the next round's prefix is the old one plus that sentence (it was copied), the
+//! next sentence is read from the same stream: no new request, no new time to first token, no
+//! prompt billed again. A rewrite changes the prefix: the stream is dropped, which aborts it,
+//! and a new request continues from the corrected prefix. Under greedy decoding this gives the
+//! sequential loop's text (one request per sentence), which `optimistic: false` still does.
 
 use std::time::Duration;
 
@@ -12,7 +18,7 @@ use serde_json::{Value, json};
 use super::{Upstream, UpstreamSentence};
 use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
-use crate::platform;
+use crate::platform::{self, BoxStream};
 use crate::text::{ChatTemplate, Message, SentenceSplitter};
 
 /// Which endpoint the upstream speaks.
@@ -23,6 +29,19 @@ pub enum Api {
     Completions,
     /// `/v1/chat/completions` with the prefix as a final assistant message to continue.
     Chat,
+}
+
+impl std::str::FromStr for Api {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "completions" => Ok(Self::Completions),
+            "chat" => Ok(Self::Chat),
+            other => Err(format!(
+                "the upstream API is completions or chat, not '{other}'"
+            )),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -45,6 +64,14 @@ pub struct RemoteConfig {
     pub seed: Option<u64>,
     /// A "sentence" longer than this is cut here: a stream that never ends one can't hang us.
     pub max_sentence_chars: usize,
+    /// The conversation before the query (a system prompt, earlier turns), sent as it is.
+    pub context: Vec<Message>,
+    /// Other request fields passed to the upstream as they are (`top_p`, `stop`, `seed`,
+    /// penalties, ...); they may override `max_tokens` and `temperature`, never the model, the
+    /// prompt or streaming.
+    pub params: serde_json::Map<String, Value>,
+    /// Keep the stream open across a copied sentence (see the module's documentation).
+    pub optimistic: bool,
 }
 
 impl std::fmt::Debug for RemoteConfig {
@@ -74,14 +101,49 @@ impl RemoteConfig {
             temperature: 0.0,
             seed: None,
             max_sentence_chars: 2000,
+            context: Vec::new(),
+            params: serde_json::Map::new(),
+            optimistic: true,
         }
     }
+}
+
+/// What the upstream was asked for and gave, over one answer or many.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UpstreamStats {
+    /// HTTP requests sent (retries included).
+    pub requests: usize,
+    /// Streamed chunks received (about one token each).
+    pub chunks: usize,
+}
+
+type Events = BoxStream<
+    std::result::Result<
+        eventsource_stream::Event,
+        eventsource_stream::EventStreamError<reqwest::Error>,
+    >,
+>;
+
+/// A response still streaming: the sentences after `prefix`.
+struct Open {
+    /// What the stream continues: the prefix it was asked for plus the sentences it gave.
+    prefix: String,
+    events: Events,
+    /// Text received past the sentences given.
+    splitter: SentenceSplitter,
+    url: String,
+    /// Sentences given from this stream.
+    served: usize,
+    /// The stream has ended, with this finish reason (null for a bare `[DONE]`).
+    ended: Option<Value>,
 }
 
 pub struct RemoteUpstream {
     client: reqwest::Client,
     pub config: RemoteConfig,
     pub cancel: CancelToken,
+    pub stats: UpstreamStats,
+    open: Option<Open>,
 }
 
 /// A failed attempt, and whether another may succeed.
@@ -122,6 +184,8 @@ impl RemoteUpstream {
             client,
             config,
             cancel: CancelToken::default(),
+            stats: UpstreamStats::default(),
+            open: None,
         })
     }
 
@@ -136,14 +200,24 @@ impl RemoteUpstream {
         if let Some(seed) = c.seed {
             body["seed"] = json!(seed);
         }
+        for (k, v) in &c.params {
+            if !["model", "prompt", "messages", "stream", "stream_options"].contains(&k.as_str()) {
+                body[k] = v.clone();
+            }
+        }
+        let mut conversation = c.context.clone();
+        conversation.push(Message::user(query));
         let url = match c.api {
             Api::Completions => {
                 let template = c.template.as_ref().expect("checked in new");
-                body["prompt"] = json!(template.continuation(&[Message::user(query)], prefix)?);
+                body["prompt"] = json!(template.continuation(&conversation, prefix)?);
                 format!("{}/completions", c.base_url)
             }
             Api::Chat => {
-                let mut messages = vec![json!({ "role": "user", "content": query })];
+                let mut messages: Vec<Value> = conversation
+                    .iter()
+                    .map(|m| json!({ "role": m.role, "content": m.content }))
+                    .collect();
                 if !prefix.is_empty() {
                     messages.push(json!({ "role": "assistant", "content": prefix }));
                     body["continue_final_message"] = json!(true);
@@ -156,13 +230,8 @@ impl RemoteUpstream {
         Ok((url, body))
     }
 
-    /// One streamed request. With `sentence`, stops at the first sentence end.
-    async fn attempt(
-        &self,
-        query: &str,
-        prefix: &str,
-        sentence: bool,
-    ) -> std::result::Result<UpstreamSentence, Failure> {
+    /// Sends one streamed request for the answer after `prefix`.
+    async fn open(&mut self, query: &str, prefix: &str) -> std::result::Result<Open, Failure> {
         let c = &self.config;
         let (url, body) = self.request(query, prefix).map_err(|e| Failure {
             error: e,
@@ -172,6 +241,7 @@ impl RemoteUpstream {
         if let Some(key) = &c.api_key {
             req = req.bearer_auth(key);
         }
+        self.stats.requests += 1;
         let resp = match platform::timeout(c.idle_timeout, req.send()).await {
             None => {
                 return Err(timed_out(format!(
@@ -197,17 +267,66 @@ impl RemoteUpstream {
                 ),
             ));
         }
-        let mut events = resp.bytes_stream().eventsource();
-        let mut splitter = SentenceSplitter::new();
+        Ok(Open {
+            prefix: prefix.to_string(),
+            events: Box::pin(resp.bytes_stream().eventsource()),
+            splitter: SentenceSplitter::new(),
+            url,
+            served: 0,
+            ended: None,
+        })
+    }
+
+    /// Reads `open` up to its next sentence end (with `sentence`) or to the answer's end.
+    /// `None`: the stream ran out of tokens after giving sentences, so its end is not the
+    /// answer's: ask again from its prefix (as the sequential loop would have).
+    async fn read(
+        &mut self,
+        open: &mut Open,
+        sentence: bool,
+    ) -> std::result::Result<Option<UpstreamSentence>, Failure> {
+        let c = &self.config;
+        let url = &open.url;
         let mut chunks = 0;
         loop {
+            if let Some(reason) = &open.ended {
+                let pending = open.splitter.pending();
+                if open.served > 0 && reason == "length" && !(sentence && pending.is_some()) {
+                    return Ok(None);
+                }
+                let all = open.splitter.text().len();
+                let end = if sentence {
+                    open.splitter.finish().unwrap_or(all)
+                } else {
+                    all
+                };
+                let text = open.splitter.take(end);
+                return Ok(Some(UpstreamSentence {
+                    last: open.splitter.text().trim().is_empty(),
+                    text,
+                    tokens: chunks,
+                }));
+            }
+            if sentence {
+                let end = open.splitter.pending().or_else(|| {
+                    (open.splitter.text().len() > c.max_sentence_chars)
+                        .then_some(open.splitter.text().len())
+                });
+                if let Some(end) = end {
+                    return Ok(Some(UpstreamSentence {
+                        text: open.splitter.take(end),
+                        last: false,
+                        tokens: chunks,
+                    }));
+                }
+            }
             if self.cancel.is_cancelled() {
                 return Err(Failure {
                     error: Error::Cancelled,
                     retry: false,
                 });
             }
-            let event = match platform::timeout(c.idle_timeout, events.next()).await {
+            let event = match platform::timeout(c.idle_timeout, open.events.next()).await {
                 None => {
                     return Err(timed_out(format!(
                         "{url} sent nothing for {:?}",
@@ -228,11 +347,8 @@ impl RemoteUpstream {
                 Some(Some(Ok(ev))) => ev,
             };
             if event.data.trim() == "[DONE]" {
-                return Ok(UpstreamSentence {
-                    text: splitter.text().to_string(),
-                    last: true,
-                    tokens: chunks,
-                });
+                open.ended = Some(Value::Null);
+                continue;
             }
             let v: Value = serde_json::from_str(&event.data).map_err(|e| {
                 fail(
@@ -257,37 +373,18 @@ impl RemoteUpstream {
                 .or_else(|| choice["delta"]["content"].as_str())
                 .unwrap_or("");
             chunks += 1;
-            let end = splitter.push(piece);
-            if sentence {
-                if let Some(end) = end {
-                    // Dropping `events` closes the connection: the server stops generating.
-                    return Ok(UpstreamSentence {
-                        text: splitter.text()[..end].to_string(),
-                        last: false,
-                        tokens: chunks,
-                    });
-                }
-                if splitter.text().len() > c.max_sentence_chars {
-                    return Ok(UpstreamSentence {
-                        text: splitter.text().to_string(),
-                        last: false,
-                        tokens: chunks,
-                    });
-                }
-            }
+            self.stats.chunks += 1;
+            open.splitter.push(piece);
             if choice["finish_reason"].is_string() {
-                // The answer ended: all that is left is its last sentence.
-                return Ok(UpstreamSentence {
-                    text: splitter.text().to_string(),
-                    last: true,
-                    tokens: chunks,
-                });
+                open.ended = Some(choice["finish_reason"].clone());
             }
         }
     }
 
+    /// The next sentence (or, without `sentence`, the rest) after `prefix`: from the open
+    /// stream when it continues this prefix, else from a new request; retried with backoff.
     async fn with_retries(
-        &self,
+        &mut self,
         query: &str,
         prefix: &str,
         sentence: bool,
@@ -296,17 +393,41 @@ impl RemoteUpstream {
             return Err(Error::EmptyInput("the query is empty"));
         }
         let mut wait = self.config.backoff;
-        for attempt in 0..=self.config.retries {
-            match self.attempt(query, prefix, sentence).await {
-                Ok(s) => return Ok(s),
-                Err(f) if f.retry && attempt < self.config.retries => {
+        let mut failures = 0;
+        loop {
+            // A stream that continues another prefix is dropped here, which aborts it.
+            let open = self.open.take().filter(|o| o.prefix == prefix);
+            let outcome = match open {
+                Some(o) => Ok(o),
+                None => self.open(query, prefix).await,
+            };
+            let outcome = match outcome {
+                Ok(mut o) => self.read(&mut o, sentence).await.map(|s| (o, s)),
+                Err(f) => Err(f),
+            };
+            match outcome {
+                Ok((mut o, Some(s))) => {
+                    if !s.last && self.config.optimistic {
+                        o.prefix.push_str(&s.text);
+                        o.served += 1;
+                        self.open = Some(o);
+                    }
+                    return Ok(s);
+                }
+                Ok((_, None)) => {}
+                Err(f) if f.retry && failures < self.config.retries => {
+                    failures += 1;
                     platform::sleep(wait).await;
                     wait *= 2;
                 }
                 Err(f) => return Err(f.error),
             }
         }
-        unreachable!("the last attempt returns")
+    }
+
+    /// Drops the open stream, if any (the server stops generating).
+    pub fn close(&mut self) {
+        self.open = None;
     }
 }
 

@@ -29,7 +29,7 @@ pub struct AlignArgs {
     remote_model: String,
     /// API for a remote upstream: completions (we apply the chat template) or chat
     #[arg(long, default_value = "completions")]
-    remote_api: String,
+    remote_api: Api,
     /// The remote model's chat template (a Jinja file) for --remote-api completions; default: the local model's
     #[arg(long)]
     remote_template: Option<std::path::PathBuf>,
@@ -124,11 +124,7 @@ pub fn run(args: AlignArgs) -> Result<()> {
         AnyUpstream::Local(LocalUpstream::new(engine.clone(), options))
     } else {
         let mut remote = RemoteConfig::new(&args.upstream, &args.remote_model);
-        remote.api = match args.remote_api.as_str() {
-            "completions" => Api::Completions,
-            "chat" => Api::Chat,
-            other => anyhow::bail!("--remote-api is completions or chat, not '{other}'"),
-        };
+        remote.api = args.remote_api;
         remote.template = Some(match &args.remote_template {
             Some(path) => stream_aligner::text::ChatTemplate::new(
                 &std::fs::read_to_string(path)

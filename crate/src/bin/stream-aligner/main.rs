@@ -2,10 +2,12 @@
 
 mod align;
 mod bench;
+mod bench_gateway;
 mod datagen;
 mod eval;
 mod fetch;
 mod references;
+mod serve;
 mod train;
 
 use std::io::Write;
@@ -131,16 +133,8 @@ enum Command {
     },
     /// Answer a query with the Stream Aligner loop, showing each round
     Align(align::AlignArgs),
-    /// Serve the model as an OpenAI-compatible API (/v1/completions, /v1/chat/completions, SSE)
-    Serve {
-        #[command(flatten)]
-        model: ModelArgs,
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        addr: String,
-        /// The model name the API reports
-        #[arg(long, default_value = "smollm2-135m-instruct")]
-        name: String,
-    },
+    /// Serve the model as an OpenAI-compatible API, or with --upstream the aligning gateway in front of one
+    Serve(serve::ServeArgs),
     /// Make on-policy training data: the upstream's sentences on word problems, annotated by the oracle
     Datagen(datagen::DatagenArgs),
     /// Split GSM8K's training file (a seeded validation set) and write records from its reference solutions
@@ -153,6 +147,8 @@ enum Command {
     Problems(eval::ProblemsArgs),
     /// Measure prefill and decode speed (optionally beside llama.cpp's llama-bench)
     Bench(bench::BenchArgs),
+    /// The aligning gateway against a fake hosted upstream: cost and latency by strategy, or a load run
+    BenchGateway(bench_gateway::BenchGatewayArgs),
 }
 
 fn main() -> Result<()> {
@@ -222,20 +218,8 @@ fn main() -> Result<()> {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Problems(args) => eval::problems(args),
-        Command::Serve { model, addr, name } => {
-            let engine = std::sync::Arc::new(model.load()?);
-            let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(async {
-                let bound = stream_aligner::serve::spawn(
-                    stream_aligner::serve::ServerState::new(engine, &name),
-                    &addr,
-                )
-                .await?;
-                eprintln!("serving {name} on http://{bound}/v1 (Ctrl-C stops)");
-                tokio::signal::ctrl_c().await?;
-                anyhow::Ok(())
-            })
-        }
+        Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchGateway(args) => bench_gateway::run(args),
     }
 }
