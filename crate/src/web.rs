@@ -68,6 +68,9 @@ struct RemoteOptions {
     api: Option<String>,
     #[serde(default)]
     timeout_ms: Option<u64>,
+    /// The conversation before the query (system prompt, earlier turns), sent as it is.
+    #[serde(default)]
+    context: Vec<crate::text::Message>,
 }
 
 impl Default for RunOptions {
@@ -173,8 +176,23 @@ impl Session {
             )
             .await
             .map_err(|e| JsValue::from(js_err(e)))?;
-            let json = serde_json::to_string(&answer).map_err(|e| JsValue::from(js_err(e)))?;
-            Ok(JsValue::from_str(&json))
+            let mut json = serde_json::to_value(&answer).map_err(|e| JsValue::from(js_err(e)))?;
+            if let AnyUpstream::Remote(r) = &upstream {
+                json["upstream_requests"] = r.stats.requests.into();
+            }
+            let conversation: Vec<&str> = opts
+                .remote
+                .iter()
+                .flat_map(|r| r.context.iter().map(|m| m.content.as_str()))
+                .chain([query.as_str()])
+                .collect();
+            json["prompt_tokens"] = inner
+                .aligner
+                .tokenizer
+                .encode(&conversation.join("\n"))
+                .map_or(0, |ids| ids.len())
+                .into();
+            Ok(JsValue::from_str(&json.to_string()))
         }))
     }
 }
@@ -205,6 +223,7 @@ fn upstream(inner: &Inner, opts: &RunOptions, cancel: &CancelToken) -> crate::Re
         }
     };
     config.template = Some(inner.upstream.template.clone());
+    config.context = r.context.clone();
     if let Some(ms) = r.timeout_ms {
         config.idle_timeout = std::time::Duration::from_millis(ms);
     }

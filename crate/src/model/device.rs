@@ -59,6 +59,7 @@ impl EngineDevice {
     }
 
     /// Initialises the wgpu runtime once; later calls reuse it.
+    #[cfg(feature = "wgpu")]
     pub async fn wgpu() -> Result<Self> {
         static WGPU: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
         if let Some(d) = WGPU.get() {
@@ -76,6 +77,15 @@ impl EngineDevice {
             device,
             backend: Backend::Wgpu,
         })
+    }
+
+    /// This build has no wgpu backend (the CPU-only package).
+    #[cfg(not(feature = "wgpu"))]
+    pub async fn wgpu() -> Result<Self> {
+        Err(Error::Device(
+            "this build has no wgpu backend (built without the `wgpu` feature): use the CPU"
+                .into(),
+        ))
     }
 
     pub async fn new(backend: Backend) -> Result<Self> {
