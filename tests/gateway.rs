@@ -225,7 +225,7 @@ fn real_clients_stream_the_corrected_answer() {
 }
 
 /// A misbehaving upstream, one route per fault; it records the Authorization it was sent.
-async fn faulty(seen_key: Arc<Mutex<Vec<String>>>) -> String {
+async fn faulty(seen_key: Arc<Mutex<Vec<String>>>, seen_body: Arc<Mutex<Vec<String>>>) -> String {
     let sse = |body: String| ([("content-type", "text/event-stream")], body);
     let key = |h: &HeaderMap| {
         h.get("authorization")
@@ -234,7 +234,26 @@ async fn faulty(seen_key: Arc<Mutex<Vec<String>>>) -> String {
             .to_string()
     };
     let k1 = seen_key.clone();
+    let bodies = seen_body.clone();
     let app = Router::new()
+        // Records the request and answers two sentences, a word a chunk.
+        .route(
+            "/record/chat/completions",
+            post(move |body: String| {
+                bodies.lock().unwrap().push(body);
+                async move {
+                    let words = ["Two", " plus", " two", " is", " 4.", " The", " answer", " is", " 4."];
+                    let mut out = String::new();
+                    for (i, w) in words.iter().enumerate() {
+                        let finish = if i + 1 == words.len() { "\"stop\"" } else { "null" };
+                        out += &format!(
+                            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{w}\"}},\"finish_reason\":{finish}}}]}}\n\n"
+                        );
+                    }
+                    sse(out + "data: [DONE]\n\n")
+                }
+            }),
+        )
         // 500 that echoes the key it was sent (a careless upstream).
         .route(
             "/echo500/chat/completions",
@@ -279,7 +298,8 @@ fn upstream_faults_and_bad_requests_get_openai_shaped_errors() {
     let secret = "sk-upstream-secret-1234";
     runtime().block_on(async {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let fake = faulty(seen.clone()).await;
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let fake = faulty(seen.clone(), bodies.clone()).await;
         let chat = |messages: Value| json!({ "model": "m", "messages": messages });
         let ask = chat(json!([{ "role": "user", "content": "What is 2 + 2?" }]));
         let mut faults = Vec::new();
@@ -315,6 +335,33 @@ fn upstream_faults_and_bad_requests_get_openai_shaped_errors() {
         // The key went to the upstream, as a bearer token, on every attempt.
         assert!(seen.lock().unwrap().iter().all(|k| k == &format!("Bearer {secret}")));
         assert_eq!(seen.lock().unwrap().len(), 4, "two requests, each retried once");
+
+        // What passes through: the system message, sampling parameters, stop; not our
+        // extension or unknown fields. max_tokens bounds the whole answer.
+        let base = gateway_on(config(&format!("{fake}/record"), true)).await;
+        let (status, _, v) = send_json(
+            &format!("{base}/chat/completions"),
+            json!({
+                "model": "m",
+                "messages": [
+                    { "role": "system", "content": "Be brief." },
+                    { "role": "user", "content": "What is 2 + 2?" },
+                ],
+                "temperature": 0.3, "top_p": 0.9, "seed": 7, "stop": ["\n\n"],
+                "max_tokens": 3, "stream_aligner": { "details": true }, "x_unknown": 1,
+            }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+        assert_eq!(v["stream_aligner"]["sentences"].as_array().unwrap().len(), 1, "{v}");
+        let sent: Value = serde_json::from_str(&bodies.lock().unwrap()[0]).unwrap();
+        assert_eq!(sent["messages"][0], json!({ "role": "system", "content": "Be brief." }));
+        assert_eq!(sent["messages"][1]["content"], "What is 2 + 2?");
+        for (k, want) in [("temperature", json!(0.3)), ("top_p", json!(0.9)), ("seed", json!(7)), ("stop", json!(["\n\n"])), ("max_tokens", json!(3)), ("stream", json!(true))] {
+            assert_eq!(sent[k], want, "{k}: {sent}");
+        }
+        assert!(sent.get("x_unknown").is_none() && sent.get("stream_aligner").is_none(), "{sent}");
 
         // Bad requests, with gateway keys on.
         let dir = std::env::temp_dir().join(format!("sa-gw-{}", std::process::id()));

@@ -83,8 +83,7 @@ impl EngineDevice {
     #[cfg(not(feature = "wgpu"))]
     pub async fn wgpu() -> Result<Self> {
         Err(Error::Device(
-            "this build has no wgpu backend (built without the `wgpu` feature): use the CPU"
-                .into(),
+            "this build has no wgpu backend (built without the `wgpu` feature): use the CPU".into(),
         ))
     }
 
