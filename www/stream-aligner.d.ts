@@ -65,8 +65,12 @@ interface Api extends EventTarget {
 
 export declare class StreamAligner extends EventTarget implements Api {
   static load(options?: LoadOptions): Promise<StreamAligner>;
+  /** The complete sentences of `text`; unless `finished`, an uncertain last one is left out. */
+  static splitSentences(text: string, finished?: boolean): string[];
   readonly backend: 'webgpu' | 'cpu';
   readonly upstream: 'local' | 'remote';
   stream(query: string, options?: StreamOptions): AsyncGenerator<SentenceEvent, void, void>;
   correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; signal?: AbortSignal }): Promise<Answer>;
+  /** One sentence corrected after `prefix` (the corrected text before it). */
+  correctSentence(query: string, prefix: string, sentence: string, options?: { calculator?: boolean; signal?: AbortSignal }): Promise<{ text: string; changed: boolean }>;
 }

@@ -10,7 +10,7 @@
 // LoRA adapter. WebGPU is used when the browser offers an adapter, else burn's CPU backend runs
 // in wasm (`aligner.backend` says which).
 
-import init, { Session, Cancel } from './pkg/stream_aligner.js';
+import init, { Session, Cancel, splitSentences } from './pkg/stream_aligner.js';
 
 const CACHE = 'stream-aligner-weights-v1';
 
@@ -145,6 +145,35 @@ export class StreamAligner extends EventTarget {
       await new Promise((r) => { wake = r; });
     }
     if (failure) throw failure;
+  }
+
+  /**
+   * One sentence corrected after `prefix` (the corrected text before it): what an extension
+   * rewriting a message as it streams into a page needs. Resolves to { text, changed }.
+   */
+  async correctSentence(query, prefix, sentence, { calculator = true, signal } = {}) {
+    if (signal?.aborted) throw new DOMException('aborted', 'AbortError');
+    const cancel = new Cancel();
+    const abort = () => cancel.cancel();
+    signal?.addEventListener('abort', abort, { once: true });
+    try {
+      const r = JSON.parse(await this.#session.correctSentence(query, prefix, sentence, calculator, cancel));
+      return { text: r.text, changed: r.changed };
+    } catch (e) {
+      if (signal?.aborted) throw new DOMException('aborted', 'AbortError');
+      throw e instanceof Error ? e : new Error(String(e));
+    } finally {
+      signal?.removeEventListener('abort', abort);
+      cancel.free();
+    }
+  }
+
+  /**
+   * The complete sentences of `text`, split as the sentence loop splits them; unless
+   * `finished`, a last sentence whose end is not yet certain is left out. Needs `load()` first.
+   */
+  static splitSentences(text, finished = false) {
+    return splitSentences(text, finished);
   }
 
   /** Post-hoc correction of a complete answer (what an extension rewriting output needs). */

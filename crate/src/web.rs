@@ -197,6 +197,55 @@ impl Session {
     }
 }
 
+#[wasm_bindgen]
+impl Session {
+    /// Corrects one sentence given the query and the corrected prefix before it (an extension
+    /// rewriting a message as it streams into a page). Resolves to JSON: `{text, changed,
+    /// tokens}`.
+    #[wasm_bindgen(js_name = correctSentence)]
+    pub fn correct_sentence(
+        &self,
+        query: String,
+        prefix: String,
+        sentence: String,
+        calculator: bool,
+        cancel: &Cancel,
+    ) -> js_sys::Promise {
+        let inner = self.inner.clone();
+        let cancel = cancel.0.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let mut aligner = Aligner::new(inner.aligner.clone());
+            aligner.cancel = cancel;
+            aligner.calculator = calculator;
+            let original = sentence.trim();
+            let c = aligner
+                .correct(&query, &prefix, original)
+                .await
+                .map_err(|e| JsValue::from(js_err(e)))?;
+            let json = serde_json::json!({
+                "text": c.text,
+                "changed": c.text.trim() != original,
+                "tokens": c.tokens,
+            });
+            Ok(JsValue::from_str(&json.to_string()))
+        })
+    }
+}
+
+/// The complete sentences of `text` (each with its leading whitespace; they concatenate back to
+/// the text they cover). Unless `finished`, a last sentence whose end is not yet certain is
+/// left out: more text may still come.
+#[wasm_bindgen(js_name = splitSentences)]
+pub fn split_sentences(text: &str, finished: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(end) = crate::text::first_sentence_end(rest, finished) {
+        out.push(rest[..end].to_string());
+        rest = &rest[end..];
+    }
+    out
+}
+
 /// The local model, or the remote server the options name.
 fn upstream(inner: &Inner, opts: &RunOptions, cancel: &CancelToken) -> crate::Result<AnyUpstream> {
     let Some(r) = &opts.remote else {
