@@ -44,15 +44,22 @@ test('the extension rewrites a wrong step in place, shows the original on hover,
       '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
   try {
-    const worker = ctx.serviceWorkers()[0] ?? await ctx.waitForEvent('serviceworker', { timeout: 30_000 });
+    // The extension's service worker (it may have started before we look).
+    let worker = ctx.serviceWorkers()[0];
+    for (let i = 0; !worker && i < 120; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      worker = ctx.serviceWorkers()[0];
+    }
+    assert.ok(worker, 'the extension loaded (its service worker runs)');
     const page = await ctx.newPage();
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(url);
-    // Every sentence decided: the wrong step and the wrong answer are rewritten.
+    // Every sentence decided (the last once the message stops changing): the wrong step and
+    // the wrong answer it led to are rewritten.
     await page.waitForFunction(() => window.streamed
-      && document.querySelectorAll('[data-sa-original]').length >= 1
-      && !document.getElementById('answer').textContent.includes('= 15'), null, { timeout: 600_000, polling: 500 });
+      && document.querySelectorAll('[data-sa-original]').length >= 2
+      && !document.getElementById('answer').textContent.includes('15'), null, { timeout: 600_000, polling: 500 });
     const marked = await page.$$eval('[data-sa-original]', (xs) => xs.map((x) => ({ now: x.textContent, was: x.dataset.saOriginal, title: x.title })));
     t.diagnostic(JSON.stringify(marked));
     const step = marked.find((m) => m.was.includes('17 - 3 = 15'));
@@ -61,6 +68,7 @@ test('the extension rewrites a wrong step in place, shows the original on hover,
     assert.equal(step.title, `Original: ${step.was}`);
     const text = await page.textContent('#answer');
     assert.ok(text.startsWith('Mia starts with 12 apples.'), text);
+    assert.match(text, /The answer is 14\.$/);
     // The original shows on hover.
     await page.hover('[data-sa-original]');
     const tip = await page.$eval('[data-sa-original]', (x) => getComputedStyle(x, '::after').content);

@@ -77,7 +77,8 @@
   async function check(el, finished) {
     const st = state.get(el);
     if (!st || !settings.enabled) return;
-    if (st.busy) { st.again = st.again || (finished ? 'finished' : 'more'); return; }
+    // Busy: check again when done, as finished if either asked for it (the idle timer fires once).
+    if (st.busy) { st.again = finished || st.again === 'finished' ? 'finished' : 'more'; return; }
     st.busy = true;
     try {
       const r = await chrome.runtime.sendMessage({
