@@ -60,7 +60,8 @@ interface Api extends EventTarget {
   readonly upstream: 'local' | 'remote';
   stream(query: string, options?: StreamOptions): AsyncGenerator<SentenceEvent, void, void>;
   correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; signal?: AbortSignal }): Promise<Answer>;
-  addEventListener(type: 'sentence', listener: (e: CustomEvent<SentenceEvent>) => void): void;
+  addEventListener(type: 'sentence', listener: (e: CustomEvent<SentenceEvent>) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
 }
 
 export declare class StreamAligner extends EventTarget implements Api {
@@ -71,6 +72,8 @@ export declare class StreamAligner extends EventTarget implements Api {
   readonly upstream: 'local' | 'remote';
   stream(query: string, options?: StreamOptions): AsyncGenerator<SentenceEvent, void, void>;
   correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; signal?: AbortSignal }): Promise<Answer>;
+  addEventListener(type: 'sentence', listener: (e: CustomEvent<SentenceEvent>) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
   /** One sentence corrected after `prefix` (the corrected text before it). */
   correctSentence(query: string, prefix: string, sentence: string, options?: { calculator?: boolean; signal?: AbortSignal }): Promise<{ text: string; changed: boolean }>;
 }
