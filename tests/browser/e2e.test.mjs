@@ -80,6 +80,7 @@ test('without WebGPU, the demo answers a word problem sentence by sentence on th
   await p.waitForFunction(() => window.demo.backend || window.demo.error, null, { timeout: 120_000 });
   assert.match(await p.textContent('#status'), /Ready/);
   assert.deepEqual(fetched, [], 'weights come from the cache');
+  assert.deepEqual(await p.evaluate(() => window.demo.sources), { 'base model': 'cache', adapter: 'cache' }, 'and the page says so');
   await p.close();
 });
 
