@@ -13,7 +13,7 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::{engine, shipped_aligner_engine};
+use common::{engine, runtime, shipped_aligner_engine};
 use serde_json::{Value, json};
 use stream_aligner::gateway::{self, Gateway, GatewayConfig};
 use stream_aligner::serve::{self, ServerState};
@@ -21,14 +21,6 @@ use stream_aligner::upstream::{Api, RemoteConfig};
 
 const QUERY: &str =
     "Mia has 12 apples. She buys 5 more and then gives away 3. How many apples does she have?";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn config(base: &str, optimistic: bool) -> GatewayConfig {
     let mut up = RemoteConfig::new(base, "smollm2");

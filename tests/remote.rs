@@ -11,18 +11,10 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::engine;
+use common::{engine, runtime};
 use stream_aligner::serve::{self, ServerState};
 use stream_aligner::upstream::{Api, LocalUpstream, RemoteConfig, RemoteUpstream, Upstream};
 use stream_aligner::{Error, GenerateOptions};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn remote(base: &str, api: Api) -> RemoteUpstream {
     let mut c = RemoteConfig::new(base, "smollm2");

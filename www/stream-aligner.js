@@ -108,11 +108,7 @@ export class StreamAligner extends EventTarget {
     const { signal, upstream = this.upstream, ...rest } = options;
     if (upstream === 'remote' && !this.#remote) throw new Error('no remote upstream was given to load()');
     if (upstream === 'remote') rest.remote = this.#remote;
-    if (signal?.aborted) throw new DOMException('aborted', 'AbortError');
-    const cancel = new Cancel();
-    const abort = () => cancel.cancel();
-    signal?.addEventListener('abort', abort, { once: true });
-    try {
+    return this.#cancellable(signal, async (cancel) => {
       const json = await this.#session.run(query, JSON.stringify(rest), (e) => {
         const ev = toEvent(e);
         onEvent?.(ev);
@@ -120,6 +116,17 @@ export class StreamAligner extends EventTarget {
       }, cancel);
       const a = JSON.parse(json);
       return { text: a.text, events: a.events.map((e) => toEvent(JSON.stringify(e))) };
+    });
+  }
+
+  /** `work(cancel)` with a Cancel that `signal` triggers; an abort rejects with an AbortError. */
+  async #cancellable(signal, work) {
+    if (signal?.aborted) throw new DOMException('aborted', 'AbortError');
+    const cancel = new Cancel();
+    const abort = () => cancel.cancel();
+    signal?.addEventListener('abort', abort, { once: true });
+    try {
+      return await work(cancel);
     } catch (e) {
       if (signal?.aborted) throw new DOMException('aborted', 'AbortError');
       throw e instanceof Error ? e : new Error(String(e));
@@ -151,21 +158,11 @@ export class StreamAligner extends EventTarget {
    * One sentence corrected after `prefix` (the corrected text before it): what an extension
    * rewriting a message as it streams into a page needs. Resolves to { text, changed }.
    */
-  async correctSentence(query, prefix, sentence, { calculator = true, signal } = {}) {
-    if (signal?.aborted) throw new DOMException('aborted', 'AbortError');
-    const cancel = new Cancel();
-    const abort = () => cancel.cancel();
-    signal?.addEventListener('abort', abort, { once: true });
-    try {
+  correctSentence(query, prefix, sentence, { calculator = true, signal } = {}) {
+    return this.#cancellable(signal, async (cancel) => {
       const r = JSON.parse(await this.#session.correctSentence(query, prefix, sentence, calculator, cancel));
       return { text: r.text, changed: r.changed };
-    } catch (e) {
-      if (signal?.aborted) throw new DOMException('aborted', 'AbortError');
-      throw e instanceof Error ? e : new Error(String(e));
-    } finally {
-      signal?.removeEventListener('abort', abort);
-      cancel.free();
-    }
+    });
   }
 
   /**

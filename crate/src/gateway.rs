@@ -226,8 +226,14 @@ impl Gateway {
 
 pub fn router(g: Arc<Gateway>) -> Router {
     let mut r = Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/completions", post(completions))
+        .route(
+            "/v1/chat/completions",
+            post(|State(g), headers, body| answer(g, headers, body, true)),
+        )
+        .route(
+            "/v1/completions",
+            post(|State(g), headers, body| answer(g, headers, body, false)),
+        )
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -627,22 +633,7 @@ impl Gateway {
     }
 }
 
-async fn chat_completions(
-    State(g): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    answer(g, headers, body, true).await
-}
-
-async fn completions(
-    State(g): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    answer(g, headers, body, false).await
-}
-
+/// Either endpoint: the answer, counted by its status.
 async fn answer(
     g: Arc<Gateway>,
     headers: HeaderMap,

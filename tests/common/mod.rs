@@ -30,6 +30,16 @@ pub fn engine() -> Arc<Engine> {
     .clone()
 }
 
+/// A two-thread tokio runtime for the tests that run servers on 127.0.0.1.
+#[allow(dead_code)]
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The aligner as shipped: the base model with models/aligner/lora's adapter.
 #[allow(dead_code)]
 pub fn shipped_aligner_engine() -> Arc<Engine> {
