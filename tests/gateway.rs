@@ -401,6 +401,31 @@ fn upstream_faults_and_bad_requests_get_openai_shaped_errors() {
         extra["some_future_field"] = json!({ "a": 1 });
         let (status, v) = send(extra.to_string(), Some("gw-key")).await;
         assert_eq!(status, 504, "{v}");
+        // CORS is off unless an origin is named; then only that origin is allowed.
+        let preflight = |base: String, origin: &'static str| {
+            let client = client.clone();
+            async move {
+                let r = client
+                    .request(reqwest::Method::OPTIONS, format!("{base}/chat/completions"))
+                    .header("origin", origin)
+                    .header("access-control-request-method", "POST")
+                    .send()
+                    .await
+                    .unwrap();
+                r.headers()
+                    .get("access-control-allow-origin")
+                    .map(|v| v.to_str().unwrap().to_string())
+            }
+        };
+        assert_eq!(preflight(base.clone(), "https://app.example").await, None);
+        let mut c = config(&format!("{fake}/silent"), true);
+        c.cors_origins = vec!["https://app.example".into()];
+        let open = gateway_on(c).await;
+        assert_eq!(
+            preflight(open.clone(), "https://app.example").await.as_deref(),
+            Some("https://app.example")
+        );
+        assert_eq!(preflight(open, "https://evil.example").await, None);
         // Health is open; metrics need the key.
         let h = client.get(format!("{}/health", base.trim_end_matches("/v1"))).send().await.unwrap();
         assert_eq!(h.status().as_u16(), 200);
