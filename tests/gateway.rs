@@ -19,6 +19,14 @@ use stream_aligner::gateway::{self, Gateway, GatewayConfig};
 use stream_aligner::serve::{self, ServerState};
 use stream_aligner::upstream::{Api, RemoteConfig};
 
+/// The tests of this file run one at a time: the disconnect test times the gateway, and the
+/// others run the real model on the same 2 cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 const QUERY: &str =
     "Mia has 12 apples. She buys 5 more and then gives away 3. How many apples does she have?";
 
@@ -66,6 +74,7 @@ async fn send_json(url: &str, body: Value) -> (StatusCode, HeaderMap, Value) {
 /// give the sequential loop's text, with fewer upstream requests.
 #[test]
 fn optimistic_streaming_gives_the_sequential_answer_with_fewer_requests() {
+    let _serial = serial();
     runtime().block_on(async {
         let upstream = engine_upstream().await;
         let body = json!({
@@ -112,6 +121,7 @@ fn optimistic_streaming_gives_the_sequential_answer_with_fewer_requests() {
 /// Streams through the gateway with curl -N and with the official openai SDK (Python).
 #[test]
 fn real_clients_stream_the_corrected_answer() {
+    let _serial = serial();
     let rt = runtime();
     let (base, _guard) = rt.block_on(async {
         let upstream = engine_upstream().await;
@@ -287,6 +297,7 @@ fn error_of(v: &Value) -> (&str, &str) {
 
 #[test]
 fn upstream_faults_and_bad_requests_get_openai_shaped_errors() {
+    let _serial = serial();
     let secret = "sk-upstream-secret-1234";
     runtime().block_on(async {
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -484,6 +495,7 @@ async fn slow(dropped: Arc<Mutex<Option<Instant>>>, requests: Arc<AtomicUsize>) 
 
 #[test]
 fn a_client_that_leaves_closes_the_upstream_request_and_a_full_gateway_says_429() {
+    let _serial = serial();
     runtime().block_on(async {
         let dropped = Arc::new(Mutex::new(None));
         let requests = Arc::new(AtomicUsize::new(0));
