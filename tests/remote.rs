@@ -232,3 +232,75 @@ fn serve_applies_stop_sequences_and_reports_usage() {
         assert_eq!(bad.status(), 400);
     });
 }
+
+/// A budget-bound upstream: each request gives at most two sentences of a three-sentence
+/// answer after the prefix (a final assistant message), ending by "length" while more remain.
+/// Optimistically, a reused stream that runs out of tokens is not the answer's end: the text
+/// and where it ends are the sequential loop's.
+#[test]
+fn a_reused_stream_cut_by_its_token_budget_does_not_end_the_answer() {
+    runtime().block_on(async {
+        let requests = Arc::new(AtomicUsize::new(0));
+        let n = requests.clone();
+        let app = Router::new().route(
+            "/v1/chat/completions",
+            post(move |body: String| {
+                n.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    let msgs = v["messages"].as_array().unwrap();
+                    let prefix = msgs
+                        .last()
+                        .filter(|m| m["role"] == "assistant")
+                        .and_then(|m| m["content"].as_str())
+                        .unwrap_or("");
+                    let all = ["A is 1.", "\nB is 2.", "\nC is 3."];
+                    let done = stream_aligner::text::split_sentences(prefix).len();
+                    let mut give: Vec<&str> = all[done..(done + 2).min(all.len())].to_vec();
+                    // Cut mid-line: the line break makes the last sentence's end certain.
+                    if done + give.len() < all.len() {
+                        give.push("\n");
+                    }
+                    let finish = if give.last() == Some(&"\n") { "length" } else { "stop" };
+                    let mut out = String::new();
+                    for (i, s) in give.iter().enumerate() {
+                        let f = if i + 1 == give.len() { format!("\"{finish}\"") } else { "null".into() };
+                        let piece = serde_json::to_string(s).unwrap();
+                        out += &format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{piece}}},\"finish_reason\":{f}}}]}}\n\n");
+                    }
+                    ([("content-type", "text/event-stream")], out + "data: [DONE]\n\n")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        for optimistic in [false, true] {
+            let mut c = RemoteConfig::new(&base, "m");
+            c.api = Api::Chat;
+            c.optimistic = optimistic;
+            let mut up = RemoteUpstream::new(c).unwrap();
+            let mut prefix = String::new();
+            let mut got = Vec::new();
+            for _ in 0..5 {
+                let s = up.next_sentence("q", &prefix).await.unwrap();
+                got.push((s.text.clone(), s.last));
+                prefix.push_str(&s.text);
+                if s.last {
+                    break;
+                }
+            }
+            assert_eq!(
+                got,
+                [
+                    ("A is 1.".to_string(), false),
+                    ("\nB is 2.".to_string(), false),
+                    ("\nC is 3.".to_string(), true)
+                ],
+                "optimistic: {optimistic}"
+            );
+        }
+        // Sequentially three requests; optimistically the first stream gives two sentences.
+        assert_eq!(requests.load(Ordering::SeqCst), 3 + 2);
+    });
+}

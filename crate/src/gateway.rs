@@ -169,7 +169,7 @@ pub struct Gateway {
     engine: Arc<Engine>,
     config: GatewayConfig,
     /// One aligner pass at a time.
-    compute: Semaphore,
+    compute: Arc<Semaphore>,
     active: AtomicUsize,
     metrics: Metrics,
 }
@@ -179,7 +179,7 @@ impl Gateway {
         Arc::new(Self {
             engine,
             config,
-            compute: Semaphore::new(1),
+            compute: Arc::new(Semaphore::new(1)),
             active: AtomicUsize::new(0),
             metrics: Metrics {
                 requests: Mutex::new(Vec::new()),
@@ -301,6 +301,15 @@ fn failure(e: &Error) -> (StatusCode, &'static str, &'static str) {
             StatusCode::GATEWAY_TIMEOUT,
             "upstream_error",
             "upstream_timeout",
+        ),
+        // The upstream refused the request itself (a bad pass-through parameter): the client's.
+        Error::Remote {
+            status: Some(400 | 422),
+            ..
+        } => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "upstream_rejected_request",
         ),
         Error::Remote { .. } => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error"),
         _ => (
@@ -502,14 +511,19 @@ impl Corrector for Seat {
     async fn correct(&mut self, query: &str, prefix: &str, original: &str) -> Result<Correction> {
         let g = self.gateway.clone();
         let t = Instant::now();
-        g.metrics.waiting.fetch_add(1, Ordering::Relaxed);
-        let permit = g.compute.acquire().await;
-        g.metrics.waiting.fetch_sub(1, Ordering::Relaxed);
-        let _permit = permit.map_err(|_| Error::Cancelled)?;
+        let permit = {
+            // Counted while waiting, however the wait ends (a client that leaves drops it).
+            let _waiting = Waiting::new(&g);
+            g.compute.clone().acquire_owned().await
+        };
+        let permit = permit.map_err(|_| Error::Cancelled)?;
         let mut aligner = self.aligner.take().ok_or(Error::Cancelled)?;
         let (q, p, o) = (query.to_string(), prefix.to_string(), original.to_string());
+        // The permit goes with the pass: a client that leaves mid-pass can't start another
+        // beside it.
         let (aligner, out) = tokio::task::spawn_blocking(move || {
             let out = futures::executor::block_on(aligner.correct(&q, &p, &o));
+            drop(permit);
             (aligner, out)
         })
         .await
@@ -521,6 +535,22 @@ impl Corrector for Seat {
 
     fn cancel_token(&self) -> &CancelToken {
         &self.cancel
+    }
+}
+
+/// Counts a correction waiting for the aligner while it lives.
+struct Waiting<'a>(&'a Gateway);
+
+impl<'a> Waiting<'a> {
+    fn new(g: &'a Gateway) -> Self {
+        g.metrics.waiting.fetch_add(1, Ordering::Relaxed);
+        Self(g)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -616,10 +646,12 @@ impl Gateway {
             upstream.close();
             let chunk = match outcome {
                 None => return,
-                Some(Ok(_)) => {
+                Some(Ok(answer)) => {
                     g.metrics.answer.observe(started.elapsed().as_secs_f64());
+                    // Cut by the token budget, or by the sentence limit.
+                    let cut = length || answer.events.len() >= config.max_sentences;
                     Chunk::Done {
-                        finish: if length { "length" } else { "stop" },
+                        finish: if cut { "length" } else { "stop" },
                         upstream: stats,
                         aligner_tokens,
                         upstream_tokens: spent,

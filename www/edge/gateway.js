@@ -78,7 +78,7 @@ async function job(request, chat) {
     return error(400, 'invalid_request_error', 'context_length_exceeded', `the conversation has ${chars} characters; at most ${LIMITS.maxChars} are accepted`);
   }
   const maxTokens = req.max_completion_tokens ?? req.max_tokens ?? 1024;
-  if (!Number.isInteger(maxTokens) || maxTokens < 1) return invalid('max_tokens must be a positive integer');
+  if (!Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > 1000000) return invalid('max_tokens must be an integer from 1 to 1000000');
   return { context, query, stream: req.stream === true, details: req.stream_aligner?.details === true, maxTokens, model: req.model };
 }
 
@@ -200,7 +200,15 @@ export function createGateway({ Session, Cancel, load, upstream, apiKeys = [], m
         controller = c;
         const events = [];
         let first = true;
-        s.run(j.query, JSON.stringify(options), (e) => {
+        // run() throws at once on options it refuses; the promise carries the rest.
+        const run = (...args) => {
+          try {
+            return s.run(...args);
+          } catch (e) {
+            return Promise.reject(e);
+          }
+        };
+        run(j.query, JSON.stringify(options), (e) => {
           const ev = JSON.parse(e);
           events.push(ev);
           const c = chunk(ev.corrected, first, null);

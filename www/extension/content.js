@@ -64,9 +64,10 @@
 
   /** Our changes to `el` made (again, if the page re-rendered them away), without seeing them. */
   function apply(el, st) {
-    const marked = el.querySelectorAll('[data-sa-original]').length;
+    const marked = [...el.querySelectorAll('[data-sa-original]')].map((s) => `${s.dataset.saOriginal}\u0000${s.textContent}`);
     const changed = st.decided.filter((d) => d.changed);
-    if (marked >= changed.length) return;
+    const want = changed.map((d) => `${d.original.trim()}\u0000${d.corrected.trim()}`);
+    if (marked.length === want.length && marked.every((m, i) => m === want[i])) return;
     for (const s of el.querySelectorAll('[data-sa-original]')) s.replaceWith(document.createTextNode(s.dataset.saOriginal));
     // Pages that stream a word at a time leave a text node per word: join them first.
     el.normalize();

@@ -18,21 +18,31 @@ let queue = Promise.resolve();
 /** The sentences of `text` not yet decided, decided now: [{ original, corrected, changed }]. */
 async function align({ key, query, text, finished, calculator }) {
   const a = await aligner();
-  const state = messages.get(key) ?? { decided: [], prefix: '' };
+  const state = messages.get(key) ?? { decided: [], prefix: '', text: '' };
   messages.set(key, state);
-  const sentences = StreamAligner.splitSentences(text, finished);
-  // The page may have re-rendered from the start: decided sentences must still lead the text.
-  const same = state.decided.every((d, i) => sentences[i] === d.original);
-  if (!same) {
+  // A last sentence decided at a pause (its end not certain) is decided again if more came.
+  if (text !== state.text) {
+    while (state.decided.at(-1)?.tentative) {
+      const d = state.decided.pop();
+      state.prefix = state.prefix.slice(0, state.prefix.length - d.corrected.length);
+    }
+  }
+  state.text = text;
+  // The decided sentences must still lead the text (else the page re-rendered it otherwise
+  // from the start); only what follows them is split.
+  if (!text.startsWith(state.decided.map((d) => d.original).join(''))) {
     state.decided = [];
     state.prefix = '';
   }
+  const rest = text.slice(state.decided.map((d) => d.original).join('').length);
+  const sentences = StreamAligner.splitSentences(rest, finished);
+  const certain = finished ? StreamAligner.splitSentences(rest, false).length : sentences.length;
   const fresh = [];
-  for (const original of sentences.slice(state.decided.length)) {
+  for (const [i, original] of sentences.entries()) {
     if (!original.trim()) continue;
     const { text: corrected, changed } = await a.correctSentence(query, state.prefix, original, { calculator });
     const lead = original.slice(0, original.length - original.trimStart().length);
-    const d = { original, corrected: changed ? lead + corrected.trim() : original, changed };
+    const d = { original, corrected: changed ? lead + corrected.trim() : original, changed, tentative: i >= certain };
     state.decided.push(d);
     state.prefix += d.corrected;
     fresh.push(d);

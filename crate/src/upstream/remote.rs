@@ -256,7 +256,10 @@ impl RemoteUpstream {
         };
         let status = resp.status();
         if !status.is_success() {
-            let text = resp.text().await.unwrap_or_default();
+            let text = platform::timeout(c.idle_timeout, resp.text())
+                .await
+                .and_then(|t| t.ok())
+                .unwrap_or_default();
             let retry = status.as_u16() == 429 || status.is_server_error();
             return Err(fail(
                 retry,
@@ -301,8 +304,11 @@ impl RemoteUpstream {
                     all
                 };
                 let text = open.splitter.take(end);
+                // A reused stream out of tokens is not the answer's end: the sequential loop
+                // would have asked again, with a budget of its own (the next read says so).
+                let cut = open.served > 0 && reason == "length";
                 return Ok(Some(UpstreamSentence {
-                    last: open.splitter.text().trim().is_empty(),
+                    last: open.splitter.text().trim().is_empty() && !cut,
                     text,
                     tokens: chunks,
                 }));
@@ -397,6 +403,7 @@ impl RemoteUpstream {
         loop {
             // A stream that continues another prefix is dropped here, which aborts it.
             let open = self.open.take().filter(|o| o.prefix == prefix);
+            let reused = open.is_some();
             let outcome = match open {
                 Some(o) => Ok(o),
                 None => self.open(query, prefix).await,
@@ -415,6 +422,9 @@ impl RemoteUpstream {
                     return Ok(s);
                 }
                 Ok((_, None)) => {}
+                // A stream kept open while the aligner judged may have been closed by then (a
+                // proxy's idle timeout): that costs a fresh request, not a retry.
+                Err(f) if reused && f.retry => {}
                 Err(f) if f.retry && failures < self.config.retries => {
                     failures += 1;
                     platform::sleep(wait).await;
