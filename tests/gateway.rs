@@ -282,10 +282,7 @@ async fn faulty(seen_key: Arc<Mutex<Vec<String>>>, seen_body: Arc<Mutex<Vec<Stri
                 "late"
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
+    common::spawn_app(app).await
 }
 
 fn error_of(v: &Value) -> (&str, &str) {
@@ -487,10 +484,7 @@ async fn slow(dropped: Arc<Mutex<Option<Instant>>>, requests: Arc<AtomicUsize>) 
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
+    common::spawn_app(app).await
 }
 
 #[test]

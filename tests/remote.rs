@@ -122,10 +122,7 @@ async fn faulty() -> String {
                 )
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
+    common::spawn_app(app).await
 }
 
 /// Accepts connections and drops them at once: a connection reset.

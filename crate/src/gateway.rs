@@ -280,6 +280,15 @@ fn error(status: StatusCode, kind: &str, code: &str, message: impl std::fmt::Dis
     r
 }
 
+fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_request_error",
+        "invalid_api_key",
+        "a valid gateway key is required (Authorization: Bearer KEY)",
+    )
+}
+
 fn invalid(message: impl std::fmt::Display) -> Response {
     error(
         StatusCode::BAD_REQUEST,
@@ -684,12 +693,7 @@ async fn respond(
     chat: bool,
 ) -> Response {
     if !g.authorized(headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            "invalid_api_key",
-            "a valid gateway key is required (Authorization: Bearer KEY)",
-        );
+        return unauthorized();
     }
     let job = match g.job(body, chat) {
         Ok(j) => j,
@@ -915,12 +919,7 @@ async fn whole(g: &Gateway, shape: Shape, mut rx: mpsc::UnboundedReceiver<Chunk>
 
 async fn models(State(g): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     if !g.authorized(&headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            "invalid_api_key",
-            "a valid gateway key is required (Authorization: Bearer KEY)",
-        );
+        return unauthorized();
     }
     Json(json!({ "object": "list", "data": [{ "id": g.config.model_name, "object": "model", "owned_by": "stream-aligner" }] })).into_response()
 }
@@ -935,12 +934,7 @@ async fn health(State(g): State<Arc<Gateway>>) -> Json<Value> {
 
 async fn metrics(State(g): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     if !g.authorized(&headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            "invalid_api_key",
-            "a valid gateway key is required (Authorization: Bearer KEY)",
-        );
+        return unauthorized();
     }
     let m = &g.metrics;
     let mut out = String::new();

@@ -40,6 +40,15 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Serves `app` on 127.0.0.1 (a port of its own) in the background; returns `http://ADDR`.
+#[allow(dead_code)]
+pub async fn spawn_app(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
 /// The aligner as shipped: the base model with models/aligner/lora's adapter.
 #[allow(dead_code)]
 pub fn shipped_aligner_engine() -> Arc<Engine> {
