@@ -563,14 +563,19 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// What one answer cost, for its `usage`.
+struct Counts {
+    upstream: UpstreamStats,
+    upstream_tokens: usize,
+    aligner_tokens: usize,
+}
+
 /// What the loop's task tells the response.
 enum Chunk {
     Sentence(SentenceEvent),
     Done {
         finish: &'static str,
-        upstream: UpstreamStats,
-        aligner_tokens: usize,
-        upstream_tokens: usize,
+        counts: Counts,
     },
     Failed(Error),
 }
@@ -661,9 +666,11 @@ impl Gateway {
                     let cut = length || answer.events.len() >= config.max_sentences;
                     Chunk::Done {
                         finish: if cut { "length" } else { "stop" },
-                        upstream: stats,
-                        aligner_tokens,
-                        upstream_tokens: spent,
+                        counts: Counts {
+                            upstream: stats,
+                            upstream_tokens: spent,
+                            aligner_tokens,
+                        },
                     }
                 }
                 Some(Err(e)) => Chunk::Failed(e),
@@ -787,22 +794,15 @@ impl Shape {
         })
     }
 
-    fn usage(
-        &self,
-        g: &Gateway,
-        text: &str,
-        upstream: UpstreamStats,
-        upstream_tokens: usize,
-        aligner_tokens: usize,
-    ) -> Value {
+    fn usage(&self, g: &Gateway, text: &str, counts: &Counts) -> Value {
         let completion = g.engine.tokenizer.encode(text).map_or(0, |ids| ids.len());
         json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion,
             "total_tokens": self.prompt_tokens + completion,
-            "upstream_tokens": upstream_tokens,
-            "upstream_requests": upstream.requests,
-            "aligner_tokens": aligner_tokens,
+            "upstream_tokens": counts.upstream_tokens,
+            "upstream_requests": counts.upstream.requests,
+            "aligner_tokens": counts.aligner_tokens,
         })
     }
 }
@@ -836,14 +836,9 @@ fn stream(g: Arc<Gateway>, shape: Shape, rx: mpsc::UnboundedReceiver<Chunk>) -> 
                 text.push_str(&ev.corrected);
                 out.push(v.to_string());
             }
-            Chunk::Done {
-                finish,
-                upstream,
-                aligner_tokens,
-                upstream_tokens,
-            } => {
+            Chunk::Done { finish, counts } => {
                 let mut v = shape.chunk(None, first, Some(finish));
-                v["usage"] = shape.usage(&g, &text, upstream, upstream_tokens, aligner_tokens);
+                v["usage"] = shape.usage(&g, &text, &counts);
                 out.push(v.to_string());
                 out.push("[DONE]".into());
             }
@@ -883,12 +878,7 @@ async fn whole(g: &Gateway, shape: Shape, mut rx: mpsc::UnboundedReceiver<Chunk>
                 let (status, kind, code) = failure(&e);
                 return error(status, kind, code, g.scrub(e.to_string()));
             }
-            Chunk::Done {
-                finish,
-                upstream,
-                aligner_tokens,
-                upstream_tokens,
-            } => {
+            Chunk::Done { finish, counts } => {
                 let choice = if shape.chat {
                     json!({ "index": 0, "message": { "role": "assistant", "content": text }, "logprobs": null, "finish_reason": finish })
                 } else {
@@ -900,7 +890,7 @@ async fn whole(g: &Gateway, shape: Shape, mut rx: mpsc::UnboundedReceiver<Chunk>
                     "created": shape.created,
                     "model": shape.model,
                     "choices": [choice],
-                    "usage": shape.usage(g, &text, upstream, upstream_tokens, aligner_tokens),
+                    "usage": shape.usage(g, &text, &counts),
                 });
                 if shape.details {
                     v["stream_aligner"] = json!({ "sentences": sentences });

@@ -237,13 +237,10 @@ impl Session {
 /// left out: more text may still come.
 #[wasm_bindgen(js_name = splitSentences)]
 pub fn split_sentences(text: &str, finished: bool) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(end) = crate::text::first_sentence_end(rest, finished) {
-        out.push(rest[..end].to_string());
-        rest = &rest[end..];
-    }
-    out
+    crate::text::complete_sentences(text, finished)
+        .into_iter()
+        .map(String::from)
+        .collect()
 }
 
 /// The local model, or the remote server the options name.

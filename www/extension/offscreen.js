@@ -30,11 +30,13 @@ async function align({ key, query, text, finished, calculator }) {
   state.text = text;
   // The decided sentences must still lead the text (else the page re-rendered it otherwise
   // from the start); only what follows them is split.
-  if (!text.startsWith(state.decided.map((d) => d.original).join(''))) {
+  let done = state.decided.map((d) => d.original).join('');
+  if (!text.startsWith(done)) {
     state.decided = [];
     state.prefix = '';
+    done = '';
   }
-  const rest = text.slice(state.decided.map((d) => d.original).join('').length);
+  const rest = text.slice(done.length);
   const sentences = StreamAligner.splitSentences(rest, finished);
   const certain = finished ? StreamAligner.splitSentences(rest, false).length : sentences.length;
   const fresh = [];

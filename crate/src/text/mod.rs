@@ -9,6 +9,8 @@ pub mod tokenizer;
 
 pub use calculator::Calculator;
 pub use chat_template::{ChatTemplate, Message};
-pub use sentence_splitter::{SentenceSplitter, first_sentence_end, split_sentences};
+pub use sentence_splitter::{
+    SentenceSplitter, complete_sentences, first_sentence_end, split_sentences,
+};
 pub use stream_decoder::StreamDecoder;
 pub use tokenizer::Tokenizer;

@@ -201,14 +201,22 @@ impl SentenceSplitter {
     }
 }
 
-/// Splits a complete text into sentences that concatenate back to it.
-pub fn split_sentences(text: &str) -> Vec<&str> {
+/// The complete sentences at the start of `text`, each with its leading whitespace. Unless
+/// `finished`, a last sentence whose end is not yet certain is left out: more may come.
+pub fn complete_sentences(text: &str, finished: bool) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = text;
-    while let Some(end) = first_sentence_end(rest, true) {
+    while let Some(end) = first_sentence_end(rest, finished) {
         out.push(&rest[..end]);
         rest = &rest[end..];
     }
+    out
+}
+
+/// Splits a complete text into sentences that concatenate back to it.
+pub fn split_sentences(text: &str) -> Vec<&str> {
+    let mut out = complete_sentences(text, true);
+    let rest = &text[out.iter().map(|s| s.len()).sum::<usize>()..];
     if !rest.is_empty() {
         match out.last_mut() {
             // Trailing whitespace stays with the last sentence.
