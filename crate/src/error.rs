@@ -16,6 +16,22 @@ pub enum Error {
     },
     #[error("model configuration is invalid: {0}")]
     Config(String),
+    /// A file could not be read or written (the path and the OS error).
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Input data (JSONL records, a checkpoint, a reference) is malformed or missing a part.
+    #[error("data: {0}")]
+    Data(String),
+    /// A request names something the callee does not have (an oracle's unknown question).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Training produced a non-finite loss.
+    #[error("training diverged: {0}")]
+    Diverged(String),
     #[error("the prompt and answer need {needed} tokens but the model's context holds {max}")]
     ContextOverflow { needed: usize, max: usize },
     #[error("empty input: {0}")]
@@ -39,6 +55,14 @@ pub enum Error {
     Adapter(String),
     #[error("timed out: {0}")]
     Timeout(String),
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl AsRef<std::path::Path>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.as_ref().display().to_string();
+        move |source| Self::Io { path, source }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

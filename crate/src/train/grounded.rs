@@ -163,7 +163,7 @@ impl Corrector for GroundedOracle {
         let r = self
             .references
             .get(query)
-            .ok_or_else(|| Error::Config(format!("the oracle has no reference for {query:?}")))?;
+            .ok_or_else(|| Error::NotFound(format!("the oracle has no reference for {query:?}")))?;
         Ok(Correction {
             text: Self::decide(r, prefix, original),
             tokens: 0,

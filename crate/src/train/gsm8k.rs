@@ -194,7 +194,7 @@ pub fn read(text: &str) -> Result<(Vec<Reference>, usize)> {
             continue;
         }
         let r: Gsm8kRecord =
-            serde_json::from_str(l).map_err(|e| Error::Config(format!("line {}: {e}", i + 1)))?;
+            serde_json::from_str(l).map_err(|e| Error::Data(format!("line {}: {e}", i + 1)))?;
         match reference(&r, i) {
             Some(r) => refs.push(r),
             None => dropped += 1,

@@ -212,7 +212,7 @@ impl Corrector for Oracle {
         let p = self
             .problems
             .get(query)
-            .ok_or_else(|| Error::Config(format!("the oracle has no problem {query:?}")))?;
+            .ok_or_else(|| Error::NotFound(format!("the oracle has no problem {query:?}")))?;
         let text = if is_correct(p, prefix, original) {
             original.to_string()
         } else {

@@ -350,8 +350,8 @@ pub fn read_gsm8k(text: &str) -> Result<Vec<(String, f64)>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            let r: Gsm8kRecord = serde_json::from_str(l)
-                .map_err(|e| Error::Config(format!("line {}: {e}", i + 1)))?;
+            let r: Gsm8kRecord =
+                serde_json::from_str(l).map_err(|e| Error::Data(format!("line {}: {e}", i + 1)))?;
             let n = r
                 .answer
                 .rsplit("####")
@@ -359,7 +359,7 @@ pub fn read_gsm8k(text: &str) -> Result<Vec<(String, f64)>> {
                 .map(|s| s.trim().replace([',', '$'], ""))
                 .and_then(|s| s.parse::<f64>().ok())
                 .ok_or_else(|| {
-                    Error::Config(format!("line {}: the answer has no '#### N'", i + 1))
+                    Error::Data(format!("line {}: the answer has no '#### N'", i + 1))
                 })?;
             Ok((r.question, n))
         })

@@ -43,7 +43,7 @@ pub fn read_records(text: &str) -> Result<Vec<Record>> {
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
             serde_json::from_str(l)
-                .map_err(|e| Error::Config(format!("training data line {}: {e}", i + 1)))
+                .map_err(|e| Error::Data(format!("training data line {}: {e}", i + 1)))
         })
         .collect()
 }
@@ -234,7 +234,7 @@ impl Trainer {
             let loss = self.loss(ex).await? / batch.len() as f32;
             let value = read_f32(loss.clone().inner()).await?[0] as f64;
             if !value.is_finite() {
-                return Err(Error::Device(format!(
+                return Err(Error::Diverged(format!(
                     "loss is {value} at step {}",
                     self.state.step
                 )));
@@ -279,40 +279,40 @@ impl Trainer {
 
     /// Writes a checkpoint into `dir`: the adapter (f32), the optimizer's state and the run's.
     pub async fn save(&self, dir: &std::path::Path) -> Result<()> {
-        let io = |e: std::io::Error| Error::Config(format!("{}: {e}", dir.display()));
-        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         let tmp = dir.join("adapter.safetensors.tmp");
-        std::fs::write(&tmp, self.adapter().await?.to_safetensors(false)?).map_err(io)?;
-        std::fs::rename(&tmp, dir.join("adapter.safetensors")).map_err(io)?;
+        std::fs::write(&tmp, self.adapter().await?.to_safetensors(false)?)
+            .map_err(Error::io(dir))?;
+        std::fs::rename(&tmp, dir.join("adapter.safetensors")).map_err(Error::io(dir))?;
         self.optim
             .save(dir.join("optimizer.bin"))
-            .map_err(|e| Error::Config(format!("saving the optimizer state: {e:?}")))?;
+            .map_err(|e| Error::Data(format!("saving the optimizer state: {e:?}")))?;
         let state = serde_json::json!({ "config": self.config, "state": self.state });
-        std::fs::write(dir.join("state.json"), state.to_string()).map_err(io)
+        std::fs::write(dir.join("state.json"), state.to_string()).map_err(Error::io(dir))
     }
 
     /// Resumes from a checkpoint written by [`Self::save`] with the same configuration.
     pub fn resume(&mut self, dir: &std::path::Path) -> Result<()> {
-        let io = |e: std::io::Error| Error::Config(format!("{}: {e}", dir.display()));
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).map_err(io)?)
-                .map_err(|e| Error::Config(format!("checkpoint state: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("state.json")).map_err(Error::io(dir))?,
+        )
+        .map_err(|e| Error::Data(format!("checkpoint state: {e}")))?;
         let config: TrainConfig = serde_json::from_value(v["config"].clone())
-            .map_err(|e| Error::Config(format!("checkpoint config: {e}")))?;
+            .map_err(|e| Error::Data(format!("checkpoint config: {e}")))?;
         if config.lora != self.config.lora || config.seed != self.config.seed {
-            return Err(Error::Config(format!(
+            return Err(Error::Data(format!(
                 "the checkpoint in {} was made with another LoRA configuration or seed",
                 dir.display()
             )));
         }
         let state: TrainState = serde_json::from_value(v["state"].clone())
-            .map_err(|e| Error::Config(format!("checkpoint state: {e}")))?;
-        let bytes = std::fs::read(dir.join("adapter.safetensors")).map_err(io)?;
+            .map_err(|e| Error::Data(format!("checkpoint state: {e}")))?;
+        let bytes = std::fs::read(dir.join("adapter.safetensors")).map_err(Error::io(dir))?;
         let device = &self.engine.model.device.device;
         let adapter = Adapter::from_safetensors(&bytes, &self.engine.model.config, device)?;
         let optim = optimizer(&self.config)
             .load(dir.join("optimizer.bin"))
-            .map_err(|e| Error::Config(format!("loading the optimizer state: {e:?}")))?;
+            .map_err(|e| Error::Data(format!("loading the optimizer state: {e:?}")))?;
         self.weights = adapter.weights.clone();
         self.adapter = adapter;
         self.optim = optim;
