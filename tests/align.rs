@@ -7,7 +7,8 @@ mod common;
 
 use common::{engine, equations};
 use futures::executor::block_on;
-use stream_aligner::align::{self, Aligner, Mode, PipelineConfig};
+use stream_aligner::CancelToken;
+use stream_aligner::align::{self, Aligner, Mode, PipelineConfig, Stop, Uncorrected};
 use stream_aligner::text::split_sentences;
 use stream_aligner::upstream::{LocalUpstream, Upstream, UpstreamSentence};
 use stream_aligner::{Error, GenerateOptions, Result};
@@ -22,16 +23,23 @@ fn upstream() -> LocalUpstream {
     )
 }
 
-/// One answer from the real upstream and a fresh base-model aligner, ignoring the events.
-fn answer(query: &str, config: &PipelineConfig) -> Result<align::Answer> {
-    block_on(align::run(
+/// One answer in `mode` from the real upstream and a fresh base-model aligner, ignoring the
+/// events.
+fn answer_in(mode: Mode, query: &str, config: &PipelineConfig) -> Result<align::Answer> {
+    block_on(align::run_mode(
+        mode,
         &mut upstream(),
         &mut Aligner::new(engine()),
         query,
         None,
         config,
+        &CancelToken::default(),
         |_| ControlFlow::Continue(()),
     ))
+}
+
+fn answer(query: &str, config: &PipelineConfig) -> Result<align::Answer> {
+    answer_in(Mode::Stream, query, config)
 }
 
 /// Records the prefix of every round, to check what the upstream continued from.
@@ -179,10 +187,18 @@ fn the_prefix_grows_by_exactly_the_corrected_sentence() {
             ..Default::default()
         };
         let mut seen = vec![];
-        let answer = block_on(align::run(&mut up, &mut aligner, q, None, &config, |ev| {
-            seen.push(ev.index);
-            ControlFlow::Continue(())
-        }))
+        let cancel = CancelToken::default();
+        let answer = block_on(align::run(
+            &mut up,
+            &mut aligner,
+            q,
+            &config,
+            &cancel,
+            |ev| {
+                seen.push(ev.index);
+                ControlFlow::Continue(())
+            },
+        ))
         .unwrap();
         assert!(!answer.events.is_empty(), "{q}: no sentence");
         assert_eq!(
@@ -196,6 +212,7 @@ fn the_prefix_grows_by_exactly_the_corrected_sentence() {
                 up.prefixes[i], prefix,
                 "round {i} continued from the corrected prefix"
             );
+            assert_eq!(ev.prefix, prefix, "event {i} carries its prefix");
             prefix.push_str(&ev.corrected);
             assert!(ev.aligned);
         }
@@ -206,11 +223,11 @@ fn the_prefix_grows_by_exactly_the_corrected_sentence() {
 #[test]
 fn upstream_mode_leaves_every_sentence_as_written() {
     let config = PipelineConfig {
-        mode: Mode::Upstream,
         max_sentences: 5,
         ..Default::default()
     };
-    let a = answer(QUERIES[2], &config).unwrap();
+    let a = answer_in(Mode::Upstream, QUERIES[2], &config).unwrap();
+    assert!(!a.events.is_empty(), "the upstream wrote something");
     assert!(
         a.events
             .iter()
@@ -233,31 +250,34 @@ fn after_max_rounds_the_upstream_continues_uncorrected() {
         ..Default::default()
     };
     let a = answer(QUERIES[1], &config).unwrap();
+    assert!(
+        a.events.len() >= 2,
+        "three fruits take more than one sentence"
+    );
     assert!(a.events[0].aligned);
-    if let Some(rest) = a.events.get(1) {
+    for rest in &a.events[1..] {
         assert!(
-            !rest.aligned && !rest.changed,
-            "the rest is the upstream's own"
+            !rest.aligned && !rest.changed && rest.aligner_tokens == 0,
+            "the rest is the upstream's own: {rest:?}"
         );
     }
-    assert!(a.events.len() <= 2);
+    let text: String = a.events.iter().map(|e| e.corrected.as_str()).collect();
+    assert_eq!(a.text, text);
 }
 
 #[test]
 fn posthoc_mode_corrects_a_given_answer_sentence_by_sentence() {
     let answer = "17 * 23 = 381. So the answer is 381.\nThat is all.";
     let mut aligner = Aligner::new(engine());
-    let config = PipelineConfig {
-        mode: Mode::Posthoc,
-        ..Default::default()
-    };
     let mut never = upstream();
-    let a = block_on(align::run(
+    let a = block_on(align::run_mode(
+        Mode::Posthoc,
         &mut never,
         &mut aligner,
         "What is 17 * 23?",
         Some(answer),
-        &config,
+        &PipelineConfig::default(),
+        &CancelToken::default(),
         |_| ControlFlow::Continue(()),
     ))
     .unwrap();
@@ -360,8 +380,8 @@ fn a_rewritten_last_sentence_lets_the_upstream_go_on_and_a_copied_one_ends_the_a
             upstream,
             &mut Oracle::new([p.clone()]),
             &p.question,
-            None,
             &config,
+            &CancelToken::default(),
             |_| ControlFlow::Continue(()),
         ))
         .unwrap()
@@ -381,6 +401,75 @@ fn a_rewritten_last_sentence_lets_the_upstream_go_on_and_a_copied_one_ends_the_a
     let answer = run(&mut OneLiner(right));
     assert_eq!(answer.events.len(), 1);
     assert_eq!(answer.text, *right);
+    assert_eq!(answer.stop, Stop::Finished);
+}
+
+/// An upstream that writes the same sentence forever, never ending its answer.
+struct Stuck;
+
+impl Upstream for Stuck {
+    async fn next_sentence(&mut self, _: &str, _: &str) -> Result<UpstreamSentence> {
+        Ok(UpstreamSentence {
+            text: " Again.".into(),
+            last: false,
+            tokens: 1,
+        })
+    }
+    async fn rest(&mut self, _: &str, _: &str) -> Result<String> {
+        Ok(" Again.".into())
+    }
+}
+
+/// The loop on `Stuck` with nothing corrected, and the events it emitted.
+fn stuck(
+    config: &PipelineConfig,
+    cancel: &CancelToken,
+    stop_at: usize,
+) -> (Result<align::Answer>, Vec<usize>) {
+    let mut seen = Vec::new();
+    let a = block_on(align::run(
+        &mut Stuck,
+        &mut Uncorrected,
+        "Say it.",
+        config,
+        cancel,
+        |ev| {
+            seen.push(ev.index);
+            match seen.len() == stop_at {
+                true => ControlFlow::Break(()),
+                false => ControlFlow::Continue(()),
+            }
+        },
+    ));
+    (a, seen)
+}
+
+#[test]
+fn the_answer_says_why_it_stopped_and_a_repeat_is_emitted_before_the_loop_stops() {
+    let config = PipelineConfig::default();
+    let none = CancelToken::default();
+    // The second " Again." repeats the first: its event is still sent, then the loop stops.
+    let (a, seen) = stuck(&config, &none, usize::MAX);
+    let a = a.unwrap();
+    assert_eq!((a.stop, seen), (Stop::Repeat, vec![0, 1]));
+    assert_eq!(a.text, " Again. Again.");
+    assert_eq!(a.events[1].prefix, " Again.");
+    // The caller's Break stops it after the event it answered.
+    let (a, seen) = stuck(&config, &none, 1);
+    assert_eq!((a.unwrap().stop, seen), (Stop::Caller, vec![0]));
+    // The sentence limit.
+    let one = PipelineConfig {
+        max_sentences: 1,
+        ..Default::default()
+    };
+    let (a, _) = stuck(&one, &none, usize::MAX);
+    assert_eq!(a.unwrap().stop, Stop::MaxSentences);
+    // A cancelled answer does no round.
+    let cancelled = CancelToken::default();
+    cancelled.cancel();
+    let (a, seen) = stuck(&config, &cancelled, usize::MAX);
+    assert!(matches!(a, Err(Error::Cancelled)), "{a:?}");
+    assert!(seen.is_empty());
 }
 
 /// The shipped aligner: the base with the trained adapter in models/aligner/lora/.
@@ -397,17 +486,17 @@ fn the_shipped_aligner_answers_the_demo_example_and_keeps_a_correct_answer() {
     let q =
         "Mia has 12 apples. She buys 5 more and then gives away 3. How many apples does she have?";
     let config = PipelineConfig {
-        mode: Mode::Stream,
         max_sentences: 8,
         ..Default::default()
     };
     let mut aligner = shipped_aligner();
+    let cancel = CancelToken::default();
     let streamed = block_on(align::run(
         &mut upstream(),
         &mut aligner,
         q,
-        None,
         &config,
+        &cancel,
         |_| ControlFlow::Continue(()),
     ))
     .unwrap();
@@ -420,16 +509,12 @@ fn the_shipped_aligner_answers_the_demo_example_and_keeps_a_correct_answer() {
     // A correct answer in someone else's words, corrected post hoc, stays correct.
     let right = "Mia starts with 12 apples. After buying 5 more she has 12 + 5 = 17 apples. \
                  She gives away 3, so 17 - 3 = 14 apples are left. The answer is 14.";
-    let posthoc = PipelineConfig {
-        mode: Mode::Posthoc,
-        ..Default::default()
-    };
     let kept = block_on(align::run(
-        &mut upstream(),
+        &mut stream_aligner::upstream::Posthoc::new(right),
         &mut aligner,
         q,
-        Some(right),
-        &posthoc,
+        &PipelineConfig::default(),
+        &cancel,
         |_| ControlFlow::Continue(()),
     ))
     .unwrap();

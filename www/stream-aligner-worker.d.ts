@@ -6,6 +6,9 @@ export declare class StreamAlignerWorker extends EventTarget {
   readonly backend: 'webgpu' | 'cpu';
   readonly upstream: 'local' | 'remote';
   stream(query: string, options?: StreamOptions): AsyncGenerator<SentenceEvent, void, void>;
-  correct(query: string, answer: string, options?: { maxSentences?: number; signal?: AbortSignal }): Promise<Answer>;
+  /** Post-hoc correction; each sentence's event also goes to 'sentence' listeners. */
+  correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; signal?: AbortSignal }): Promise<Answer>;
+  addEventListener(type: 'sentence', listener: (e: CustomEvent<SentenceEvent>) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
   terminate(): void;
 }

@@ -81,7 +81,8 @@ export class StreamAlignerWorker extends EventTarget {
   correct(query, answer, { signal, ...options } = {}) {
     return new Promise((resolve, reject) => {
       const id = this.#call({ type: 'correct', query, answer, options }, (d) => {
-        if (d.type === 'done') resolve(d.result);
+        if (d.type === 'event') this.dispatchEvent(new CustomEvent('sentence', { detail: d.event }));
+        else if (d.type === 'done') resolve(d.result);
         else if (d.type === 'error') reject(failure(d));
       });
       signal?.addEventListener('abort', () => this.#worker.postMessage({ id: nextId++, type: 'abort', target: id }), { once: true });

@@ -53,13 +53,15 @@ export interface StreamOptions {
 export interface Answer {
   text: string;
   events: SentenceEvent[];
+  /** Why the answer stopped: the upstream ended it, the sentence limit, a repeated sentence, or an event handler. */
+  stop: 'finished' | 'max_sentences' | 'repeat' | 'caller';
 }
 
 interface Api extends EventTarget {
   readonly backend: 'webgpu' | 'cpu';
   readonly upstream: 'local' | 'remote';
   stream(query: string, options?: StreamOptions): AsyncGenerator<SentenceEvent, void, void>;
-  correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; signal?: AbortSignal }): Promise<Answer>;
+  correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; signal?: AbortSignal; onEvent?: (ev: SentenceEvent) => void }): Promise<Answer>;
   addEventListener(type: 'sentence', listener: (e: CustomEvent<SentenceEvent>) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
 }
@@ -71,7 +73,7 @@ export declare class StreamAligner extends EventTarget implements Api {
   readonly backend: 'webgpu' | 'cpu';
   readonly upstream: 'local' | 'remote';
   stream(query: string, options?: StreamOptions): AsyncGenerator<SentenceEvent, void, void>;
-  correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; signal?: AbortSignal }): Promise<Answer>;
+  correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; signal?: AbortSignal; onEvent?: (ev: SentenceEvent) => void }): Promise<Answer>;
   addEventListener(type: 'sentence', listener: (e: CustomEvent<SentenceEvent>) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
   /** One sentence corrected after `prefix` (the corrected text before it). */

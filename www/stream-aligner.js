@@ -103,7 +103,7 @@ export class StreamAligner extends EventTarget {
     return this.#remote ? 'remote' : 'local';
   }
 
-  /** Runs one answer; resolves to { text, events }. Events also go to `onEvent` and listeners. */
+  /** Runs one answer; resolves to { text, events, stop }. Events also go to `onEvent` and listeners. */
   async #run(query, options, onEvent) {
     const { signal, upstream = this.upstream, ...rest } = options;
     if (upstream === 'remote' && !this.#remote) throw new Error('no remote upstream was given to load()');
@@ -115,7 +115,7 @@ export class StreamAligner extends EventTarget {
         this.dispatchEvent(new CustomEvent('sentence', { detail: ev }));
       }, cancel);
       const a = JSON.parse(json);
-      return { text: a.text, events: a.events.map((e) => toEvent(JSON.stringify(e))) };
+      return { text: a.text, events: a.events.map((e) => toEvent(JSON.stringify(e))), stop: a.stop };
     });
   }
 
@@ -173,8 +173,11 @@ export class StreamAligner extends EventTarget {
     return splitSentences(text, finished);
   }
 
-  /** Post-hoc correction of a complete answer (what an extension rewriting output needs). */
-  correct(query, answer, { maxSentences, calculator, signal } = {}) {
-    return this.#run(query, { mode: 'posthoc', answer, maxSentences, calculator, signal });
+  /**
+   * Post-hoc correction of a complete answer (what an extension rewriting output needs). Each
+   * sentence's event goes to `onEvent` and to 'sentence' listeners, as in `stream`.
+   */
+  correct(query, answer, { maxSentences, calculator, signal, onEvent } = {}) {
+    return this.#run(query, { mode: 'posthoc', answer, maxSentences, calculator, signal }, onEvent);
   }
 }

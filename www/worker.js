@@ -22,7 +22,8 @@ self.onmessage = async ({ data }) => {
     } else if (type === 'correct') {
       const ctl = new AbortController();
       running.set(id, ctl);
-      reply({ type: 'done', result: await aligner.correct(data.query, data.answer, { ...data.options, signal: ctl.signal }) });
+      const onEvent = (event) => reply({ type: 'event', event });
+      reply({ type: 'done', result: await aligner.correct(data.query, data.answer, { ...data.options, signal: ctl.signal, onEvent }) });
     } else if (type === 'abort') {
       running.get(data.target)?.abort();
     }

@@ -32,7 +32,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use web_time::Instant;
 
-use crate::align::pipeline::{self, PipelineConfig, SentenceEvent};
+use crate::align::pipeline::{self, PipelineConfig, SentenceEvent, Stop};
 use crate::align::{Aligner, Correction, Corrector};
 use crate::cancel::CancelToken;
 use crate::engine::Engine;
@@ -513,7 +513,6 @@ impl Gateway {
 struct Seat {
     gateway: Arc<Gateway>,
     aligner: Option<Aligner>,
-    cancel: CancelToken,
 }
 
 impl Corrector for Seat {
@@ -540,10 +539,6 @@ impl Corrector for Seat {
         g.metrics.correction.observe(t.elapsed().as_secs_f64());
         self.aligner = Some(aligner);
         out
-    }
-
-    fn cancel_token(&self) -> &CancelToken {
-        &self.cancel
     }
 }
 
@@ -605,7 +600,6 @@ impl Gateway {
         let mut seat = Seat {
             gateway: self.clone(),
             aligner: Some(aligner),
-            cancel: cancel.clone(),
         };
         let config = PipelineConfig {
             max_rounds: self.config.max_rounds,
@@ -625,7 +619,7 @@ impl Gateway {
             upstream.cancel = cancel.clone();
             let started = Instant::now();
             let (mut spent, mut aligner_tokens, mut length, mut seen) = (0, 0, false, false);
-            let work = pipeline::run(&mut upstream, &mut seat, &query, None, &config, |ev| {
+            let work = pipeline::run(&mut upstream, &mut seat, &query, &config, &cancel, |ev| {
                 if !std::mem::replace(&mut seen, true) {
                     g.metrics
                         .first_sentence
@@ -663,7 +657,7 @@ impl Gateway {
                 Some(Ok(answer)) => {
                     g.metrics.answer.observe(started.elapsed().as_secs_f64());
                     // Cut by the token budget, or by the sentence limit.
-                    let cut = length || answer.events.len() >= config.max_sentences;
+                    let cut = length || answer.stop == Stop::MaxSentences;
                     Chunk::Done {
                         finish: if cut { "length" } else { "stop" },
                         counts: Counts {

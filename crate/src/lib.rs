@@ -7,6 +7,7 @@
 
 pub mod align;
 pub mod cancel;
+pub mod decoder;
 pub mod engine;
 pub mod error;
 #[cfg(not(target_arch = "wasm32"))]

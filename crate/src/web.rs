@@ -153,19 +153,20 @@ impl Session {
             let mut upstream =
                 upstream(&inner, &opts, &cancel).map_err(|e| JsValue::from(js_err(e)))?;
             let mut aligner = Aligner::new(inner.aligner.clone());
-            aligner.cancel = cancel;
+            aligner.cancel = cancel.clone();
             aligner.calculator = opts.calculator;
             let config = PipelineConfig {
-                mode: opts.mode,
                 max_rounds: opts.max_rounds.unwrap_or(usize::MAX),
                 max_sentences: opts.max_sentences,
             };
-            let answer = align::run(
+            let answer = align::run_mode(
+                opts.mode,
                 &mut upstream,
                 &mut aligner,
                 &query,
                 opts.answer.as_deref(),
                 &config,
+                &cancel,
                 |ev| {
                     let json = serde_json::to_string(ev).unwrap_or_default();
                     match on_event.call1(&JsValue::NULL, &JsValue::from_str(&json)) {

@@ -128,6 +128,17 @@ test('the JavaScript API: bad URLs reject clearly, an abort stops the answer', {
     out.seen = seen.length;
     const fixed = await a.correct('What is 2 + 3?', 'The answer is 5.');
     out.posthoc = fixed.events.length;
+    out.stop = fixed.stop;
+    // The worker's correct() sends the same 'sentence' events as the page's.
+    const { StreamAlignerWorker } = await import('/www/stream-aligner-worker.js');
+    const w = await StreamAlignerWorker.load({ aligner: { base: '/models/SmolLM2-135M-Instruct.Q4_1.gguf',
+      adapter: '/models/aligner/lora/adapter.safetensors' }, webgpu: false });
+    const workerSeen = [];
+    w.addEventListener('sentence', (e) => workerSeen.push(e.detail.corrected));
+    const viaWorker = await w.correct('What is 2 + 3?', 'The answer is 5. It is 2 + 3.');
+    w.terminate();
+    out.workerSeen = workerSeen;
+    out.workerEvents = viaWorker.events.map((e) => e.corrected);
     return out;
   });
   assert.match(result.badModel, /base model: .*nope\.gguf answered HTTP 404/);
@@ -138,6 +149,9 @@ test('the JavaScript API: bad URLs reject clearly, an abort stops the answer', {
   assert.match(result.aborted, /AbortError/);
   assert.equal(result.seen, 1, 'no sentence after the abort');
   assert.equal(result.posthoc, 1);
+  assert.equal(result.stop, 'finished');
+  assert.equal(result.workerEvents.length, 2);
+  assert.deepEqual(result.workerSeen, result.workerEvents, 'the worker sent every sentence event');
   assert.deepEqual(p.errors, []);
   await p.close();
 });

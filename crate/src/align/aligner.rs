@@ -4,18 +4,18 @@
 //! tokens are scored in one forward pass; the longest prefix that greedy decoding would have
 //! produced is accepted, and decoding resumes only from the first mismatch. Under greedy
 //! decoding the result is the plain decoding's, token for token; a copied sentence costs one
-//! pass instead of one per token. With the calculator on, a draft token is accepted only if it is
-//! also what the calculator would write, so a copied "18 + 22 = 30" becomes "18 + 22 = 40".
+//! pass instead of one per token (decoder.rs). With the calculator on, a draft token is accepted
+//! only if it is also what the calculator would write, so a copied "18 + 22 = 30" becomes
+//! "18 + 22 = 40".
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::prompt::AlignerPrompt;
 use crate::cancel::CancelToken;
-use crate::engine::Engine;
+use crate::engine::{Engine, GenerateOptions};
 use crate::error::{Error, Result};
-use crate::model::sampler::argmax;
-use crate::model::{KvCache, Logits};
-use crate::text::Calculator;
+use crate::model::{KvCache, SamplerConfig};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Correction {
@@ -49,16 +49,26 @@ pub struct Aligner {
 pub trait Corrector {
     /// The corrected version of `original`, given the query and the corrected prefix so far.
     async fn correct(&mut self, query: &str, prefix: &str, original: &str) -> Result<Correction>;
-    /// Checked between rounds.
-    fn cancel_token(&self) -> &CancelToken;
+}
+
+/// The pass-through corrector: every sentence kept as it is (upstream-only answers, and the
+/// sentences after the last correction round).
+pub struct Uncorrected;
+
+impl Corrector for Uncorrected {
+    async fn correct(&mut self, _: &str, _: &str, original: &str) -> Result<Correction> {
+        Ok(Correction {
+            text: original.to_string(),
+            tokens: 0,
+            accepted: 0,
+            passes: 0,
+        })
+    }
 }
 
 impl Corrector for Aligner {
     async fn correct(&mut self, query: &str, prefix: &str, original: &str) -> Result<Correction> {
         Aligner::correct(self, query, prefix, original).await
-    }
-    fn cancel_token(&self) -> &CancelToken {
-        &self.cancel
     }
 }
 
@@ -77,7 +87,8 @@ impl Aligner {
         }
     }
 
-    /// The corrected version of `original`, given the query and the corrected prefix so far.
+    /// The corrected version of `original`, given the query and the corrected prefix so far:
+    /// greedy decoding of the revision, with the original as the draft.
     pub async fn correct(
         &mut self,
         query: &str,
@@ -92,66 +103,35 @@ impl Aligner {
             self.cache.truncate(0);
         }
         let original_ids = e.tokenizer.encode(original)?;
-        // A revision much longer than the original is a runaway, not a correction.
-        let max_tokens = (2 * original_ids.len() + 32).min(self.max_tokens);
-        let draft = if self.speculate {
-            original_ids
-        } else {
-            Vec::new()
+        let options = GenerateOptions {
+            // A revision much longer than the original is a runaway, not a correction.
+            max_tokens: (2 * original_ids.len() + 32).min(self.max_tokens),
+            sampler: SamplerConfig::greedy(),
+            calculator: self.calculator,
         };
-        let mut logits = e.model.prefill(&prompt, &mut self.cache).await?;
-        let mut out: Vec<u32> = Vec::new();
-        let mut calculator = Calculator::new(self.calculator);
-        let mut passes = 0;
-        if !draft.is_empty() {
-            let room = e.model.config.context.saturating_sub(self.cache.len());
-            let draft = &draft[..draft.len().min(room)];
-            let rows = e.model.logits(draft, &mut self.cache, Logits::All).await?;
-            passes += 1;
-            let vocab = e.model.config.vocab;
-            let row = |i: usize| &rows[i * vocab..(i + 1) * vocab];
-            // Accept while greedy decoding would have produced the draft's next token.
-            while out.len() < draft.len() {
-                let predicted = calculator.forced().unwrap_or_else(|| {
-                    argmax(if out.is_empty() {
-                        &logits
-                    } else {
-                        row(out.len() - 1)
-                    })
-                });
-                if predicted != draft[out.len()] {
-                    break;
+        let draft = if self.speculate {
+            &original_ids[..]
+        } else {
+            &[]
+        };
+        let cancel = &self.cancel;
+        let d = e
+            .decode(&prompt, draft, &options, &mut self.cache, |_| {
+                if cancel.is_cancelled() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
                 }
-                out.push(predicted);
-                calculator.advance(&e.tokenizer, &out)?;
-            }
-            if !out.is_empty() {
-                logits = row(out.len() - 1).to_vec();
-            }
-            self.cache.truncate(prompt.len() + out.len());
-        }
-        let accepted = out.len();
-        loop {
-            if self.cancel.is_cancelled() {
-                return Err(Error::Cancelled);
-            }
-            let id = calculator.forced().unwrap_or_else(|| argmax(&logits));
-            if e.tokenizer.is_stop(id)
-                || out.len() >= max_tokens
-                || self.cache.len() + 1 >= e.model.config.context
-            {
-                break;
-            }
-            out.push(id);
-            calculator.advance(&e.tokenizer, &out)?;
-            logits = e.model.logits(&[id], &mut self.cache, Logits::Last).await?;
-            passes += 1;
+            })
+            .await?;
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
         }
         Ok(Correction {
-            text: e.tokenizer.decode(&out)?,
-            tokens: out.len(),
-            accepted,
-            passes,
+            text: e.tokenizer.decode(&d.tokens)?,
+            tokens: d.tokens.len(),
+            accepted: d.accepted,
+            passes: d.passes,
         })
     }
 }

@@ -5,6 +5,6 @@ pub mod aligner;
 pub mod pipeline;
 pub mod prompt;
 
-pub use aligner::{Aligner, Correction, Corrector};
-pub use pipeline::{Answer, Mode, PipelineConfig, SentenceEvent, run};
+pub use aligner::{Aligner, Correction, Corrector, Uncorrected};
+pub use pipeline::{Answer, Mode, PipelineConfig, SentenceEvent, Stop, run, run_mode, whole};
 pub use prompt::AlignerPrompt;

@@ -1,27 +1,29 @@
-//! The sentence loop: the upstream writes a sentence, the aligner corrects it, the corrected
-//! sentence joins the prefix the upstream continues from.
+//! The sentence loop (Algorithm 1 of the paper): the upstream writes a sentence, the aligner
+//! corrects it, the corrected sentence joins the prefix the upstream continues from.
 //!
 //! ```text
 //! loop {                                                     // one round per sentence
 //!     original  = upstream.next_sentence(query, prefix)      // stops at the sentence end
 //!     corrected = aligner.correct(query, prefix, original)   // copy or rewrite
 //!     emit(event); prefix += corrected
-//! } until the answer ends | max_sentences | a loop repeats | max_rounds (then: rest uncorrected)
+//! } until the answer ends | max_sentences | a loop repeats | the caller stops
 //! ```
 //!
 //! The answer ends when the upstream's last sentence is copied. When the aligner rewrote it, the
 //! upstream's ending was decided on text that is no longer there: it is asked to go on from the
-//! corrected prefix, and ends the answer by writing nothing.
+//! corrected prefix, and ends the answer by writing nothing. After `max_rounds` the sentences
+//! pass through uncorrected. The other modes are the same loop over another upstream or
+//! corrector ([`run_mode`]), except the predecessor's whole-answer correction ([`whole`]).
 
 use std::ops::ControlFlow;
 
 use serde::Serialize;
 use web_time::Instant;
 
-use super::aligner::Corrector;
+use super::aligner::{Correction, Corrector, Uncorrected};
+use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
-use crate::text::split_sentences;
-use crate::upstream::Upstream;
+use crate::upstream::{Posthoc, Upstream, UpstreamSentence};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -51,10 +53,9 @@ impl std::str::FromStr for Mode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PipelineConfig {
-    pub mode: Mode,
-    /// Correction rounds; after them the upstream finishes the answer uncorrected.
+    /// Correction rounds; after them the upstream's sentences pass through uncorrected.
     pub max_rounds: usize,
     pub max_sentences: usize,
 }
@@ -62,7 +63,6 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
-            mode: Mode::Stream,
             max_rounds: usize::MAX,
             max_sentences: 32,
         }
@@ -73,6 +73,10 @@ impl Default for PipelineConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SentenceEvent {
     pub index: usize,
+    /// The corrected answer before this sentence: what the upstream continued and the aligner
+    /// judged the sentence against.
+    #[serde(skip)]
+    pub prefix: String,
     pub original: String,
     pub corrected: String,
     pub changed: bool,
@@ -80,20 +84,98 @@ pub struct SentenceEvent {
     pub aligned: bool,
     pub upstream_ms: f64,
     pub aligner_ms: f64,
+    /// What the upstream spent on the sentence: tokens (local), streamed chunks (remote: one
+    /// token a chunk on llama.cpp, vLLM and OpenAI).
     pub upstream_tokens: usize,
     pub aligner_tokens: usize,
     /// Aligner tokens accepted from the draft in one pass (copy-speculation).
     pub accepted_tokens: usize,
 }
 
+/// Why an answer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    /// The upstream ended the answer: its last sentence was kept, or it had nothing more.
+    Finished,
+    /// `max_sentences` rounds were run.
+    MaxSentences,
+    /// A generated sentence repeated one of the two before it: a loop, not an answer.
+    Repeat,
+    /// The caller's event handler asked to stop.
+    Caller,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Answer {
     pub text: String,
     pub events: Vec<SentenceEvent>,
+    pub stop: Stop,
 }
 
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
+impl Answer {
+    fn new() -> Self {
+        Self {
+            text: String::new(),
+            events: Vec::new(),
+            stop: Stop::Finished,
+        }
+    }
+
+    /// Why the answer stops after `ev`, if it does: the upstream's `last` sentence was kept, or
+    /// a generated sentence repeats one of the last two.
+    fn stop_after(&self, ev: &SentenceEvent, last: bool, generated: bool) -> Option<Stop> {
+        let repeats = || {
+            let recent = self.events.iter().rev().take(2);
+            generated
+                && recent
+                    .map(|e| e.corrected.trim())
+                    .any(|c| c == ev.corrected.trim())
+        };
+        if answer_ends(last, ev.changed) {
+            Some(Stop::Finished)
+        } else if repeats() {
+            Some(Stop::Repeat)
+        } else {
+            None
+        }
+    }
+
+    fn push(&mut self, ev: SentenceEvent) {
+        self.text.push_str(&ev.corrected);
+        self.events.push(ev);
+    }
+
+    fn stopped(mut self, stop: Stop) -> Self {
+        self.stop = stop;
+        self
+    }
+}
+
+impl SentenceEvent {
+    fn new(index: usize, prefix: &str, s: UpstreamSentence, c: Correction, aligned: bool) -> Self {
+        let corrected = with_spacing(&s.text, &c.text);
+        Self {
+            index,
+            prefix: prefix.to_string(),
+            changed: corrected != s.text,
+            aligned,
+            upstream_ms: 0.0,
+            aligner_ms: 0.0,
+            upstream_tokens: s.tokens,
+            aligner_tokens: c.tokens,
+            accepted_tokens: c.accepted,
+            original: s.text,
+            corrected,
+        }
+    }
+}
+
+/// Runs `f`, with the milliseconds it took.
+async fn timed<T>(f: impl Future<Output = Result<T>>) -> Result<(T, f64)> {
+    let t = Instant::now();
+    let out = f.await?;
+    Ok((out, t.elapsed().as_secs_f64() * 1e3))
 }
 
 /// The corrected text keeps the original's surrounding whitespace (the aligner sees it trimmed):
@@ -110,115 +192,120 @@ pub fn answer_ends(last: bool, changed: bool) -> bool {
     last && !changed
 }
 
-/// Runs one answer. `answer` is the complete text to correct in posthoc mode.
+fn check_query(query: &str) -> Result<()> {
+    match query.trim().is_empty() {
+        true => Err(Error::EmptyInput("the query is empty")),
+        false => Ok(()),
+    }
+}
+
+/// The method: one answer, sentence by sentence, each correction joining the prefix.
 pub async fn run<U: Upstream, C: Corrector>(
+    upstream: &mut U,
+    aligner: &mut C,
+    query: &str,
+    config: &PipelineConfig,
+    cancel: &CancelToken,
+    mut on_event: impl FnMut(&SentenceEvent) -> ControlFlow<()>,
+) -> Result<Answer> {
+    check_query(query)?;
+    let mut answer = Answer::new();
+    for index in 0..config.max_sentences {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let prefix = &answer.text;
+        let (s, upstream_ms) = timed(upstream.next_sentence(query, prefix)).await?;
+        if s.text.trim().is_empty() {
+            return Ok(answer.stopped(Stop::Finished));
+        }
+        let aligned = index < config.max_rounds;
+        let (c, aligner_ms) = match aligned {
+            true => timed(aligner.correct(query, prefix, s.text.trim())).await?,
+            false => timed(Uncorrected.correct(query, prefix, s.text.trim())).await?,
+        };
+        let last = s.last;
+        let ev = SentenceEvent {
+            upstream_ms,
+            aligner_ms,
+            ..SentenceEvent::new(index, prefix, s, c, aligned)
+        };
+        let stop = answer.stop_after(&ev, last, upstream.generates());
+        let caller = on_event(&ev).is_break().then_some(Stop::Caller);
+        answer.push(ev);
+        if let Some(stop) = stop.or(caller) {
+            return Ok(answer.stopped(stop));
+        }
+    }
+    Ok(answer.stopped(Stop::MaxSentences))
+}
+
+/// The predecessor (Aligner): the upstream's whole answer, corrected at once.
+pub async fn whole<U: Upstream, C: Corrector>(
+    upstream: &mut U,
+    aligner: &mut C,
+    query: &str,
+    cancel: &CancelToken,
+    mut on_event: impl FnMut(&SentenceEvent) -> ControlFlow<()>,
+) -> Result<Answer> {
+    check_query(query)?;
+    let (text, upstream_ms) = timed(upstream.rest(query, "")).await?;
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let (c, aligner_ms) = timed(aligner.correct(query, "", text.trim())).await?;
+    let s = UpstreamSentence {
+        text,
+        last: true,
+        tokens: 0,
+    };
+    let ev = SentenceEvent {
+        upstream_ms,
+        aligner_ms,
+        ..SentenceEvent::new(0, "", s, c, true)
+    };
+    let caller = on_event(&ev).is_break();
+    let mut answer = Answer::new();
+    answer.push(ev);
+    Ok(answer.stopped(if caller { Stop::Caller } else { Stop::Finished }))
+}
+
+/// Runs one answer in `mode`: the method over `upstream`; posthoc, the same loop over the given
+/// `answer`'s sentences; upstream, the loop with no correction round; aligner, [`whole`].
+#[allow(clippy::too_many_arguments)]
+pub async fn run_mode<U: Upstream, C: Corrector>(
+    mode: Mode,
     upstream: &mut U,
     aligner: &mut C,
     query: &str,
     answer: Option<&str>,
     config: &PipelineConfig,
-    mut on_event: impl FnMut(&SentenceEvent) -> ControlFlow<()>,
+    cancel: &CancelToken,
+    on_event: impl FnMut(&SentenceEvent) -> ControlFlow<()>,
 ) -> Result<Answer> {
-    if query.trim().is_empty() {
-        return Err(Error::EmptyInput("the query is empty"));
-    }
-    let mut prefix = String::new();
-    let mut events: Vec<SentenceEvent> = Vec::new();
-    let mut emit = |ev: SentenceEvent, prefix: &mut String, events: &mut Vec<SentenceEvent>| {
-        prefix.push_str(&ev.corrected);
-        let flow = on_event(&ev);
-        events.push(ev);
-        flow
-    };
-    let posthoc: Vec<&str> = match (config.mode, answer) {
-        (Mode::Posthoc, Some(a)) => split_sentences(a),
-        (Mode::Posthoc, None) => {
-            return Err(Error::EmptyInput(
-                "posthoc mode needs the answer to correct",
-            ));
-        }
-        _ => Vec::new(),
-    };
-    match config.mode {
-        Mode::Aligner => {
-            let t = Instant::now();
-            let original = upstream.rest(query, "").await?;
-            let upstream_ms = ms(t);
-            let t = Instant::now();
-            let c = aligner.correct(query, "", original.trim()).await?;
-            let corrected = with_spacing(&original, &c.text);
-            let ev = SentenceEvent {
-                index: 0,
-                changed: corrected != original,
-                aligned: true,
-                upstream_ms,
-                aligner_ms: ms(t),
-                upstream_tokens: 0,
-                aligner_tokens: c.tokens,
-                accepted_tokens: c.accepted,
-                original,
-                corrected,
+    match (mode, answer) {
+        (Mode::Stream, _) => run(upstream, aligner, query, config, cancel, on_event).await,
+        (Mode::Upstream, _) => {
+            let config = PipelineConfig {
+                max_rounds: 0,
+                ..*config
             };
-            let _ = emit(ev, &mut prefix, &mut events);
+            run(upstream, aligner, query, &config, cancel, on_event).await
         }
-        _ => {
-            for index in 0..config.max_sentences {
-                if aligner.cancel_token().is_cancelled() {
-                    return Err(Error::Cancelled);
-                }
-                let aligned = config.mode != Mode::Upstream && index < config.max_rounds;
-                let t = Instant::now();
-                let (original, last, upstream_tokens) = if config.mode == Mode::Posthoc {
-                    let Some(s) = posthoc.get(index) else { break };
-                    (s.to_string(), index + 1 == posthoc.len(), 0)
-                } else if !aligned && config.mode == Mode::Stream {
-                    // Past max_rounds: the upstream finishes the answer uncorrected.
-                    (upstream.rest(query, &prefix).await?, true, 0)
-                } else {
-                    let s = upstream.next_sentence(query, &prefix).await?;
-                    (s.text, s.last, s.tokens)
-                };
-                let upstream_ms = ms(t);
-                if original.trim().is_empty() {
-                    break;
-                }
-                let t = Instant::now();
-                let c = if aligned {
-                    Some(aligner.correct(query, &prefix, original.trim()).await?)
-                } else {
-                    None
-                };
-                let corrected = c
-                    .as_ref()
-                    .map_or(original.clone(), |c| with_spacing(&original, &c.text));
-                let ev = SentenceEvent {
-                    index,
-                    changed: corrected != original,
-                    aligned,
-                    upstream_ms,
-                    aligner_ms: if aligned { ms(t) } else { 0.0 },
-                    upstream_tokens,
-                    aligner_tokens: c.as_ref().map_or(0, |c| c.tokens),
-                    accepted_tokens: c.as_ref().map_or(0, |c| c.accepted),
-                    original,
-                    corrected,
-                };
-                // A generated sentence repeating one of the last two is a loop, not an answer.
-                let repeats = config.mode != Mode::Posthoc
-                    && events
-                        .iter()
-                        .rev()
-                        .take(2)
-                        .any(|e| e.corrected.trim() == ev.corrected.trim());
-                let ended = answer_ends(last, ev.changed);
-                if repeats || emit(ev, &mut prefix, &mut events).is_break() || ended {
-                    break;
-                }
-            }
+        (Mode::Posthoc, Some(a)) => {
+            run(
+                &mut Posthoc::new(a),
+                aligner,
+                query,
+                config,
+                cancel,
+                on_event,
+            )
+            .await
         }
+        (Mode::Posthoc, None) => Err(Error::EmptyInput(
+            "posthoc mode needs the answer to correct",
+        )),
+        (Mode::Aligner, _) => whole(upstream, aligner, query, cancel, on_event).await,
     }
-    Ok(Answer {
-        text: prefix,
-        events,
-    })
 }

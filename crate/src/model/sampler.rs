@@ -68,6 +68,9 @@ impl Sampler {
     /// Picks the next token from `logits`, given the tokens so far (for the repetition penalty).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let c = &self.config;
+        if c.temperature == 0.0 && c.repetition_penalty == 1.0 {
+            return argmax(logits);
+        }
         let mut l = logits.to_vec();
         if c.repetition_penalty != 1.0 {
             let mut seen = vec![false; l.len()];

@@ -3,7 +3,7 @@
 //! finishing uncorrected after the last).
 //!
 //! Decoding is greedy, so "N rounds" need not be run N times: the answer after k rounds is the
-//! prefix after round k of the full run, followed by the upstream's uncorrected rest, exactly as
+//! full run's first k sentences, then the upstream's own sentences passed through, exactly as
 //! `pipeline::run` with `max_rounds = k` would produce it.
 
 use std::ops::ControlFlow;
@@ -12,11 +12,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
-use crate::align::pipeline::answer_ends;
-use crate::align::{Aligner, Mode, PipelineConfig};
+use crate::align::{Aligner, PipelineConfig, SentenceEvent, Uncorrected};
+use crate::cancel::CancelToken;
 use crate::engine::{Engine, GenerateOptions};
 use crate::error::Result;
-use crate::upstream::{LocalUpstream, Upstream, UpstreamSentence};
+use crate::upstream::{LocalUpstream, Posthoc, Upstream, UpstreamSentence};
 
 /// The number an answer ends on: after "answer is", else its last number.
 pub fn predicted_answer(text: &str) -> Option<f64> {
@@ -143,65 +143,42 @@ impl Evaluator {
         let whole = self.aligner.correct(question, "", up.trim()).await?;
         let whole_ms = upstream_ms + ms(t);
 
-        // The full run, remembering the prefix and the time after every round.
+        // The full run, remembering the time after every round.
         let config = PipelineConfig {
-            mode: Mode::Stream,
             max_rounds: self.rounds,
             max_sentences: self.max_sentences,
         };
-        let (mut after, mut rounds, mut prefix) = (Vec::new(), Vec::new(), String::new());
-        let mut upstream = Tracking {
-            inner: &mut self.upstream,
-            last: Vec::new(),
-        };
+        let mut at = Vec::new();
         let t = Instant::now();
         let full = crate::align::run(
-            &mut upstream,
+            &mut self.upstream,
             &mut self.aligner,
             question,
-            None,
             &config,
-            |ev| {
-                prefix.push_str(&ev.corrected);
-                if ev.aligned {
-                    rounds.push(Round {
-                        changed: ev.changed,
-                    });
-                    after.push((prefix.clone(), ms(t)));
-                }
+            &CancelToken::default(),
+            |_| {
+                at.push(ms(t));
                 ControlFlow::Continue(())
             },
         )
         .await?;
         let full_ms = ms(t);
-        let last = upstream.last;
         let mut stream = Vec::with_capacity(self.rounds);
         for k in 1..=self.rounds {
-            let o = match after.get(k - 1) {
-                // With k rounds, the loop would go on uncorrected after round k unless the answer
-                // ended there (the upstream's last sentence, copied): finish it from round k's
-                // prefix.
-                Some((p, at))
-                    if k < self.rounds
-                        && k < self.max_sentences
-                        && !answer_ends(
-                            last.get(k - 1).copied().unwrap_or(true),
-                            rounds[k - 1].changed,
-                        ) =>
-                {
+            // With k rounds the loop would have gone on uncorrected after round k, if the full
+            // run went on past it (with `rounds` rounds, it is the full run).
+            let o = match full.events.get(k) {
+                Some(_) if k < self.rounds => {
                     let t = Instant::now();
-                    let rest = self.upstream.rest(question, p).await?;
-                    let text = if rest.trim().is_empty() {
-                        p.clone()
-                    } else {
-                        format!("{p}{rest}")
-                    };
-                    outcome(text, at + ms(t))
+                    let text = self.uncorrected_after(question, &full.events[..k]).await?;
+                    outcome(text, at[k - 1] + ms(t))
                 }
                 _ => outcome(full.text.clone(), full_ms),
             };
             stream.push(o);
         }
+        let rounds = full.events.iter().filter(|e| e.aligned);
+        let rounds = rounds.map(|e| Round { changed: e.changed }).collect();
         Ok(ProblemResult {
             upstream: outcome(up, upstream_ms),
             upstream_calculator,
@@ -214,6 +191,28 @@ impl Evaluator {
 }
 
 impl Evaluator {
+    /// The answer the loop gives when its rounds end after `done`: those sentences, then the
+    /// upstream's own, passed through uncorrected.
+    async fn uncorrected_after(
+        &mut self,
+        question: &str,
+        done: &[SentenceEvent],
+    ) -> Result<String> {
+        let mut replay = Replay {
+            done: done.iter().map(|e| e.corrected.clone()).collect(),
+            inner: &mut self.upstream,
+        };
+        let config = PipelineConfig {
+            max_rounds: 0,
+            max_sentences: self.max_sentences,
+        };
+        let (cancel, none) = (CancelToken::default(), &mut Uncorrected);
+        let answer = crate::align::run(&mut replay, none, question, &config, &cancel, |_| {
+            ControlFlow::Continue(())
+        });
+        Ok(answer.await?.text)
+    }
+
     /// Preservation: a correct answer (the reference solution) corrected post hoc, sentence by
     /// sentence. It should come out still correct, with few sentences changed.
     pub async fn preservation(
@@ -223,29 +222,23 @@ impl Evaluator {
         answer: f64,
     ) -> Result<Preserved> {
         let config = PipelineConfig {
-            mode: Mode::Posthoc,
             max_rounds: usize::MAX,
             max_sentences: 64,
         };
-        let (mut sentences, mut changed) = (0, 0);
         let t = Instant::now();
         let out = crate::align::run(
-            &mut self.upstream,
+            &mut Posthoc::new(solution),
             &mut self.aligner,
             question,
-            Some(solution),
             &config,
-            |ev| {
-                sentences += 1;
-                changed += ev.changed as usize;
-                ControlFlow::Continue(())
-            },
+            &CancelToken::default(),
+            |_| ControlFlow::Continue(()),
         )
         .await?;
         Ok(Preserved {
             correct: correct(&out.text, answer),
-            sentences,
-            changed,
+            sentences: out.events.len(),
+            changed: out.events.iter().filter(|e| e.changed).count(),
             ms: ms(t),
             text: out.text,
         })
@@ -289,18 +282,24 @@ impl PreservationSummary {
     }
 }
 
-/// Remembers which of the upstream's sentences ended its answer.
-struct Tracking<'a> {
+/// The upstream after a run's first rounds: their sentences again, then the upstream's own.
+struct Replay<'a> {
+    done: std::collections::VecDeque<String>,
     inner: &'a mut LocalUpstream,
-    last: Vec<bool>,
 }
 
-impl Upstream for Tracking<'_> {
+impl Upstream for Replay<'_> {
     async fn next_sentence(&mut self, query: &str, prefix: &str) -> Result<UpstreamSentence> {
-        let s = self.inner.next_sentence(query, prefix).await?;
-        self.last.push(s.last);
-        Ok(s)
+        match self.done.pop_front() {
+            Some(text) => Ok(UpstreamSentence {
+                text,
+                last: false,
+                tokens: 0,
+            }),
+            None => self.inner.next_sentence(query, prefix).await,
+        }
     }
+
     async fn rest(&mut self, query: &str, prefix: &str) -> Result<String> {
         self.inner.rest(query, prefix).await
     }

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use super::gsm8k::{Reference, claims, known_numbers, same};
 use super::oracle::{numbers, stated_answer};
 use crate::align::{Correction, Corrector};
-use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
 
 fn contains(set: &[f64], n: f64) -> bool {
@@ -134,7 +133,6 @@ pub fn is_correct(r: &Reference, prefix: &str, original: &str) -> bool {
 /// The grounded oracle as a [`Corrector`]: the aligner's seat when making data from references.
 pub struct GroundedOracle {
     references: HashMap<String, Reference>,
-    cancel: CancelToken,
 }
 
 impl GroundedOracle {
@@ -144,7 +142,6 @@ impl GroundedOracle {
                 .into_iter()
                 .map(|r| (r.question.clone(), r))
                 .collect(),
-            cancel: CancelToken::default(),
         }
     }
 
@@ -170,10 +167,6 @@ impl Corrector for GroundedOracle {
             accepted: 0,
             passes: 0,
         })
-    }
-
-    fn cancel_token(&self) -> &CancelToken {
-        &self.cancel
     }
 }
 

@@ -12,7 +12,6 @@ use std::collections::HashMap;
 
 use super::problems::{Op, Problem};
 use crate::align::{Correction, Corrector};
-use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
 
 /// Numbers and operators of a sentence, in order.
@@ -192,7 +191,6 @@ pub fn next_step(p: &Problem, prefix: &str) -> String {
 /// The oracle as a [`Corrector`]: stands in for the aligner when making training data.
 pub struct Oracle {
     problems: HashMap<String, Problem>,
-    cancel: CancelToken,
 }
 
 impl Oracle {
@@ -202,7 +200,6 @@ impl Oracle {
                 .into_iter()
                 .map(|p| (p.question.clone(), p))
                 .collect(),
-            cancel: CancelToken::default(),
         }
     }
 }
@@ -224,10 +221,6 @@ impl Corrector for Oracle {
             accepted: 0,
             passes: 0,
         })
-    }
-
-    fn cancel_token(&self) -> &CancelToken {
-        &self.cancel
     }
 }
 

@@ -2,9 +2,11 @@
 //! prefix, it writes the next sentence and stops there.
 
 pub mod local;
+pub mod posthoc;
 pub mod remote;
 
 pub use local::LocalUpstream;
+pub use posthoc::Posthoc;
 pub use remote::{Api, RemoteConfig, RemoteUpstream, UpstreamStats};
 
 use crate::error::Result;
@@ -16,7 +18,9 @@ pub struct UpstreamSentence {
     pub text: String,
     /// The answer ends after this sentence.
     pub last: bool,
-    /// Tokens the upstream generated for it (including a lookahead token it needed to decide).
+    /// What the upstream spent on it: tokens generated locally (including a lookahead token it
+    /// needed to decide), streamed chunks remotely (one token a chunk on llama.cpp, vLLM and
+    /// OpenAI, which is what the gateway's `max_tokens` budget counts).
     pub tokens: usize,
 }
 
@@ -28,6 +32,12 @@ pub trait Upstream {
 
     /// The rest of the answer after `prefix`, uncorrected (after the last correction round).
     async fn rest(&mut self, query: &str, prefix: &str) -> Result<String>;
+
+    /// Whether the sentences are generated (a model's), so that one repeating a recent one is a
+    /// loop to stop; a given text's are not.
+    fn generates(&self) -> bool {
+        true
+    }
 }
 
 /// Either upstream, chosen at run time (a CLI flag, a page's setting).

@@ -107,8 +107,8 @@ pub fn run(args: AlignArgs) -> Result<()> {
     };
     let mut aligner = Aligner::new(Arc::new(args.adapter.apply(&engine)?));
     aligner.calculator = args.calculator;
+    let aligner_cancel = aligner.cancel.clone();
     let config = PipelineConfig {
-        mode: args.mode,
         max_rounds: args.max_rounds.unwrap_or(usize::MAX),
         max_sentences: args.max_sentences,
     };
@@ -139,12 +139,14 @@ pub fn run(args: AlignArgs) -> Result<()> {
         AnyUpstream::Remote(RemoteUpstream::new(remote)?)
     };
     // The remote upstream's HTTP client needs a tokio runtime; the local one runs under it too.
-    let answer = tokio::runtime::Runtime::new()?.block_on(align::run(
+    let answer = tokio::runtime::Runtime::new()?.block_on(align::run_mode(
+        args.mode,
         &mut upstream,
         &mut aligner,
         &args.query,
         args.answer.as_deref(),
         &config,
+        &aligner_cancel,
         on_event,
     ))?;
     if !args.json {

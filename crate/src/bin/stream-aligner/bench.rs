@@ -219,17 +219,19 @@ pub mod sentence_loop {
             aligner.reuse_cache = !naive;
             aligner.speculate = !naive;
             let config = PipelineConfig {
-                mode,
                 max_sentences: sentences,
                 ..Default::default()
             };
             let t = Instant::now();
-            let a = futures::executor::block_on(align::run(
+            let cancel = aligner.cancel.clone();
+            let a = futures::executor::block_on(align::run_mode(
+                mode,
                 &mut up,
                 &mut aligner,
                 q,
                 None,
                 &config,
+                &cancel,
                 |_| ControlFlow::Continue(()),
             ))?;
             ms += t.elapsed().as_secs_f64() * 1e3;

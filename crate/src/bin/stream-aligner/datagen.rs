@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use stream_aligner::GenerateOptions;
 use stream_aligner::align::Corrector;
-use stream_aligner::align::{self, Mode, PipelineConfig};
+use stream_aligner::align::{self, PipelineConfig};
 use stream_aligner::model::SamplerConfig;
 use stream_aligner::train::{GroundedOracle, Oracle, generate, gsm8k};
 use stream_aligner::upstream::LocalUpstream;
@@ -95,18 +95,17 @@ pub fn run(args: DatagenArgs) -> Result<()> {
         };
         let mut upstream = LocalUpstream::new(engine.clone(), options);
         let config = PipelineConfig {
-            mode: Mode::Stream,
             max_sentences: args.max_sentences,
             ..Default::default()
         };
-        let mut prefix = String::new();
         let mut lines = Vec::new();
+        let cancel = stream_aligner::CancelToken::default();
         futures::executor::block_on(align::run(
             &mut upstream,
             &mut oracle,
             &question,
-            None,
             &config,
+            &cancel,
             |ev| {
                 let copy = !ev.changed;
                 if copy {
@@ -116,14 +115,13 @@ pub fn run(args: DatagenArgs) -> Result<()> {
                 }
                 lines.push(serde_json::json!({
                     "question": question,
-                    "prefix": prefix,
+                    "prefix": ev.prefix,
                     "original": ev.original.trim(),
                     "corrected": ev.corrected.trim(),
                     "copy": copy,
                     "family": family,
                     "seed": seed,
                 }));
-                prefix.push_str(&ev.corrected);
                 ControlFlow::Continue(())
             },
         ))?;
@@ -162,13 +160,6 @@ impl Corrector for Labeler {
         match self {
             Labeler::Generated(o) => o.correct(query, prefix, original).await,
             Labeler::Grounded(o) => o.correct(query, prefix, original).await,
-        }
-    }
-
-    fn cancel_token(&self) -> &stream_aligner::CancelToken {
-        match self {
-            Labeler::Generated(o) => o.cancel_token(),
-            Labeler::Grounded(o) => o.cancel_token(),
         }
     }
 }

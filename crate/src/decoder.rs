@@ -1,0 +1,273 @@
+//! The one decoding routine: prefill (reusing what the KV cache already holds), an optional
+//! draft verified in one pass (copy-speculation), then one token a step, with the calculator and
+//! the stop rules. `Engine::generate` streams text from it; the aligner decodes its revision with
+//! the original sentence as the draft.
+//!
+//! Copy-speculation is lossless: a draft token is accepted only where decoding would have chosen
+//! it (the calculator's token where it writes one, else the sampler's), and the first token that
+//! differs is the one decoding chose there. A copied sentence costs one pass instead of one a token.
+
+use std::ops::ControlFlow;
+
+use web_time::Instant;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::model::{KvCache, Logits, Sampler, SamplerConfig};
+use crate::text::{Calculator, StreamDecoder};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Calculator-assisted decoding: after "expression =", the calculator writes the value.
+    pub calculator: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            max_tokens: 256,
+            sampler: SamplerConfig::greedy(),
+            calculator: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model produced an end-of-turn token.
+    EndOfText,
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The caller's callback asked to stop.
+    Caller,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GenerationStats {
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose KV cache entries were reused rather than computed again.
+    pub reused_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+    pub stop: StopReason,
+}
+
+impl GenerationStats {
+    pub fn prefill_tok_s(&self) -> f64 {
+        (self.prompt_tokens - self.reused_tokens) as f64 / (self.prefill_ms / 1e3)
+    }
+    /// Decode speed: tokens after the first (which the prefill produced) over decode time.
+    pub fn decode_tok_s(&self) -> f64 {
+        self.generated_tokens.saturating_sub(1) as f64 / (self.decode_ms / 1e3)
+    }
+}
+
+/// What one decoding produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub tokens: Vec<u32>,
+    /// Of `tokens`, how many were accepted from the draft in its verification pass.
+    pub accepted: usize,
+    /// Forward passes after the prefill (the draft's verification is one).
+    pub passes: usize,
+    pub stats: GenerationStats,
+}
+
+/// What decides the next token, and what has been decided.
+struct Choice<'a> {
+    engine: &'a Engine,
+    sampler: Sampler,
+    calculator: Calculator,
+    /// The prompt and the tokens decided (the repetition penalty's context).
+    history: Vec<u32>,
+    out: Vec<u32>,
+}
+
+impl Choice<'_> {
+    /// The token decoding picks after `logits`: the calculator's if it is writing a value, else
+    /// the sampler's.
+    fn next(&mut self, logits: &[f32]) -> u32 {
+        match self.calculator.forced() {
+            Some(id) => id,
+            None => self.sampler.sample(logits, &self.history),
+        }
+    }
+
+    /// Takes `id` as decided; says why decoding stops here, if it does.
+    fn take(
+        &mut self,
+        id: u32,
+        on_token: &mut impl FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<Option<StopReason>> {
+        if self.engine.tokenizer.is_stop(id) {
+            return Ok(Some(StopReason::EndOfText));
+        }
+        self.out.push(id);
+        self.history.push(id);
+        self.calculator.advance(&self.engine.tokenizer, &self.out)?;
+        Ok(on_token(id).is_break().then_some(StopReason::Caller))
+    }
+}
+
+/// How a draft's verification ended.
+struct Verified {
+    /// The logits after the last accepted token.
+    logits: Vec<f32>,
+    /// The token decoding chose where the draft differs.
+    differs: Option<u32>,
+    stop: Option<StopReason>,
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+impl Engine {
+    /// Decodes after `prompt`, reusing what `cache` already holds of it. A non-empty `draft` is
+    /// verified first in one pass. `on_token` sees every decided token; `Break` stops decoding.
+    pub async fn decode(
+        &self,
+        prompt: &[u32],
+        draft: &[u32],
+        opts: &GenerateOptions,
+        cache: &mut KvCache,
+        mut on_token: impl FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<Decoded> {
+        let ctx = self.model.config.context;
+        if prompt.len() >= ctx {
+            return Err(Error::ContextOverflow {
+                needed: prompt.len() + 1,
+                max: ctx,
+            });
+        }
+        let mut choice = Choice {
+            engine: self,
+            sampler: Sampler::new(opts.sampler.clone())?,
+            calculator: Calculator::new(opts.calculator),
+            history: prompt.to_vec(),
+            out: Vec::new(),
+        };
+        let t0 = Instant::now();
+        let reused = cache.common_prefix(prompt).min(prompt.len() - 1);
+        let logits = self.model.prefill(prompt, cache).await?;
+        let prefill_ms = ms(t0);
+        let t1 = Instant::now();
+        let v = self
+            .verify(
+                draft,
+                logits,
+                opts.max_tokens,
+                &mut choice,
+                cache,
+                &mut on_token,
+            )
+            .await?;
+        let (mut logits, mut differs, mut stop) = (v.logits, v.differs, v.stop);
+        let accepted = choice.out.len();
+        let mut passes = usize::from(!draft.is_empty());
+        while stop.is_none() && choice.out.len() < opts.max_tokens {
+            let id = differs.take().unwrap_or_else(|| choice.next(&logits));
+            stop = choice.take(id, &mut on_token)?;
+            if stop.is_some() || choice.out.len() == opts.max_tokens || cache.len() + 1 >= ctx {
+                break;
+            }
+            logits = self.model.logits(&[id], cache, Logits::Last).await?;
+            passes += 1;
+        }
+        let stats = GenerationStats {
+            prompt_tokens: prompt.len(),
+            reused_tokens: reused,
+            generated_tokens: choice.out.len(),
+            prefill_ms,
+            decode_ms: ms(t1),
+            stop: stop.unwrap_or(StopReason::MaxTokens),
+        };
+        Ok(Decoded {
+            tokens: choice.out,
+            accepted,
+            passes,
+            stats,
+        })
+    }
+
+    /// Scores the draft (as much as fits) in one pass and accepts its tokens while decoding would
+    /// have chosen them; the cache keeps only the accepted ones.
+    async fn verify(
+        &self,
+        draft: &[u32],
+        logits: Vec<f32>,
+        max_tokens: usize,
+        choice: &mut Choice<'_>,
+        cache: &mut KvCache,
+        on_token: &mut impl FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<Verified> {
+        let room = self.model.config.context.saturating_sub(cache.len());
+        let draft = &draft[..draft.len().min(room).min(max_tokens)];
+        let (mut differs, mut stop) = (None, None);
+        if draft.is_empty() {
+            return Ok(Verified {
+                logits,
+                differs,
+                stop,
+            });
+        }
+        let base = cache.len();
+        let rows = self.model.logits(draft, cache, Logits::All).await?;
+        let vocab = self.model.config.vocab;
+        let row = |i: usize| &rows[i * vocab..(i + 1) * vocab];
+        for (i, &token) in draft.iter().enumerate() {
+            let chosen = choice.next(if i == 0 { &logits } else { row(i - 1) });
+            if chosen != token {
+                differs = Some(chosen);
+                break;
+            }
+            stop = choice.take(token, on_token)?;
+            if stop.is_some() {
+                break;
+            }
+        }
+        let n = choice.out.len();
+        cache.truncate(base + n);
+        Ok(Verified {
+            logits: if n == 0 { logits } else { row(n - 1).to_vec() },
+            differs,
+            stop,
+        })
+    }
+
+    /// Generates after `prompt`, reusing what `cache` already holds of it, and calls `on_text`
+    /// with each piece of text as it completes; `on_text` returning `Break` stops generation.
+    pub async fn generate(
+        &self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        cache: &mut KvCache,
+        mut on_text: impl FnMut(u32, &str) -> ControlFlow<()>,
+    ) -> Result<(Vec<u32>, GenerationStats)> {
+        let mut decoder = StreamDecoder::new();
+        let mut failed = None;
+        let d = self
+            .decode(prompt, &[], opts, cache, |id| {
+                match decoder.push(&self.tokenizer, id) {
+                    Ok(piece) => on_text(id, &piece.unwrap_or_default()),
+                    Err(e) => {
+                        failed = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            })
+            .await?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let rest = decoder.finish(&self.tokenizer)?;
+        if !rest.is_empty() {
+            let _ = on_text(*d.tokens.last().unwrap_or(&0), &rest);
+        }
+        Ok((d.tokens, d.stats))
+    }
+}
