@@ -303,7 +303,11 @@ mod tests {
         assert_eq!(v("3x4 ="), None, "an x inside a word is no operator");
         assert_eq!(v("4 / 0 ="), None, "division by zero");
         assert_eq!(v("(4 / 0) ="), None);
-        assert_eq!(v("4 / (2 - 2) ="), Some(0.0), "the longest suffix with a value");
+        assert_eq!(
+            v("4 / (2 - 2) ="),
+            Some(0.0),
+            "the longest suffix with a value"
+        );
         assert_eq!(v("18 ="), None, "no operator");
         assert_eq!(v("5 + ="), None);
         assert_eq!(format_number(18.0 / 22.0), "0.82");
