@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use stream_aligner::Engine;
 use stream_aligner::model::EngineDevice;
+use stream_aligner::text::arithmetic::Op;
 
 /// The fetched SmolLM2 GGUF, or STREAM_ALIGNER_MODEL.
 pub fn model_path() -> PathBuf {
@@ -71,13 +72,7 @@ pub fn equations(text: &str) -> Vec<(String, bool)> {
         .filter(|&i| w[i + 3] == "=")
         .filter_map(|i| {
             let (a, b, c) = (num(w[i])?, num(w[i + 2])?, num(w[i + 4])?);
-            let holds = match w[i + 1] {
-                "+" => a + b == c,
-                "-" => a - b == c,
-                "*" | "x" => a * b == c,
-                "/" => b != 0 && a == b * c,
-                _ => return None,
-            };
+            let holds = Op::from_symbol(w[i + 1])?.apply(a, b) == Some(c);
             Some((w[i..=i + 4].join(" "), holds))
         })
         .collect()

@@ -1,6 +1,7 @@
-//! Text: the tokenizer and chat template from the GGUF, streaming detokenization, and
-//! the calculator that decoding may consult.
+//! Text: the tokenizer and chat template from the GGUF, streaming detokenization, the
+//! calculator that decoding may consult, and the arithmetic it and the training oracles read.
 
+pub mod arithmetic;
 pub mod calculator;
 pub mod chat_template;
 pub mod sentence_splitter;

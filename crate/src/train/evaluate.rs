@@ -16,28 +16,8 @@ use crate::align::{Aligner, PipelineConfig, SentenceEvent, Uncorrected};
 use crate::cancel::CancelToken;
 use crate::engine::{Engine, GenerateOptions};
 use crate::error::Result;
+pub use crate::text::arithmetic::predicted_answer;
 use crate::upstream::{LocalUpstream, Posthoc, Upstream, UpstreamSentence};
-
-/// The number an answer ends on: after "answer is", else its last number.
-pub fn predicted_answer(text: &str) -> Option<f64> {
-    let lower = text.to_lowercase();
-    let tail = lower
-        .rfind("answer is")
-        .map_or(lower.as_str(), |i| &lower[i..]);
-    let numbers = |s: &str| -> Vec<f64> {
-        s.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ',' || c == '-'))
-            .filter_map(|w| {
-                let w = w.trim_matches(|c| c == '.' || c == ',' || c == '-');
-                w.replace(',', "").parse::<f64>().ok()
-            })
-            .collect()
-    };
-    let in_tail = numbers(tail);
-    if lower.contains("answer is") && !in_tail.is_empty() {
-        return in_tail.first().copied();
-    }
-    numbers(&lower).last().copied()
-}
 
 fn correct(text: &str, answer: f64) -> bool {
     predicted_answer(text).is_some_and(|p| (p - answer).abs() < 1e-6)

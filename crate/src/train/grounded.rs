@@ -14,10 +14,10 @@
 
 use std::collections::HashMap;
 
-use super::gsm8k::{Reference, claims, known_numbers, same};
-use super::oracle::{numbers, stated_answer};
+use super::gsm8k::{Reference, known_numbers};
 use crate::align::{Correction, Corrector};
 use crate::error::{Error, Result};
+use crate::text::arithmetic::{claims, numbers, same, stated_answer};
 
 fn contains(set: &[f64], n: f64) -> bool {
     set.iter().any(|&x| same(x, n))
@@ -172,7 +172,7 @@ impl Corrector for GroundedOracle {
 
 #[cfg(test)]
 mod tests {
-    use super::super::gsm8k::{read, same};
+    use super::super::gsm8k::read;
     use super::super::synthetic::with_claim;
     use super::*;
 
@@ -246,11 +246,11 @@ mod tests {
             }
             // Wrong operands, arithmetic right: "+ 1" inside the expression, result off the path.
             let expr_end = s[..eq].trim_end();
-            let value = crate::text::calculator::pending_value(&format!("{expr_end} + 1 ="));
+            let value = crate::text::arithmetic::pending_value(&format!("{expr_end} + 1 ="));
             if let Some(v) = value.filter(|&v| off(v)) {
                 let changed = format!(
                     "{expr_end} + 1 = {}.",
-                    crate::text::calculator::format_number(v)
+                    crate::text::arithmetic::format_number(v)
                 );
                 assert!(!is_correct(&r, &p, &changed), "{changed}");
                 wrong_operand += 1;

@@ -10,10 +10,9 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use super::oracle::{numbers, stated_answer};
 use super::problems::{Gsm8kRecord, Problem};
 use crate::error::{Error, Result};
-use crate::text::calculator::{format_number, pending_value};
+use crate::text::arithmetic::{claims, format_number, numbers, pending_value, same, stated_answer};
 use crate::text::split_sentences;
 
 /// The `family` written in training records made from GSM8K (0–4 are the generator's).
@@ -54,39 +53,6 @@ impl Reference {
             index: p.seed as usize,
         }
     }
-}
-
-/// Two numbers are the same when they agree to the calculator's two decimals.
-pub fn same(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 0.005 + 1e-9 * a.abs().max(b.abs())
-}
-
-/// The equations of a sentence: for each "=" followed by a number, the value of the expression
-/// before it (None when there is none the calculator can read) and the number claimed.
-pub fn claims(s: &str) -> Vec<(Option<f64>, f64)> {
-    let mut out = Vec::new();
-    for (i, _) in s.match_indices('=') {
-        let after = s[i + 1..].trim_start_matches([' ', '$']);
-        let len = after
-            .char_indices()
-            .take_while(|&(j, c)| {
-                c.is_ascii_digit()
-                    || (c == ',' || c == '.')
-                        && after[j + 1..].starts_with(|d: char| d.is_ascii_digit())
-            })
-            .last()
-            .map_or(0, |(j, c)| j + c.len_utf8());
-        let Ok(claimed) = after[..len].replace(',', "").parse::<f64>() else {
-            continue;
-        };
-        // "= 0.2*50 = 10": the number starts another expression, it claims nothing.
-        let next = after[len..].trim_start();
-        if next.starts_with(['+', '-', '*', '/', '×', '÷', '(']) || next.starts_with("x ") {
-            continue;
-        }
-        out.push((pending_value(&s[..=i]), claimed));
-    }
-    out
 }
 
 /// "1,000" → "1000": the calculator reads no thousands separators.

@@ -9,6 +9,7 @@ pub mod gsm8k;
 mod natural;
 pub mod oracle;
 pub mod problems;
+mod story;
 pub mod synthetic;
 pub mod trainer;
 

@@ -11,7 +11,8 @@
 use rand::Rng;
 use rand::rngs::SmallRng;
 
-use super::problems::{Op, Step, cap};
+use super::story::{Step, cap, fill, lower_first, pronoun};
+use crate::text::arithmetic::Op;
 
 /// What is counted, the container it comes in (singular, plural), and who gives or gets.
 const THINGS: &[(&str, &str, &str)] = &[
@@ -70,18 +71,9 @@ struct Story {
     unit: String,
 }
 
-fn lower_first(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_lowercase().collect::<String>() + c.as_str())
-        .unwrap_or_default()
-}
-
 impl Story {
     fn fill(&self, template: &str) -> String {
-        self.vars
-            .iter()
-            .fold(template.to_string(), |s, (k, v)| s.replace(k, v))
+        fill(template, &self.vars)
     }
 
     /// A sentence of the question that is one step: tells `clause`, then computes it.
@@ -287,26 +279,21 @@ pub(super) fn tell(rng: &mut SmallRng) -> Option<(String, Vec<Step>, i64)> {
         }
     };
     let (thing, pack, packs) = THINGS[rng.random_range(0..THINGS.len())];
-    let (pos, obj) = if pron == "she" {
-        ("her", "her")
-    } else {
-        ("his", "him")
-    };
-    let other = OTHERS[rng.random_range(0..OTHERS.len())].replace("{pos}", pos);
+    let other = fill(OTHERS[rng.random_range(0..OTHERS.len())], &pronoun(pron));
+    let mut vars = vec![
+        ("{Other}", cap(&other)),
+        ("{other_name}", other_name.into()),
+        ("{other}", other),
+        ("{name}", name.into()),
+    ];
+    vars.extend(pronoun(pron));
+    vars.extend([
+        ("{thing}", thing.into()),
+        ("{packs}", packs.into()),
+        ("{pack}", pack.into()),
+    ]);
     let mut story = Story {
-        vars: vec![
-            ("{Other}", cap(&other)),
-            ("{other_name}", other_name.into()),
-            ("{other}", other),
-            ("{name}", name.into()),
-            ("{Pron}", cap(pron)),
-            ("{pron}", pron.into()),
-            ("{pos}", pos.into()),
-            ("{obj}", obj.into()),
-            ("{thing}", thing.into()),
-            ("{packs}", packs.into()),
-            ("{pack}", pack.into()),
-        ],
+        vars,
         text: Vec::new(),
         steps: Vec::new(),
         value: 0,

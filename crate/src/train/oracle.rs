@@ -10,132 +10,10 @@
 
 use std::collections::HashMap;
 
-use super::problems::{Op, Problem};
+use super::problems::Problem;
 use crate::align::{Correction, Corrector};
 use crate::error::{Error, Result};
-
-/// Numbers and operators of a sentence, in order.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Tok {
-    Num(f64),
-    Op(Op),
-    Eq,
-    Other,
-}
-
-fn tokens(s: &str) -> Vec<Tok> {
-    let mut out = Vec::new();
-    let chars: Vec<char> = s.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c.is_ascii_digit() {
-            let mut j = i;
-            let mut num = String::new();
-            while j < chars.len()
-                && (chars[j].is_ascii_digit()
-                    || chars[j] == ','
-                    || (chars[j] == '.' && chars.get(j + 1).is_some_and(|d| d.is_ascii_digit())))
-            {
-                if chars[j] != ',' {
-                    num.push(chars[j]);
-                }
-                j += 1;
-            }
-            out.push(num.parse().map_or(Tok::Other, Tok::Num));
-            i = j;
-            continue;
-        }
-        out.push(match c {
-            '+' => Tok::Op(Op::Add),
-            '-' | '−' => Tok::Op(Op::Sub),
-            '*' | '×' | 'x' if i > 0 && chars[i - 1] == ' ' && chars.get(i + 1) == Some(&' ') => {
-                Tok::Op(Op::Mul)
-            }
-            '*' | '×' => Tok::Op(Op::Mul),
-            '/' | '÷' => Tok::Op(Op::Div),
-            '=' => Tok::Eq,
-            ' ' | '$' | '€' => {
-                i += 1;
-                continue;
-            }
-            _ => Tok::Other,
-        });
-        i += 1;
-    }
-    out
-}
-
-/// Evaluates `n (op n)*` with × and ÷ before + and −.
-fn eval(expr: &[Tok]) -> Option<f64> {
-    let mut terms: Vec<f64> = Vec::new();
-    let mut signs: Vec<f64> = Vec::new();
-    let mut i = 0;
-    let mut sign = 1.0;
-    while i < expr.len() {
-        let Tok::Num(mut v) = expr[i] else {
-            return None;
-        };
-        i += 1;
-        while i + 1 < expr.len() && matches!(expr[i], Tok::Op(Op::Mul | Op::Div)) {
-            let Tok::Num(w) = expr[i + 1] else {
-                return None;
-            };
-            v = if expr[i] == Tok::Op(Op::Mul) {
-                v * w
-            } else {
-                v / w
-            };
-            i += 2;
-        }
-        terms.push(v);
-        signs.push(sign);
-        match expr.get(i) {
-            None => break,
-            Some(Tok::Op(Op::Add)) => sign = 1.0,
-            Some(Tok::Op(Op::Sub)) => sign = -1.0,
-            _ => return None,
-        }
-        i += 1;
-    }
-    (!terms.is_empty()).then(|| terms.iter().zip(&signs).map(|(t, s)| t * s).sum())
-}
-
-/// Equations `expr = n` in a sentence: (value of expr, claimed n). `None` when an expression
-/// doesn't parse.
-fn equations(s: &str) -> Vec<(Option<f64>, f64)> {
-    let t = tokens(s);
-    let mut out = Vec::new();
-    for (i, tok) in t.iter().enumerate() {
-        if *tok != Tok::Eq {
-            continue;
-        }
-        let Some(&Tok::Num(claimed)) = t.get(i + 1) else {
-            continue;
-        };
-        // The expression: the longest run of numbers and operators before '='.
-        let mut start = i;
-        while start > 0 && matches!(t[start - 1], Tok::Num(_) | Tok::Op(_)) {
-            start -= 1;
-        }
-        out.push((eval(&t[start..i]), claimed));
-    }
-    out
-}
-
-pub(crate) fn numbers(s: &str) -> Vec<f64> {
-    tokens(s)
-        .into_iter()
-        .filter_map(|t| if let Tok::Num(n) = t { Some(n) } else { None })
-        .collect()
-}
-
-/// The stated final answer, if the sentence states one ("the answer is 17").
-pub(crate) fn stated_answer(s: &str) -> Option<f64> {
-    let lower = s.to_lowercase();
-    let at = lower.find("answer is").or_else(|| lower.find("answer:"))?;
-    numbers(&s[at..]).first().copied()
-}
+use crate::text::arithmetic::{equations, numbers, stated_answer};
 
 /// How many of the solution's steps the prefix has already derived, in order.
 pub fn steps_done(p: &Problem, prefix: &str) -> usize {
@@ -228,17 +106,6 @@ impl Corrector for Oracle {
 mod tests {
     use super::super::problems::generate;
     use super::*;
-
-    #[test]
-    fn equations_are_checked_with_precedence() {
-        assert_eq!(
-            equations("so 12 + 5 = 17 marbles"),
-            vec![(Some(17.0), 17.0)]
-        );
-        assert_eq!(equations("17 * 23 = 381."), vec![(Some(391.0), 381.0)]);
-        assert_eq!(equations("2 + 3 * 4 = 14"), vec![(Some(14.0), 14.0)]);
-        assert_eq!(equations("$1,200 / 4 = $300"), vec![(Some(300.0), 300.0)]);
-    }
 
     #[test]
     fn the_canonical_solution_is_copied_and_mistakes_are_rewritten() {

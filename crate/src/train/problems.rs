@@ -12,47 +12,10 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::natural;
+pub use super::story::Step;
+use super::story::{fill, pronoun};
 use crate::error::{Error, Result};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Op {
-    Add,
-    Sub,
-    Mul,
-    Div,
-}
-
-impl Op {
-    pub fn symbol(self) -> &'static str {
-        match self {
-            Op::Add => "+",
-            Op::Sub => "-",
-            Op::Mul => "*",
-            Op::Div => "/",
-        }
-    }
-
-    /// `a op b`, when it is a whole number.
-    pub fn apply(self, a: i64, b: i64) -> Option<i64> {
-        match self {
-            Op::Add => a.checked_add(b),
-            Op::Sub => a.checked_sub(b),
-            Op::Mul => a.checked_mul(b),
-            Op::Div => (b != 0 && a % b == 0).then(|| a / b),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Step {
-    pub a: i64,
-    pub op: Op,
-    pub b: i64,
-    pub result: i64,
-    /// The canonical sentence: the event as the question tells it, then its arithmetic, e.g.
-    /// "She buys 5 more, so 12 + 5 = 17 marbles."
-    pub sentence: String,
-}
+use crate::text::arithmetic::Op;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Problem {
@@ -108,7 +71,7 @@ struct Family {
     ask: &'static [&'static str],
 }
 
-// Placeholders: {name} {pron} {n} {thing} {k}.
+// Placeholders: {name} {Pron} {pron} {obj} {thing} {n} {k} {k_minus_one}.
 const FAMILIES: &[Family] = &[
     Family {
         things: &[
@@ -120,7 +83,7 @@ const FAMILIES: &[Family] = &[
         ],
         add: &[
             "{Pron} buys {k} more.",
-            "A friend gives {pron_obj} {k} {thing}.",
+            "A friend gives {obj} {k} {thing}.",
             "{Pron} finds {k} more {thing}.",
         ],
         sub: &[
@@ -230,27 +193,18 @@ fn pick<'a>(rng: &mut SmallRng, xs: &'a [&'a str]) -> &'a str {
     xs[rng.random_range(0..xs.len())]
 }
 
-pub(super) fn cap(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-        .unwrap_or_default()
-}
-
-fn fill(t: &str, name: &str, pron: &str, n: i64, thing: &str, k: i64) -> String {
-    let obj = match pron {
-        "she" => "her",
-        "he" => "him",
-        _ => "them",
-    };
-    t.replace("{name}", name)
-        .replace("{Pron}", &cap(pron))
-        .replace("{pron_obj}", obj)
-        .replace("{pron}", pron)
-        .replace("{thing}", thing)
-        .replace("{n}", &n.to_string())
-        .replace("{k_minus_one}", &(k - 1).to_string())
-        .replace("{k}", &k.to_string())
+/// A family's template told of `name` and `thing`, with the running value `n` and the event's
+/// operand `k`.
+fn phrase(t: &str, name: &str, pron: &str, n: i64, thing: &str, k: i64) -> String {
+    let mut vars = vec![("{name}", name.to_string())];
+    vars.extend(pronoun(pron));
+    vars.extend([
+        ("{thing}", thing.to_string()),
+        ("{n}", n.to_string()),
+        ("{k_minus_one}", (k - 1).to_string()),
+        ("{k}", k.to_string()),
+    ]);
+    fill(t, &vars)
 }
 
 /// A problem from `seed`, of a family in `families` (all when empty), with 2 to 5 steps (2 to
@@ -263,43 +217,34 @@ pub fn generate(seed: u64, families: &[usize]) -> Problem {
         families[rng.random_range(0..families.len())]
     };
     let family = family % self::families();
-    if family == FAMILIES.len() {
+    let (question, steps, answer) = if family == FAMILIES.len() {
         // Draw until the numbers work out (most draws do: see natural.rs's test).
-        let (question, steps, answer) = std::iter::repeat_with(|| natural::tell(&mut rng))
+        std::iter::repeat_with(|| natural::tell(&mut rng))
             .flatten()
             .next()
-            .expect("an endless iterator");
-        return Problem {
-            question,
-            steps,
-            answer,
-            family,
-            seed,
-        };
+            .expect("an endless iterator")
+    } else {
+        story(&mut rng, &FAMILIES[family])
+    };
+    Problem {
+        question,
+        steps,
+        answer,
+        family,
+        seed,
     }
-    let f = &FAMILIES[family];
+}
+
+/// A story of family `f`: (question, steps, answer).
+fn story(rng: &mut SmallRng, f: &Family) -> (String, Vec<Step>, i64) {
     let (name, pron) = NAMES[rng.random_range(0..NAMES.len())];
-    let thing = pick(&mut rng, f.things);
+    let thing = pick(rng, f.things);
     let n_steps = rng.random_range(2..=5);
     let mut value = rng.random_range(4..=40i64);
-    let mut text = vec![fill(pick(&mut rng, f.start), name, pron, value, thing, 0)];
+    let mut text = vec![phrase(pick(rng, f.start), name, pron, value, thing, 0)];
     let mut steps = Vec::new();
     while steps.len() < n_steps {
-        let op = [Op::Add, Op::Sub, Op::Mul, Op::Div][rng.random_range(0..4)];
-        let k = match op {
-            Op::Add => rng.random_range(2..=30),
-            Op::Sub if value > 2 => rng.random_range(1..value.min(30)),
-            Op::Mul if value <= 60 => rng.random_range(2..=4),
-            Op::Div => match (2..=6)
-                .filter(|d| value % d == 0 && value / d >= 2)
-                .collect::<Vec<i64>>()
-            {
-                ds if !ds.is_empty() => ds[rng.random_range(0..ds.len())],
-                _ => continue,
-            },
-            _ => continue,
-        };
-        let Some(result) = op.apply(value, k) else {
+        let Some((op, k, result)) = event(rng, value) else {
             continue;
         };
         let templates = match op {
@@ -308,7 +253,7 @@ pub fn generate(seed: u64, families: &[usize]) -> Problem {
             Op::Mul => f.mul,
             Op::Div => f.div,
         };
-        let event = fill(pick(&mut rng, templates), name, pron, value, thing, k);
+        let event = phrase(pick(rng, templates), name, pron, value, thing, k);
         // The step restates its event in the question's own words, then computes it: the next
         // step is then the question's sentence after the last one quoted, which a small model
         // finds by copying rather than by keeping count.
@@ -327,14 +272,27 @@ pub fn generate(seed: u64, families: &[usize]) -> Problem {
         });
         value = result;
     }
-    text.push(fill(pick(&mut rng, f.ask), name, pron, value, thing, 0));
-    Problem {
-        question: text.join(" "),
-        answer: value,
-        steps,
-        family,
-        seed,
-    }
+    text.push(phrase(pick(rng, f.ask), name, pron, value, thing, 0));
+    (text.join(" "), steps, value)
+}
+
+/// An event on the running `value`: (op, operand, result); None when the drawn operation
+/// doesn't fit the value (the caller draws again).
+fn event(rng: &mut SmallRng, value: i64) -> Option<(Op, i64, i64)> {
+    let op = [Op::Add, Op::Sub, Op::Mul, Op::Div][rng.random_range(0..4)];
+    let k = match op {
+        Op::Add => rng.random_range(2..=30),
+        Op::Sub if value > 2 => rng.random_range(1..value.min(30)),
+        Op::Mul if value <= 60 => rng.random_range(2..=4),
+        Op::Div => {
+            let ds: Vec<i64> = (2..=6)
+                .filter(|d| value % d == 0 && value / d >= 2)
+                .collect();
+            (!ds.is_empty()).then(|| ds[rng.random_range(0..ds.len())])?
+        }
+        _ => return None,
+    };
+    Some((op, k, op.apply(value, k)?))
 }
 
 /// A GSM8K-format record: `{"question": ..., "answer": "... #### N"}`.
@@ -448,10 +406,7 @@ mod tests {
             for eq in work.lines() {
                 let (lhs, rhs) = eq.split_once(" = ").unwrap();
                 let [a, op, b]: [&str; 3] = lhs.split(' ').collect::<Vec<_>>().try_into().unwrap();
-                let op = [Op::Add, Op::Sub, Op::Mul, Op::Div]
-                    .into_iter()
-                    .find(|o| o.symbol() == op)
-                    .unwrap_or_else(|| panic!("an operator: {eq}"));
+                let op = Op::from_symbol(op).unwrap_or_else(|| panic!("an operator: {eq}"));
                 let value = op.apply(a.parse().unwrap(), b.parse().unwrap());
                 assert_eq!(value, Some(rhs.parse().unwrap()), "{eq}");
                 last = value;

@@ -10,10 +10,9 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::grounded::{GroundedOracle, next_index};
-use super::gsm8k::{FAMILY, Reference, claims, known_numbers, other_number, same};
-use super::oracle::numbers;
+use super::gsm8k::{FAMILY, Reference, known_numbers, other_number};
 use super::trainer::Record;
-use crate::text::calculator::{format_number, pending_value};
+use crate::text::arithmetic::{claims, format_number, numbers, pending_value, same};
 
 /// What a record's "upstream" sentence is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -168,38 +167,79 @@ fn pick<'a>(rng: &mut SmallRng, xs: &[&'a str]) -> &'a str {
     xs[rng.random_range(0..xs.len())]
 }
 
-/// One record about `r`: a kind drawn by its weight, a place in the solution, the sentence;
-/// None when the kind doesn't fit this solution.
-fn record(rng: &mut SmallRng, r: &Reference, other: &Reference) -> Option<(Kind, Record)> {
+/// A kind drawn by its weight.
+fn draw_kind(rng: &mut SmallRng) -> Option<Kind> {
     let total: u32 = KINDS.iter().map(|k| k.1).sum();
     let mut roll = rng.random_range(0..total);
-    let kind = KINDS
+    KINDS
         .iter()
         .find(|&&(_, w)| {
             let hit = roll < w;
             roll = roll.saturating_sub(w);
             hit
         })
-        .map(|k| k.0)?;
-    let n = r.steps.len();
-    let k = match kind {
+        .map(|k| k.0)
+}
+
+/// Where a record of `kind` stands in a solution of `n` steps: how many steps precede it.
+/// None when the solution is too short for the kind.
+fn position(rng: &mut SmallRng, kind: Kind, n: usize) -> Option<usize> {
+    Some(match kind {
         Kind::FinalAnswer | Kind::WrongFinalAnswer => n,
         Kind::Opening => 0,
         Kind::Narration => rng.random_range(1..=n),
         Kind::PrematureAnswer => rng.random_range(1..n.max(2)),
         Kind::SkippedStep => rng.random_range(0..n.checked_sub(1)?),
         _ => rng.random_range(0..n),
-    };
+    })
+}
+
+/// One record about `r`: a kind drawn by its weight, a place in the solution, the sentence;
+/// None when the kind doesn't fit this solution.
+fn record(rng: &mut SmallRng, r: &Reference, other: &Reference) -> Option<(Kind, Record)> {
+    let kind = draw_kind(rng)?;
+    let k = position(rng, kind, r.steps.len())?;
     let mut prefix_parts: Vec<&str> = r.steps[..k].iter().map(String::as_str).collect();
     if k > 0 && rng.random_bool(0.2) {
         prefix_parts.insert(0, pick(rng, OPENINGS));
     }
     let prefix = prefix_parts.join(" ");
     let step = r.steps.get(k).map(String::as_str).unwrap_or("");
+    let original = upstream_sentence(rng, kind, r, other, k)?
+        .trim()
+        .to_string();
+    (!original.is_empty() && original != step || matches!(kind, Kind::ReferenceStep))
+        .then_some(())?;
+    let corrected = GroundedOracle::decide(r, &prefix, &original);
+    debug_assert!(next_index(r, &prefix) <= r.steps.len());
+    Some((
+        kind,
+        Record {
+            question: r.question.clone(),
+            prefix,
+            copy: corrected == original,
+            original,
+            corrected,
+            family: FAMILY,
+            seed: r.index as u64,
+        },
+    ))
+}
+
+/// The "upstream" sentence of a record of `kind` after `r`'s first `k` steps (`other` lends a
+/// sentence about another problem); None when the kind doesn't fit the step.
+fn upstream_sentence(
+    rng: &mut SmallRng,
+    kind: Kind,
+    r: &Reference,
+    other: &Reference,
+    k: usize,
+) -> Option<String> {
+    let step = r.steps.get(k).map(String::as_str).unwrap_or("");
     let mut avoid = known_numbers(r);
     avoid.extend(claims(&r.steps.join(" ")).into_iter().map(|(_, c)| c));
     avoid.push(r.answer);
-    let original = match kind {
+    Some(match kind {
         Kind::ReferenceStep => step.to_string(),
         Kind::Paraphrase => paraphrase(rng, step),
         Kind::FinalAnswer => {
@@ -242,24 +282,7 @@ fn record(rng: &mut SmallRng, r: &Reference, other: &Reference) -> Option<(Kind,
         }
         Kind::Narration => pick(rng, NARRATION).to_string(),
         Kind::OtherProblem => other.steps[rng.random_range(0..other.steps.len())].clone(),
-    };
-    let original = original.trim().to_string();
-    (!original.is_empty() && original != step || matches!(kind, Kind::ReferenceStep))
-        .then_some(())?;
-    let corrected = GroundedOracle::decide(r, &prefix, &original);
-    debug_assert!(next_index(r, &prefix) <= n);
-    Some((
-        kind,
-        Record {
-            question: r.question.clone(),
-            prefix,
-            copy: corrected == original,
-            original,
-            corrected,
-            family: FAMILY,
-            seed: r.index as u64,
-        },
-    ))
+    })
 }
 
 /// `per_problem` records about each reference (seeded by `seed` and the reference's index).

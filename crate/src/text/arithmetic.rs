@@ -1,0 +1,374 @@
+//! Arithmetic in text, read one way for everyone: the operations (`Op`), one tokenizer of
+//! numbers and operators, one evaluator of expressions, and what is built on them:
+//!
+//! - [`pending_value`]: the value of the expression a text ends with before "=" (the
+//!   calculator writes it while decoding; GSM8K's annotations are checked with it);
+//! - [`equations`] and [`claims`]: the equations a sentence states, each with the value of its
+//!   expression and the number it claims (the generator's oracle reads every "expression = n";
+//!   the grounded oracle reads them as the calculator writes them);
+//! - [`numbers`], [`stated_answer`] and [`predicted_answer`]: a sentence's numbers, the answer
+//!   a sentence states, and the number a whole answer ends on (evaluation);
+//! - [`format_number`] and [`same`]: a value as the calculator writes it, and two values that
+//!   agree to its two decimals.
+
+use serde::{Deserialize, Serialize};
+
+/// An arithmetic operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl Op {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Op::Add => "+",
+            Op::Sub => "-",
+            Op::Mul => "*",
+            Op::Div => "/",
+        }
+    }
+
+    /// The operation a sign stands for: + - − * × x / ÷.
+    pub fn from_symbol(s: &str) -> Option<Op> {
+        match s {
+            "+" => Some(Op::Add),
+            "-" | "−" => Some(Op::Sub),
+            "*" | "×" | "x" => Some(Op::Mul),
+            "/" | "÷" => Some(Op::Div),
+            _ => None,
+        }
+    }
+
+    /// `a op b`, when it is a whole number.
+    pub fn apply(self, a: i64, b: i64) -> Option<i64> {
+        match self {
+            Op::Add => a.checked_add(b),
+            Op::Sub => a.checked_sub(b),
+            Op::Mul => a.checked_mul(b),
+            Op::Div => (b != 0 && a % b == 0).then(|| a / b),
+        }
+    }
+
+    /// `a op b` in decimals; None for a division by zero.
+    fn eval(self, a: f64, b: f64) -> Option<f64> {
+        match self {
+            Op::Add => Some(a + b),
+            Op::Sub => Some(a - b),
+            Op::Mul => Some(a * b),
+            Op::Div => (b != 0.0).then(|| a / b),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Token {
+    Num(f64),
+    Op(Op),
+    Open,
+    Close,
+    Eq,
+    Other,
+}
+
+/// The tokens of `s`: numbers ("1,200" is 1200; a "." belongs to a number only when a digit
+/// follows it), operators (× ÷ − too, and "x" as a word of its own: "3 x 4"), parentheses, "="
+/// and anything else. Spaces and currency signs are skipped: "2 × $3" multiplies.
+fn tokens(s: &str) -> Vec<Token> {
+    let mut out = Vec::new();
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let token = match c {
+            '0'..='9' => {
+                let mut digits = String::from(c);
+                while let Some(&(j, d)) = chars.peek() {
+                    let decimal = d == '.' && s[j + 1..].starts_with(|n: char| n.is_ascii_digit());
+                    if !(d.is_ascii_digit() || d == ',' || decimal) {
+                        break;
+                    }
+                    if d != ',' {
+                        digits.push(d);
+                    }
+                    chars.next();
+                }
+                digits.parse().map_or(Token::Other, Token::Num)
+            }
+            ' ' | '$' | '€' => continue,
+            'x' if s[..i].ends_with(' ') && s[i + 1..].starts_with(' ') => Token::Op(Op::Mul),
+            '(' => Token::Open,
+            ')' => Token::Close,
+            '=' => Token::Eq,
+            'x' => Token::Other,
+            _ => Op::from_symbol(c.encode_utf8(&mut [0; 4])).map_or(Token::Other, Token::Op),
+        };
+        out.push(token);
+    }
+    out
+}
+
+/// The value of `tokens` as one whole expression (parentheses first, then × and ÷, then + and
+/// −, each from the left); None when they aren't one, or it divides by zero or overflows.
+fn evaluate(tokens: &[Token]) -> Option<f64> {
+    let mut pos = 0;
+    let v = sum(tokens, &mut pos)?;
+    (pos == tokens.len() && v.is_finite()).then_some(v)
+}
+
+fn sum(t: &[Token], pos: &mut usize) -> Option<f64> {
+    let mut v = product(t, pos)?;
+    while let Some(&Token::Op(op @ (Op::Add | Op::Sub))) = t.get(*pos) {
+        *pos += 1;
+        v = op.eval(v, product(t, pos)?)?;
+    }
+    Some(v)
+}
+
+fn product(t: &[Token], pos: &mut usize) -> Option<f64> {
+    let mut v = atom(t, pos)?;
+    while let Some(&Token::Op(op @ (Op::Mul | Op::Div))) = t.get(*pos) {
+        *pos += 1;
+        v = op.eval(v, atom(t, pos)?)?;
+    }
+    Some(v)
+}
+
+fn atom(t: &[Token], pos: &mut usize) -> Option<f64> {
+    match *t.get(*pos)? {
+        Token::Num(n) => {
+            *pos += 1;
+            Some(n)
+        }
+        Token::Open => {
+            *pos += 1;
+            let v = sum(t, pos)?;
+            (t.get(*pos) == Some(&Token::Close)).then(|| *pos += 1)?;
+            Some(v)
+        }
+        _ => None,
+    }
+}
+
+/// The value of `s` as a whole expression with at least one operator.
+fn expression(s: &str) -> Option<f64> {
+    let t = tokens(s);
+    t.iter().any(|t| matches!(t, Token::Op(_))).then_some(())?;
+    evaluate(&t)
+}
+
+/// When `text` ends with an arithmetic expression of numbers, + - * / × ÷ x and parentheses,
+/// then "=" (and maybe spaces), its value: what the calculator writes next, and how GSM8K's
+/// equations are checked ("48/2 = 24" is true when `pending_value("48/2 =")` is 24).
+pub fn pending_value(text: &str) -> Option<f64> {
+    let before = text.trim_end().strip_suffix('=')?;
+    // The longest run of expression characters before the "=", then the longest suffix of it
+    // that is a whole expression ("… 5. 12 + 3 =" computes 12 + 3).
+    let start = before
+        .char_indices()
+        .rev()
+        .take_while(|&(_, c)| c.is_ascii_digit() || " .+-*/×÷x()−$".contains(c))
+        .last()
+        .map(|(i, _)| i)?;
+    let run = &before[start..];
+    run.char_indices()
+        .filter(|&(i, c)| {
+            (c.is_ascii_digit() || c == '(')
+                && !run[..i].ends_with(|p: char| p.is_ascii_digit() || p == '.')
+        })
+        .find_map(|(i, _)| expression(&run[i..]))
+}
+
+/// A value as the calculator writes it: whole numbers without decimals, others to 2 places.
+pub fn format_number(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{}", v.round() as i64)
+    } else {
+        let s = format!("{v:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// Two numbers are the same when they agree to the calculator's two decimals.
+pub fn same(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 0.005 + 1e-9 * a.abs().max(b.abs())
+}
+
+/// The numbers of a sentence, in order ("1,200" is 1200; signs are not read).
+pub fn numbers(s: &str) -> Vec<f64> {
+    tokens(s)
+        .into_iter()
+        .filter_map(|t| if let Token::Num(n) = t { Some(n) } else { None })
+        .collect()
+}
+
+/// Every "expression = n" of a sentence as the generator's oracle reads it: the expression is
+/// the longest run of numbers and operators before the "=" (a lone number is one), n the
+/// number right after it. Each as (the expression's value, None when it has none; n).
+pub fn equations(s: &str) -> Vec<(Option<f64>, f64)> {
+    let t = tokens(s);
+    let mut out = Vec::new();
+    for (i, token) in t.iter().enumerate() {
+        if *token != Token::Eq {
+            continue;
+        }
+        let Some(&Token::Num(claimed)) = t.get(i + 1) else {
+            continue;
+        };
+        let mut start = i;
+        while start > 0 && matches!(t[start - 1], Token::Num(_) | Token::Op(_)) {
+            start -= 1;
+        }
+        out.push((evaluate(&t[start..i]), claimed));
+    }
+    out
+}
+
+/// The equations of a sentence as the calculator writes them: for each "=" followed by a
+/// number, the value of the expression before it ([`pending_value`]: None when there is none
+/// the calculator can read) and the number claimed. "= 0.2*50 = 10": a number that starts
+/// another expression claims nothing.
+pub fn claims(s: &str) -> Vec<(Option<f64>, f64)> {
+    let mut out = Vec::new();
+    for (i, _) in s.match_indices('=') {
+        let after = s[i + 1..].trim_start_matches([' ', '$']);
+        let len = after
+            .char_indices()
+            .take_while(|&(j, c)| {
+                c.is_ascii_digit()
+                    || (c == ',' || c == '.')
+                        && after[j + 1..].starts_with(|d: char| d.is_ascii_digit())
+            })
+            .last()
+            .map_or(0, |(j, c)| j + c.len_utf8());
+        let Ok(claimed) = after[..len].replace(',', "").parse::<f64>() else {
+            continue;
+        };
+        let next = after[len..].trim_start();
+        if next.starts_with(['+', '-', '*', '/', '×', '÷', '(']) || next.starts_with("x ") {
+            continue;
+        }
+        out.push((pending_value(&s[..=i]), claimed));
+    }
+    out
+}
+
+/// The final answer a sentence states, if it states one: the first number after its first
+/// "answer is" or "answer:" ("the answer is 17").
+pub fn stated_answer(s: &str) -> Option<f64> {
+    let lower = s.to_lowercase();
+    let at = lower.find("answer is").or_else(|| lower.find("answer:"))?;
+    numbers(&s[at..]).first().copied()
+}
+
+/// The number a whole answer ends on: the first after its last "answer is", else its last
+/// number. Numbers are read as words of digits, "." "," and "-" ("12-5=7" is not 12: a word
+/// that doesn't parse is skipped, so "answer is 12-5=7." reads 7).
+pub fn predicted_answer(text: &str) -> Option<f64> {
+    let lower = text.to_lowercase();
+    let tail = lower
+        .rfind("answer is")
+        .map_or(lower.as_str(), |i| &lower[i..]);
+    let words = |s: &str| -> Vec<f64> {
+        s.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ',' || c == '-'))
+            .filter_map(|w| {
+                let w = w.trim_matches(|c| c == '.' || c == ',' || c == '-');
+                w.replace(',', "").parse::<f64>().ok()
+            })
+            .collect()
+    };
+    let in_tail = words(tail);
+    if lower.contains("answer is") && !in_tail.is_empty() {
+        return in_tail.first().copied();
+    }
+    words(&lower).last().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expressions_follow_precedence_parentheses_and_decimals() {
+        let v = |s: &str| pending_value(s);
+        assert_eq!(v("2 + 3 * 4 ="), Some(14.0));
+        assert_eq!(v("(2 + 3) * 4 ="), Some(20.0));
+        assert_eq!(v("20 - 8 - 2 ="), Some(10.0), "left to right");
+        assert_eq!(v("48 / 2 / 4 ="), Some(6.0));
+        assert_eq!(v("7 / 2 ="), Some(3.5));
+        assert_eq!(v("1.5 * 4 ="), Some(6.0));
+        assert_eq!(v("3 − 1 × 2 ÷ 4 ="), Some(2.5), "typeset signs");
+        assert_eq!(v("3 x 4 ="), Some(12.0));
+        assert_eq!(v("3x4 ="), None, "an x inside a word is no operator");
+        assert_eq!(v("4 / 0 ="), None, "division by zero");
+        assert_eq!(v("(4 / 0) ="), None);
+        assert_eq!(
+            v("4 / (2 - 2) ="),
+            Some(0.0),
+            "the longest suffix with a value"
+        );
+        assert_eq!(v("18 ="), None, "no operator");
+        assert_eq!(v("5 + ="), None);
+        assert_eq!(format_number(18.0 / 22.0), "0.82");
+        assert_eq!(format_number(-10.0), "-10");
+        assert_eq!(format_number(2.5), "2.5");
+    }
+
+    #[test]
+    fn numbers_read_thousands_separators_and_full_stops() {
+        assert_eq!(numbers("$1,200 and 3.5. Then 7."), vec![1200.0, 3.5, 7.0]);
+        assert_eq!(numbers("-4 apples"), vec![4.0], "signs are not read");
+        assert_eq!(numbers("no numbers"), Vec::<f64>::new());
+    }
+
+    #[test]
+    fn equations_are_found_and_checked() {
+        assert_eq!(
+            equations("so 12 + 5 = 17 marbles"),
+            vec![(Some(17.0), 17.0)]
+        );
+        assert_eq!(equations("17 * 23 = 381."), vec![(Some(391.0), 381.0)]);
+        assert_eq!(equations("2 + 3 * 4 = 14"), vec![(Some(14.0), 14.0)]);
+        assert_eq!(equations("$1,200 / 4 = $300"), vec![(Some(300.0), 300.0)]);
+        assert_eq!(equations("She has 17 = 17."), vec![(Some(17.0), 17.0)]);
+        assert_eq!(equations("5 + = 5"), vec![(None, 5.0)], "no expression");
+        assert_eq!(equations("4 / 0 = 1"), vec![(None, 1.0)]);
+        assert_eq!(equations("the total = some"), vec![]);
+        // The calculator's reading: commas are not in its expressions, chains claim once.
+        assert_eq!(claims("sold 48/2 = 24 clips"), vec![(Some(24.0), 24.0)]);
+        assert_eq!(claims("17 * 23 = 381."), vec![(Some(391.0), 381.0)]);
+        assert_eq!(claims("20% of 50 = 0.2*50 = 10"), vec![(Some(10.0), 10.0)]);
+        assert_eq!(claims("In all = 1,200 cars"), vec![(None, 1200.0)]);
+        assert!(same(18.0 / 22.0, 0.82) && !same(0.81, 0.82));
+    }
+
+    #[test]
+    fn the_stated_answer_is_read_after_its_marker() {
+        assert_eq!(stated_answer("So the answer is 1,250."), Some(1250.0));
+        assert_eq!(stated_answer("Answer: 7"), Some(7.0));
+        assert_eq!(stated_answer("She has 12 + 5 = 17 apples."), None);
+        assert_eq!(stated_answer("The answer is unclear."), None);
+        let p = predicted_answer;
+        assert_eq!(p("So 3 + 4 = 7. The answer is 7."), Some(7.0));
+        assert_eq!(p("The answer is 1,250 apples, not 3."), Some(1250.0));
+        assert_eq!(p("He has 12 - 5 = 7 left"), Some(7.0), "the last number");
+        assert_eq!(p("The answer is 4. No, the answer is 5."), Some(5.0));
+        assert_eq!(p("The answer is 12-5=7."), Some(7.0));
+        assert_eq!(p("no numbers"), None);
+    }
+
+    #[test]
+    fn ops_apply_to_whole_numbers_only() {
+        assert_eq!(Op::Div.apply(12, 4), Some(3));
+        assert_eq!(Op::Div.apply(12, 5), None);
+        assert_eq!(Op::Div.apply(12, 0), None);
+        assert_eq!(Op::Sub.apply(3, 5), Some(-2));
+        assert_eq!(Op::Mul.apply(i64::MAX, 2), None);
+        for op in [Op::Add, Op::Sub, Op::Mul, Op::Div] {
+            assert_eq!(Op::from_symbol(op.symbol()), Some(op));
+        }
+        assert_eq!(Op::from_symbol("×"), Some(Op::Mul));
+        assert_eq!(Op::from_symbol("="), None);
+    }
+}
