@@ -408,68 +408,81 @@ struct Job {
 
 impl Gateway {
     fn job(&self, body: Result<Bytes, BytesRejection>, chat: bool) -> Result<Job, Response> {
-        let body = body.map_err(|e| {
-            let status = e.status();
-            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "request_too_large"
-            } else {
-                "invalid_request"
-            };
-            error(status, "invalid_request_error", code, e.body_text())
-        })?;
-        let req: Request = serde_json::from_slice(&body).map_err(|e| {
-            invalid(format!(
-                "the request body is not valid JSON for this endpoint: {e}"
-            ))
-        })?;
+        let mut req = request(body)?;
         if req.n.is_some_and(|n| n != 1) {
             return Err(invalid("only n = 1 is supported"));
         }
         let (mut context, query) = if chat {
-            let messages = req
-                .messages
-                .ok_or_else(|| invalid("'messages' is required"))?;
-            if messages.len() > self.config.max_messages {
-                return Err(invalid(format!(
-                    "the conversation has {} messages; at most {} are accepted",
-                    messages.len(),
-                    self.config.max_messages
-                )));
-            }
-            let mut all = Vec::with_capacity(messages.len());
-            for m in &messages {
-                if !["system", "developer", "user", "assistant"].contains(&m.role.as_str()) {
-                    return Err(invalid(format!("unsupported message role '{}'", m.role)));
-                }
-                let text = match &m.content {
-                    Some(c) => c.text().map_err(invalid)?,
-                    None => String::new(),
-                };
-                let role = if m.role == "developer" {
-                    "system"
-                } else {
-                    &m.role
-                };
-                all.push(Message::new(role, &text));
-            }
-            match all.pop() {
-                Some(last) if last.role == "user" => (all, last.content),
-                Some(_) => return Err(invalid("the last message must be the user's")),
-                None => return Err(invalid("'messages' is empty")),
-            }
+            self.conversation(req.messages.as_deref())?
         } else {
-            let prompt = match req.prompt {
-                Some(Prompt::One(p)) => p,
-                Some(Prompt::Many(v)) if v.len() == 1 => v.into_iter().next().unwrap_or_default(),
-                Some(Prompt::Many(_)) => return Err(invalid("exactly one prompt is supported")),
-                None => return Err(invalid("'prompt' is required")),
-            };
-            (Vec::new(), prompt)
+            (Vec::new(), single_prompt(req.prompt.take())?)
         };
+        self.check_size(&context, &query)?;
+        context.retain(|m| !m.content.is_empty() || m.role != "system");
+        let max_tokens = req
+            .max_completion_tokens
+            .or(req.max_tokens)
+            .unwrap_or(self.config.default_max_tokens);
+        if max_tokens == 0 {
+            return Err(invalid("max_tokens must be at least 1"));
+        }
+        Ok(Job {
+            context,
+            query,
+            stream: req.stream,
+            details: req.stream_aligner.unwrap_or_default().details,
+            max_tokens,
+            params: req
+                .rest
+                .into_iter()
+                .filter(|(k, _)| PASSED.contains(&k.as_str()))
+                .collect(),
+        })
+    }
+
+    /// The chat messages as the conversation before the query, and the query (the last
+    /// message, the user's).
+    fn conversation(
+        &self,
+        messages: Option<&[ChatMessage]>,
+    ) -> Result<(Vec<Message>, String), Response> {
+        let messages = messages.ok_or_else(|| invalid("'messages' is required"))?;
+        if messages.len() > self.config.max_messages {
+            return Err(invalid(format!(
+                "the conversation has {} messages; at most {} are accepted",
+                messages.len(),
+                self.config.max_messages
+            )));
+        }
+        let mut all = Vec::with_capacity(messages.len());
+        for m in messages {
+            if !["system", "developer", "user", "assistant"].contains(&m.role.as_str()) {
+                return Err(invalid(format!("unsupported message role '{}'", m.role)));
+            }
+            let text = match &m.content {
+                Some(c) => c.text().map_err(invalid)?,
+                None => String::new(),
+            };
+            let role = if m.role == "developer" {
+                "system"
+            } else {
+                &m.role
+            };
+            all.push(Message::new(role, &text));
+        }
+        match all.pop() {
+            Some(last) if last.role == "user" => Ok((all, last.content)),
+            Some(_) => Err(invalid("the last message must be the user's")),
+            None => Err(invalid("'messages' is empty")),
+        }
+    }
+
+    /// A blank query, or a conversation longer than `max_chars`, is refused.
+    fn check_size(&self, context: &[Message], query: &str) -> Result<(), Response> {
         if query.trim().is_empty() {
             return Err(invalid("the query (the last user message) is empty"));
         }
-        let chars: usize = context
+        let chars = context
             .iter()
             .map(|m| m.content.chars().count())
             .sum::<usize>()
@@ -485,27 +498,35 @@ impl Gateway {
                 ),
             ));
         }
-        context.retain(|m| !m.content.is_empty() || m.role != "system");
-        let max_tokens = req
-            .max_completion_tokens
-            .or(req.max_tokens)
-            .unwrap_or(self.config.default_max_tokens);
-        if max_tokens == 0 {
-            return Err(invalid("max_tokens must be at least 1"));
-        }
-        let params = req
-            .rest
-            .into_iter()
-            .filter(|(k, _)| PASSED.contains(&k.as_str()))
-            .collect();
-        Ok(Job {
-            context,
-            query,
-            stream: req.stream,
-            details: req.stream_aligner.unwrap_or_default().details,
-            max_tokens,
-            params,
-        })
+        Ok(())
+    }
+}
+
+/// The body as a request of this endpoint's shape (413 past the size limit, 400 otherwise).
+fn request(body: Result<Bytes, BytesRejection>) -> Result<Request, Response> {
+    let body = body.map_err(|e| {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "request_too_large"
+        } else {
+            "invalid_request"
+        };
+        error(status, "invalid_request_error", code, e.body_text())
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        invalid(format!(
+            "the request body is not valid JSON for this endpoint: {e}"
+        ))
+    })
+}
+
+/// The completions endpoint's one prompt.
+fn single_prompt(prompt: Option<Prompt>) -> Result<String, Response> {
+    match prompt {
+        Some(Prompt::One(p)) => Ok(p),
+        Some(Prompt::Many(v)) if v.len() == 1 => Ok(v.into_iter().next().unwrap_or_default()),
+        Some(Prompt::Many(_)) => Err(invalid("exactly one prompt is supported")),
+        None => Err(invalid("'prompt' is required")),
     }
 }
 
@@ -584,16 +605,50 @@ impl Drop for Active {
     }
 }
 
+/// What the loop's sentences added up to so far.
+#[derive(Default)]
+struct Tally {
+    sentences: usize,
+    upstream_tokens: usize,
+    aligner_tokens: usize,
+    /// The answer reached the request's `max_tokens`.
+    length: bool,
+}
+
 impl Gateway {
     /// Starts the loop for `job` on its own task; its chunks come through the receiver. The
     /// task ends (cancelling the upstream request and the aligner) when the receiver is dropped.
     fn start(self: &Arc<Self>, job: &Job, active: Active) -> mpsc::UnboundedReceiver<Chunk> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut upstream_config = self.config.upstream.clone();
-        upstream_config.context = job.context.clone();
-        upstream_config.params = job.params.clone();
-        upstream_config.max_tokens = job.max_tokens;
+        let mut upstream = self.config.upstream.clone();
+        upstream.context = job.context.clone();
+        upstream.params = job.params.clone();
+        upstream.max_tokens = job.max_tokens;
+        let (g, query, budget) = (self.clone(), job.query.clone(), job.max_tokens);
+        tokio::spawn(async move {
+            let _active = active;
+            let last = match RemoteUpstream::new(upstream) {
+                Ok(upstream) => g.answer_with(upstream, &query, budget, &tx).await,
+                Err(e) => Some(Chunk::Failed(e)),
+            };
+            if let Some(chunk) = last {
+                let _ = tx.send(chunk);
+            }
+        });
+        rx
+    }
+
+    /// Runs the loop for one answer, sending each sentence; returns the last chunk, or nothing
+    /// when the client left.
+    async fn answer_with(
+        self: &Arc<Self>,
+        mut upstream: RemoteUpstream,
+        query: &str,
+        budget: usize,
+        tx: &mpsc::UnboundedSender<Chunk>,
+    ) -> Option<Chunk> {
         let cancel = CancelToken::default();
+        upstream.cancel = cancel.clone();
         let mut aligner = Aligner::new(self.engine.clone());
         aligner.calculator = self.config.calculator;
         aligner.cancel = cancel.clone();
@@ -604,74 +659,68 @@ impl Gateway {
         let config = PipelineConfig {
             max_rounds: self.config.max_rounds,
             max_sentences: self.config.max_sentences,
-            ..PipelineConfig::default()
         };
-        let (query, budget, g) = (job.query.clone(), job.max_tokens, self.clone());
-        tokio::spawn(async move {
-            let _active = active;
-            let mut upstream = match RemoteUpstream::new(upstream_config) {
-                Ok(u) => u,
-                Err(e) => {
-                    let _ = tx.send(Chunk::Failed(e));
-                    return;
-                }
-            };
-            upstream.cancel = cancel.clone();
-            let started = Instant::now();
-            let (mut spent, mut aligner_tokens, mut length, mut seen) = (0, 0, false, false);
-            let work = pipeline::run(&mut upstream, &mut seat, &query, &config, &cancel, |ev| {
-                if !std::mem::replace(&mut seen, true) {
-                    g.metrics
-                        .first_sentence
-                        .observe(started.elapsed().as_secs_f64());
-                }
-                spent += ev.upstream_tokens;
-                aligner_tokens += ev.aligner_tokens;
-                g.metrics.sentences.fetch_add(1, Ordering::Relaxed);
-                g.metrics
-                    .rewrites
-                    .fetch_add(ev.changed as u64, Ordering::Relaxed);
-                if tx.send(Chunk::Sentence(ev.clone())).is_err() {
-                    return ControlFlow::Break(());
-                }
-                length = spent >= budget;
-                if length {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            });
-            let outcome = tokio::select! {
-                r = work => Some(r),
-                _ = tx.closed() => None,
-            };
-            // Whatever ended the loop, nothing more of this answer is computed.
-            cancel.cancel();
-            g.metrics
-                .upstream_requests
-                .fetch_add(upstream.stats.requests as u64, Ordering::Relaxed);
-            let stats = upstream.stats;
-            upstream.close();
-            let chunk = match outcome {
-                None => return,
-                Some(Ok(answer)) => {
-                    g.metrics.answer.observe(started.elapsed().as_secs_f64());
-                    // Cut by the token budget, or by the sentence limit.
-                    let cut = length || answer.stop == Stop::MaxSentences;
-                    Chunk::Done {
-                        finish: if cut { "length" } else { "stop" },
-                        counts: Counts {
-                            upstream: stats,
-                            upstream_tokens: spent,
-                            aligner_tokens,
-                        },
-                    }
-                }
-                Some(Err(e)) => Chunk::Failed(e),
-            };
-            let _ = tx.send(chunk);
+        let (started, mut tally) = (Instant::now(), Tally::default());
+        let work = pipeline::run(&mut upstream, &mut seat, query, &config, &cancel, |ev| {
+            self.sentence(ev, &mut tally, budget, started, tx)
         });
-        rx
+        let outcome = tokio::select! {
+            r = work => r,
+            _ = tx.closed() => Err(Error::Cancelled),
+        };
+        // Whatever ended the loop, nothing more of this answer is computed.
+        cancel.cancel();
+        let stats = upstream.stats;
+        upstream.close();
+        let m = &self.metrics;
+        m.upstream_requests
+            .fetch_add(stats.requests as u64, Ordering::Relaxed);
+        match outcome {
+            Err(_) if tx.is_closed() => None,
+            Err(e) => Some(Chunk::Failed(e)),
+            Ok(answer) => {
+                m.answer.observe(started.elapsed().as_secs_f64());
+                // Cut by the token budget, or by the sentence limit.
+                let cut = tally.length || answer.stop == Stop::MaxSentences;
+                Some(Chunk::Done {
+                    finish: if cut { "length" } else { "stop" },
+                    counts: Counts {
+                        upstream: stats,
+                        upstream_tokens: tally.upstream_tokens,
+                        aligner_tokens: tally.aligner_tokens,
+                    },
+                })
+            }
+        }
+    }
+
+    /// One corrected sentence: counted, sent on; `Break` once the client left or the budget
+    /// is spent.
+    fn sentence(
+        &self,
+        ev: &SentenceEvent,
+        tally: &mut Tally,
+        budget: usize,
+        started: Instant,
+        tx: &mpsc::UnboundedSender<Chunk>,
+    ) -> ControlFlow<()> {
+        let m = &self.metrics;
+        if tally.sentences == 0 {
+            m.first_sentence.observe(started.elapsed().as_secs_f64());
+        }
+        tally.sentences += 1;
+        tally.upstream_tokens += ev.upstream_tokens;
+        tally.aligner_tokens += ev.aligner_tokens;
+        m.sentences.fetch_add(1, Ordering::Relaxed);
+        m.rewrites.fetch_add(ev.changed as u64, Ordering::Relaxed);
+        if tx.send(Chunk::Sentence(ev.clone())).is_err() {
+            return ControlFlow::Break(());
+        }
+        tally.length = tally.upstream_tokens >= budget;
+        match tally.length {
+            true => ControlFlow::Break(()),
+            false => ControlFlow::Continue(()),
+        }
     }
 }
 

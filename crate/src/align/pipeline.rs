@@ -100,7 +100,8 @@ pub enum Stop {
     Finished,
     /// `max_sentences` rounds were run.
     MaxSentences,
-    /// A generated sentence repeated one of the two before it: a loop, not an answer.
+    /// A generated sentence repeated one of the two before it: a loop, not an answer. The
+    /// repeat is left out of the answer (and sends no event).
     Repeat,
     /// The caller's event handler asked to stop.
     Caller,
@@ -122,23 +123,12 @@ impl Answer {
         }
     }
 
-    /// Why the answer stops after `ev`, if it does: the upstream's `last` sentence was kept, or
-    /// a generated sentence repeats one of the last two.
-    fn stop_after(&self, ev: &SentenceEvent, last: bool, generated: bool) -> Option<Stop> {
-        let repeats = || {
-            let recent = self.events.iter().rev().take(2);
-            generated
-                && recent
-                    .map(|e| e.corrected.trim())
-                    .any(|c| c == ev.corrected.trim())
-        };
-        if answer_ends(last, ev.changed) {
-            Some(Stop::Finished)
-        } else if repeats() {
-            Some(Stop::Repeat)
-        } else {
-            None
-        }
+    /// Whether `ev` says again what one of the two sentences before it said.
+    fn repeats(&self, ev: &SentenceEvent) -> bool {
+        let recent = self.events.iter().rev().take(2);
+        recent
+            .map(|e| e.corrected.trim())
+            .any(|c| c == ev.corrected.trim())
     }
 
     fn push(&mut self, ev: SentenceEvent) {
@@ -153,15 +143,23 @@ impl Answer {
 }
 
 impl SentenceEvent {
-    fn new(index: usize, prefix: &str, s: UpstreamSentence, c: Correction, aligned: bool) -> Self {
+    /// The round's event; `ms` are the upstream's and the aligner's milliseconds.
+    fn new(
+        index: usize,
+        prefix: &str,
+        s: UpstreamSentence,
+        c: Correction,
+        aligned: bool,
+        ms: [f64; 2],
+    ) -> Self {
         let corrected = with_spacing(&s.text, &c.text);
         Self {
             index,
             prefix: prefix.to_string(),
             changed: corrected != s.text,
             aligned,
-            upstream_ms: 0.0,
-            aligner_ms: 0.0,
+            upstream_ms: ms[0],
+            aligner_ms: ms[1],
             upstream_tokens: s.tokens,
             aligner_tokens: c.tokens,
             accepted_tokens: c.accepted,
@@ -225,15 +223,14 @@ pub async fn run<U: Upstream, C: Corrector>(
             false => timed(Uncorrected.correct(query, prefix, s.text.trim())).await?,
         };
         let last = s.last;
-        let ev = SentenceEvent {
-            upstream_ms,
-            aligner_ms,
-            ..SentenceEvent::new(index, prefix, s, c, aligned)
-        };
-        let stop = answer.stop_after(&ev, last, upstream.generates());
+        let ev = SentenceEvent::new(index, prefix, s, c, aligned, [upstream_ms, aligner_ms]);
+        if upstream.generates() && answer.repeats(&ev) {
+            return Ok(answer.stopped(Stop::Repeat));
+        }
+        let ends = answer_ends(last, ev.changed).then_some(Stop::Finished);
         let caller = on_event(&ev).is_break().then_some(Stop::Caller);
         answer.push(ev);
-        if let Some(stop) = stop.or(caller) {
+        if let Some(stop) = ends.or(caller) {
             return Ok(answer.stopped(stop));
         }
     }
@@ -259,11 +256,7 @@ pub async fn whole<U: Upstream, C: Corrector>(
         last: true,
         tokens: 0,
     };
-    let ev = SentenceEvent {
-        upstream_ms,
-        aligner_ms,
-        ..SentenceEvent::new(0, "", s, c, true)
-    };
+    let ev = SentenceEvent::new(0, "", s, c, true, [upstream_ms, aligner_ms]);
     let caller = on_event(&ev).is_break();
     let mut answer = Answer::new();
     answer.push(ev);
