@@ -4,8 +4,9 @@
 //! Tolerances (logits of this model span about ±30):
 //! - `cpu-reference` (weights dequantized to f32, burn's matmul): |Δ| <= 0.02 against the f64
 //!   reference; only f32 rounding separates them.
-//! - `cpu` (our kernels: activations quantized to 8-bit blocks, as llama.cpp does): |Δ| <= 0.5;
-//!   the top token and the greedy continuation must still match exactly.
+//! - `cpu` (our kernels on the GGML blocks with f32 activations, which equal the dequantized
+//!   product up to summation order): |Δ| <= 0.5; the top token and the greedy continuation must
+//!   still match exactly.
 
 mod common;
 
@@ -17,7 +18,7 @@ use std::sync::OnceLock;
 
 use futures::executor::block_on;
 use serde::Deserialize;
-use stream_aligner::model::llama::read_f32;
+use stream_aligner::model::read_f32;
 use stream_aligner::model::sampler::argmax;
 use stream_aligner::model::{EngineDevice, Gguf, Logits};
 use stream_aligner::text::{Message, StreamDecoder};
@@ -314,18 +315,22 @@ fn seeded_sampling_is_reproducible() {
     assert_ne!(run(1), run(2));
 }
 
-/// burn's wgpu backend (Vulkan natively; lavapipe gives a CPU Vulkan device where there is no
-/// GPU). Skipped when no adapter exists, unless STREAM_ALIGNER_REQUIRE_WGPU=1 (CI sets it).
+/// burn's wgpu backend (Vulkan natively; lavapipe, from `mesa-vulkan-drivers`, gives a CPU
+/// Vulkan device where there is no GPU). A machine without any adapter fails this test; set
+/// STREAM_ALIGNER_SKIP_WGPU=1 to skip it there on purpose.
+#[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_backend_matches_the_reference() {
-    let device = match block_on(EngineDevice::wgpu()) {
-        Ok(d) => d,
-        Err(e) if std::env::var("STREAM_ALIGNER_REQUIRE_WGPU").as_deref() != Ok("1") => {
-            eprintln!("skipping: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
-    };
+    if std::env::var("STREAM_ALIGNER_SKIP_WGPU").as_deref() == Ok("1") {
+        eprintln!("skipping the wgpu backend: STREAM_ALIGNER_SKIP_WGPU=1");
+        return;
+    }
+    let device = block_on(EngineDevice::wgpu()).unwrap_or_else(|e| {
+        panic!(
+            "{e}\nno wgpu adapter: install a Vulkan driver (lavapipe: apt-get install \
+             mesa-vulkan-drivers), or set STREAM_ALIGNER_SKIP_WGPU=1 to skip this test"
+        )
+    });
     let e = Engine::from_gguf(gguf(), &device).unwrap();
     let c = &golden().cases[0];
     let d = max_diff(&e, c);

@@ -6,7 +6,7 @@
 //! and as the reference the fast kernels are checked against. `Wgpu` runs burn's wgpu backend
 //! (WebGPU in the browser, Vulkan/Metal natively).
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -99,4 +99,14 @@ impl EngineDevice {
     pub fn quantized_kernels(&self) -> bool {
         self.backend == Backend::Cpu && !self.device.is_autodiff()
     }
+}
+
+/// Reads a tensor back to the host (asynchronously: WebGPU can only read back that way).
+pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    let data = t
+        .into_data_async()
+        .await
+        .map_err(|e| Error::Device(format!("{e:?}")))?;
+    data.try_into_vec::<f32>()
+        .map_err(|e| Error::Device(format!("{e:?}")))
 }

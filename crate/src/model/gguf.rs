@@ -154,120 +154,33 @@ impl Gguf {
             buf: &bytes,
             pos: 0,
         };
-        let magic: [u8; 4] = r.take(4, "magic")?.try_into().expect("4 bytes");
-        if &magic != MAGIC {
-            return Err(GgufError::BadMagic(magic));
-        }
-        let version = r.u32("version")?;
-        if !(2..=3).contains(&version) {
-            return Err(GgufError::UnsupportedVersion(version));
-        }
+        let version = r.header()?;
         // Each tensor info needs at least 8 (name len) + 4 (n_dims) + 4 (type) + 8 (offset) bytes,
         // each key-value at least 8 (key len) + 4 (type) + 1 byte.
         let n_tensors = r.count("tensor count", 24)?;
         let n_kv = r.count("metadata count", 13)?;
-
-        let mut metadata = HashMap::with_capacity(n_kv);
-        for _ in 0..n_kv {
-            let key = r.string("metadata key")?;
-            let ty = r.u32("metadata value type")?;
-            let value = r.value(ty, 0)?;
-            if metadata.insert(key.clone(), value).is_some() {
-                return Err(GgufError::DuplicateKey(key));
-            }
-        }
-
-        let alignment = match metadata.get("general.alignment") {
-            None => DEFAULT_ALIGNMENT,
-            Some(v) => {
-                let a = v.as_u64().unwrap_or(0);
-                if a == 0 || !a.is_power_of_two() {
-                    return Err(GgufError::BadAlignment(a));
-                }
-                a
-            }
+        let metadata = r.metadata(n_kv)?;
+        let alignment = alignment(&metadata)?;
+        let raw = (0..n_tensors)
+            .map(|_| r.tensor_info())
+            .collect::<Result<Vec<_>, _>>()?;
+        let layout = DataLayout {
+            start: (r.pos as u64).div_ceil(alignment) * alignment,
+            alignment,
+            file_len: bytes.len() as u64,
         };
-
-        let mut raw = Vec::with_capacity(n_tensors);
-        for _ in 0..n_tensors {
-            let name = r.string("tensor name")?;
-            let n_dims = r.u32("tensor dimension count")?;
-            if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(GgufError::BadTensor {
-                    name,
-                    reason: format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)"),
-                });
-            }
-            let mut dims = Vec::with_capacity(n_dims as usize);
-            for _ in 0..n_dims {
-                dims.push(r.u64("tensor dimension")?);
-            }
-            let ty_raw = r.u32("tensor type")?;
-            let offset = r.u64("tensor offset")?;
-            raw.push((name, dims, ty_raw, offset));
-        }
-
-        let data_start = (r.pos as u64).div_ceil(alignment) * alignment;
-        let file_len = bytes.len() as u64;
         let mut tensors = Vec::with_capacity(raw.len());
         let mut names = std::collections::HashSet::with_capacity(raw.len());
-        for (name, dims, ty_raw, offset) in raw {
-            let bad = |reason: String| GgufError::BadTensor {
-                name: name.clone(),
-                reason,
-            };
-            let ty = GgmlType::from_u32(ty_raw).ok_or_else(|| GgufError::UnknownTensorType {
-                name: name.clone(),
-                ty: ty_raw,
-            })?;
-            let mut n: u64 = 1;
-            for &d in &dims {
-                if d == 0 {
-                    return Err(bad("has a zero dimension".into()));
-                }
-                n = n
-                    .checked_mul(d)
-                    .filter(|&n| n <= MAX_ELEMENTS)
-                    .ok_or_else(|| {
-                        bad(format!("claims more than 2^40 elements (dims {dims:?})"))
-                    })?;
+        for t in raw {
+            let info = layout.place(t)?;
+            if !names.insert(info.name.clone()) {
+                return Err(GgufError::BadTensor {
+                    name: info.name,
+                    reason: "appears twice".into(),
+                });
             }
-            let (block, block_bytes) = ty.block();
-            if dims[0] % block as u64 != 0 {
-                return Err(bad(format!(
-                    "row length {} is not a multiple of the {ty:?} block size {block}",
-                    dims[0]
-                )));
-            }
-            let len = n / block as u64 * block_bytes as u64;
-            if offset % alignment != 0 {
-                return Err(bad(format!(
-                    "offset {offset} is not aligned to {alignment}"
-                )));
-            }
-            let start = data_start
-                .checked_add(offset)
-                .ok_or_else(|| bad("offset overflows".into()))?;
-            let end = start
-                .checked_add(len)
-                .ok_or_else(|| bad("size overflows".into()))?;
-            if end > file_len {
-                return Err(bad(format!(
-                    "bytes {start}..{end} lie past the end of the file ({file_len} bytes)"
-                )));
-            }
-            if !names.insert(name.clone()) {
-                return Err(bad("appears twice".into()));
-            }
-            tensors.push(TensorInfo {
-                name,
-                dims,
-                ty,
-                start: start as usize,
-                len: len as usize,
-            });
+            tensors.push(info);
         }
-
         Ok(Gguf {
             version,
             metadata,
@@ -335,6 +248,56 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// The magic bytes and the version.
+    fn header(&mut self) -> Result<u32, GgufError> {
+        let magic: [u8; 4] = self.array("magic")?;
+        if &magic != MAGIC {
+            return Err(GgufError::BadMagic(magic));
+        }
+        let version = self.u32("version")?;
+        if !(2..=3).contains(&version) {
+            return Err(GgufError::UnsupportedVersion(version));
+        }
+        Ok(version)
+    }
+
+    /// `n` key-value pairs; a key given twice is an error.
+    fn metadata(&mut self, n: usize) -> Result<HashMap<String, Value>, GgufError> {
+        let mut metadata = HashMap::with_capacity(n);
+        for _ in 0..n {
+            let key = self.string("metadata key")?;
+            let ty = self.u32("metadata value type")?;
+            let value = self.value(ty, 0)?;
+            if metadata.insert(key.clone(), value).is_some() {
+                return Err(GgufError::DuplicateKey(key));
+            }
+        }
+        Ok(metadata)
+    }
+
+    fn tensor_info(&mut self) -> Result<RawTensor, GgufError> {
+        let name = self.string("tensor name")?;
+        let n_dims = self.u32("tensor dimension count")?;
+        if n_dims == 0 || n_dims > MAX_DIMS {
+            return Err(GgufError::BadTensor {
+                name,
+                reason: format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)"),
+            });
+        }
+        let mut dims = Vec::with_capacity(n_dims as usize);
+        for _ in 0..n_dims {
+            dims.push(self.u64("tensor dimension")?);
+        }
+        let ty = self.u32("tensor type")?;
+        let offset = self.u64("tensor offset")?;
+        Ok(RawTensor {
+            name,
+            dims,
+            ty,
+            offset,
+        })
+    }
+
     fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
@@ -438,4 +401,103 @@ impl<'a> Reader<'a> {
             t => return Err(GgufError::UnknownValueType(t)),
         })
     }
+}
+
+/// `general.alignment`, or GGUF's default.
+fn alignment(metadata: &HashMap<String, Value>) -> Result<u64, GgufError> {
+    match metadata.get("general.alignment") {
+        None => Ok(DEFAULT_ALIGNMENT),
+        Some(v) => {
+            let a = v.as_u64().unwrap_or(0);
+            if a == 0 || !a.is_power_of_two() {
+                return Err(GgufError::BadAlignment(a));
+            }
+            Ok(a)
+        }
+    }
+}
+
+/// A tensor info as the file states it, before any check against the data section.
+struct RawTensor {
+    name: String,
+    dims: Vec<u64>,
+    ty: u32,
+    offset: u64,
+}
+
+/// Where the tensor data lies: from `start` (aligned) to the end of the file.
+struct DataLayout {
+    start: u64,
+    alignment: u64,
+    file_len: u64,
+}
+
+impl DataLayout {
+    /// Checks a tensor's type, shape and byte range against the file.
+    fn place(&self, t: RawTensor) -> Result<TensorInfo, GgufError> {
+        let RawTensor {
+            name,
+            dims,
+            ty,
+            offset,
+        } = t;
+        let bad = |reason: String| GgufError::BadTensor {
+            name: name.clone(),
+            reason,
+        };
+        let ty = GgmlType::from_u32(ty).ok_or_else(|| GgufError::UnknownTensorType {
+            name: name.clone(),
+            ty,
+        })?;
+        let n = element_count(&dims).map_err(bad)?;
+        let (block, block_bytes) = ty.block();
+        if dims[0] % block as u64 != 0 {
+            return Err(bad(format!(
+                "row length {} is not a multiple of the {ty:?} block size {block}",
+                dims[0]
+            )));
+        }
+        let len = n / block as u64 * block_bytes as u64;
+        if offset % self.alignment != 0 {
+            return Err(bad(format!(
+                "offset {offset} is not aligned to {}",
+                self.alignment
+            )));
+        }
+        let start = self
+            .start
+            .checked_add(offset)
+            .ok_or_else(|| bad("offset overflows".into()))?;
+        let end = start
+            .checked_add(len)
+            .ok_or_else(|| bad("size overflows".into()))?;
+        if end > self.file_len {
+            return Err(bad(format!(
+                "bytes {start}..{end} lie past the end of the file ({} bytes)",
+                self.file_len
+            )));
+        }
+        Ok(TensorInfo {
+            name,
+            dims,
+            ty,
+            start: start as usize,
+            len: len as usize,
+        })
+    }
+}
+
+/// The number of elements of `dims`: no zero dimension, at most [`MAX_ELEMENTS`].
+fn element_count(dims: &[u64]) -> Result<u64, String> {
+    let mut n: u64 = 1;
+    for &d in dims {
+        if d == 0 {
+            return Err("has a zero dimension".into());
+        }
+        n = n
+            .checked_mul(d)
+            .filter(|&n| n <= MAX_ELEMENTS)
+            .ok_or_else(|| format!("claims more than 2^40 elements (dims {dims:?})"))?;
+    }
+    Ok(n)
 }

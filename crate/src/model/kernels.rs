@@ -19,7 +19,7 @@ const GEMM_FROM: usize = 10;
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::GgmlType;
-    use crate::model::quant::QK;
+    use crate::model::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, F16Le, QK, block_at};
     use std::arch::x86_64::*;
 
     const _: () = assert!(QK == 32);
@@ -33,17 +33,20 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    /// Two f16 at `p` as broadcast f32 vectors.
+    /// The f16 at `p` and the one after it (Q4_1's `d` and `m`) as f32 in lanes 0 and 1.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn f16x2(p: *const u8) -> (__m256, __m256) {
-        let h = _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe {
-            (p as *const i32).read_unaligned()
-        }));
-        (
-            _mm256_broadcastss_ps(h),
-            _mm256_broadcastss_ps(_mm_movehdup_ps(h)),
-        )
+    unsafe fn f16_pair(p: &F16Le) -> __m128 {
+        _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe {
+            (p as *const F16Le as *const i32).read_unaligned()
+        }))
+    }
+
+    /// One f16 as f32 in lane 0.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn f16_one(d: F16Le) -> __m128 {
+        _mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(d.0) as i32))
     }
 
     /// 16 packed bytes at `p` as 32 nibbles in element order: low nibbles are 0..16, high 16..32.
@@ -62,25 +65,30 @@ mod avx2 {
         ]
     }
 
-    /// One block of 32 weights as f32.
+    /// One block of 32 weights as f32 (`p`: a whole block of `ty`).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn block(ty: GgmlType, p: *const u8) -> [__m256; 4] {
         unsafe {
             match ty {
                 GgmlType::Q4_1 => {
-                    let (d, m) = f16x2(p);
-                    nibbles_f32(p.add(4)).map(|q| _mm256_fmadd_ps(q, d, m))
+                    let b = block_at::<BlockQ4_1>(p);
+                    let h = f16_pair(&b.d);
+                    let d = _mm256_broadcastss_ps(h);
+                    let m = _mm256_broadcastss_ps(_mm_movehdup_ps(h));
+                    nibbles_f32(b.qs.as_ptr()).map(|q| _mm256_fmadd_ps(q, d, m))
                 }
                 GgmlType::Q4_0 => {
-                    let (d, _) = f16x2(p);
+                    let b = block_at::<BlockQ4_0>(p);
+                    let d = _mm256_broadcastss_ps(f16_one(b.d));
                     let off = _mm256_mul_ps(d, _mm256_set1_ps(-8.0));
-                    nibbles_f32(p.add(2)).map(|q| _mm256_fmadd_ps(q, d, off))
+                    nibbles_f32(b.qs.as_ptr()).map(|q| _mm256_fmadd_ps(q, d, off))
                 }
                 GgmlType::Q8_0 => {
-                    let (d, _) = f16x2(p);
+                    let b = block_at::<BlockQ8_0>(p);
+                    let d = _mm256_broadcastss_ps(f16_one(b.d));
                     let f = |i: usize| {
-                        let v = _mm_loadl_epi64(p.add(2 + 8 * i) as *const __m128i);
+                        let v = _mm_loadl_epi64(b.qs.as_ptr().add(8 * i) as *const __m128i);
                         _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)), d)
                     };
                     [f(0), f(1), f(2), f(3)]
@@ -121,8 +129,6 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn block_q(ty: GgmlType, p: *const u8) -> ([__m256; 4], f32, f32) {
         unsafe {
-            let h = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
-            let (d, m) = (_mm_cvtss_f32(h), _mm_cvtss_f32(_mm_movehdup_ps(h)));
             // 8 bytes widen to 8 lanes; each lane's low nibble is element j, its high one j + 16.
             let nib = |q: *const u8| {
                 let f = _mm256_set1_epi32(0x0f);
@@ -132,22 +138,35 @@ mod avx2 {
                     _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)),
                 )
             };
-            let q8 = |i: usize| {
-                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                    p.add(2 + 8 * i) as *const __m128i
-                )))
+            let nibbles = |qs: &[u8; QK / 2]| {
+                let ((a, c), (b, e)) = (nib(qs.as_ptr()), nib(qs.as_ptr().add(8)));
+                [a, b, c, e]
             };
             match ty {
-                GgmlType::Q4_1 | GgmlType::Q4_0 => {
-                    let q0 = if ty == GgmlType::Q4_1 { 4 } else { 2 };
-                    let ((a, c), (b, e)) = (nib(p.add(q0)), nib(p.add(q0 + 8)));
+                GgmlType::Q4_1 => {
+                    let b = block_at::<BlockQ4_1>(p);
+                    let h = f16_pair(&b.d);
+                    let (d, m) = (_mm_cvtss_f32(h), _mm_cvtss_f32(_mm_movehdup_ps(h)));
+                    (nibbles(&b.qs), d, m)
+                }
+                GgmlType::Q4_0 => {
+                    let b = block_at::<BlockQ4_0>(p);
+                    let d = _mm_cvtss_f32(f16_one(b.d));
+                    (nibbles(&b.qs), d, -8.0 * d)
+                }
+                GgmlType::Q8_0 => {
+                    let b = block_at::<BlockQ8_0>(p);
+                    let q8 = |i: usize| {
+                        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                            b.qs.as_ptr().add(8 * i) as *const __m128i,
+                        )))
+                    };
                     (
-                        [a, b, c, e],
-                        d,
-                        if ty == GgmlType::Q4_1 { m } else { -8.0 * d },
+                        [q8(0), q8(1), q8(2), q8(3)],
+                        _mm_cvtss_f32(f16_one(b.d)),
+                        0.0,
                     )
                 }
-                GgmlType::Q8_0 => ([q8(0), q8(1), q8(2), q8(3)], d, 0.0),
                 _ => unreachable!("float weights take the f32 path"),
             }
         }
@@ -513,31 +532,42 @@ mod tests {
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
+    /// Every kernel level against an f64 product of the dequantized weights: the scalar loop
+    /// on every CPU, the AVX2 one where the CPU has it (and it is then checked as well).
     #[test]
-    fn every_simd_level_agrees_with_the_scalar_definition() {
-        let levels: Vec<Simd> = [(Simd::Avx2, avx2::available())]
-            .into_iter()
-            .filter_map(|(s, ok)| ok.then_some(s))
-            .collect();
-        eprintln!("checking {levels:?}");
+    fn every_simd_level_agrees_with_an_f64_reference() {
         for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
             let (rows, cols, n) = (12, 128, 11);
             let w = random_matrix(ty, rows, cols, 5);
             let x: Vec<f32> = (0..n * cols)
                 .map(|i| (i as f32 * 0.23).sin() * 3.0)
                 .collect();
-            let mut want = vec![0.0; rows * n];
-            rows_scalar(&w, &x, n, 0, &mut want);
-            for &level in &levels {
-                let mut got = vec![0.0; rows * n];
-                rows_avx2(&w, &x, &block_sums(&x), n, 0, &mut got);
-                for (g, e) in got.iter().zip(&want) {
+            // Weight-row-major, as the row kernels write: (r, t) at r * n + t.
+            let (wf, xs) = (&w.dequantize(), &x);
+            let terms = |r: usize, t: usize| {
+                (0..cols).map(move |c| wf[r * cols + c] as f64 * xs[t * cols + c] as f64)
+            };
+            let check = |level: &str, got: &[f32]| {
+                for (i, &g) in got.iter().enumerate() {
+                    let (r, t) = (i / n, i % n);
+                    let want: f64 = terms(r, t).sum();
+                    let scale: f64 = terms(r, t).map(f64::abs).sum();
                     assert!(
-                        (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
-                        "{ty:?} {level:?}: {g} vs {e}"
+                        (g as f64 - want).abs() <= 1e-5 * (1.0 + scale),
+                        "{ty:?} {level} r={r} t={t}: {g} vs {want}"
                     );
                 }
+            };
+            let mut got = vec![0.0; rows * n];
+            rows_scalar(&w, &x, n, 0, &mut got);
+            check("scalar", &got);
+            #[cfg(target_arch = "x86_64")]
+            if avx2::available() {
+                let mut got = vec![1e9; rows * n];
+                rows_avx2(&w, &x, &block_sums(&x), n, 0, &mut got);
+                check("avx2", &got);
+            } else {
+                eprintln!("this CPU has no AVX2+FMA+F16C: only the scalar level is checked");
             }
         }
     }

@@ -4,18 +4,17 @@
 //! Weights are fetched by their GGUF names in [`Llama::from_gguf`]. Matrix weights stay in their
 //! GGML blocks ([`QLinear`]); on the CPU the hand-written kernels multiply with them directly,
 //! elsewhere (wgpu, autodiff, the reference path) they are dequantized once onto the device.
-//! On the CPU the steps between attentions also run on the host ([`super::cpu`]): there,
-//! burn's per-operation cost would outweigh a decode step's arithmetic.
+//! The layer is written once against the named steps of [`Activations`]: on the CPU they run on
+//! host rows around the kernels ([`Host`]), elsewhere as burn tensor operations.
 
-use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
 use burn::tensor::{Tensor, TensorData, activation};
 
-use super::cpu;
-use super::device::{Backend, EngineDevice};
+use super::device::{EngineDevice, read_f32};
 use super::gguf::Gguf;
 use super::kernels;
 use super::kv_cache::KvCache;
-use super::lora::{self, Adapter, LoraWeights, Target};
+use super::lora::{Adapter, BaseShape, Lora, LoraWeights, Target};
+use super::ops::{Activations, Host, Norm, QLinear, Rope};
 use super::quant::{GgmlType, QMatrix, dequantize};
 use crate::error::{Error, Result};
 
@@ -92,6 +91,18 @@ impl LlamaConfig {
     }
 }
 
+impl From<&LlamaConfig> for BaseShape {
+    fn from(c: &LlamaConfig) -> Self {
+        Self {
+            n_layer: c.n_layer,
+            d_model: c.d_model,
+            kv_width: c.n_kv_head * c.head_dim,
+            ffn: c.ffn,
+            fingerprint: c.fingerprint.clone(),
+        }
+    }
+}
+
 fn fingerprint(g: &Gguf) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -132,80 +143,6 @@ impl Logits {
     }
 }
 
-/// A linear layer without bias whose weight stays in its GGML blocks.
-#[derive(Debug, Clone)]
-pub struct QLinear {
-    pub weight: QMatrix,
-    /// `Wᵀ` dequantized on the device, for every path but the CPU kernels.
-    dense_t: Option<Tensor<2>>,
-}
-
-impl QLinear {
-    fn load(g: &Gguf, name: &str, rows: usize, cols: usize, dev: &EngineDevice) -> Result<Self> {
-        Ok(Self::new(load_matrix(g, name, rows, cols)?, dev))
-    }
-
-    fn new(weight: QMatrix, dev: &EngineDevice) -> Self {
-        let (rows, cols) = (weight.rows, weight.cols);
-        let dense_t = (!dev.quantized_kernels()).then(|| {
-            let w = Tensor::<2>::from_data(
-                TensorData::new(weight.dequantize(), [rows, cols]),
-                &dev.device,
-            );
-            match dev.backend {
-                // On the GPU the weights stay quantized: GGML's 4-bit blocks carry an offset that
-                // burn's symmetric schemes lack, so each block of 32 inputs is requantized to
-                // symmetric 8 bits (an error ~10x below Q4_1's own step), and burn's quantized
-                // matmul dequantizes on the fly.
-                Backend::Wgpu => w.quantize_dynamic(&gpu_scheme()).transpose(),
-                _ => w.transpose(),
-            }
-        });
-        Self { weight, dense_t }
-    }
-
-    /// `x` is [n, in]; returns [n, out].
-    pub async fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>> {
-        if let Some(w) = &self.dense_t {
-            return Ok(x.matmul(w.clone()));
-        }
-        let device = x.device();
-        let [n, _] = x.dims();
-        let x = read_f32(x).await?;
-        let y = kernels::matmul_t(&self.weight, &x, n);
-        Ok(Tensor::from_data(
-            TensorData::new(y, [n, self.weight.rows]),
-            &device,
-        ))
-    }
-}
-
-/// The low-rank update a forward pass applies: the adapter's layout with live weights (the
-/// adapter's own, or the trainer's).
-#[derive(Clone, Copy)]
-struct Lora<'a> {
-    adapter: &'a Adapter,
-    weights: &'a LoraWeights,
-}
-
-/// Symmetric int8 with one f32 scale per 32 inputs of `W` ([out, in]): GGUF's block direction.
-fn gpu_scheme() -> QuantScheme {
-    QuantScheme::default()
-        .with_value(QuantValue::Q8S)
-        .with_store(QuantStore::PackedU32(0))
-        .per_block([1, 32], ScaleDtype::F32)
-}
-
-/// Reads a tensor back to the host (asynchronously: WebGPU can only read back that way).
-pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    let data = t
-        .into_data_async()
-        .await
-        .map_err(|e| Error::Device(format!("{e:?}")))?;
-    data.try_into_vec::<f32>()
-        .map_err(|e| Error::Device(format!("{e:?}")))
-}
-
 fn check_dims(g: &Gguf, name: &str, want: &[u64]) -> Result<()> {
     let info = g.tensor(name)?;
     if info.dims != want {
@@ -229,21 +166,23 @@ fn load_matrix(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<QMatrix
     })
 }
 
-/// A norm's weights, on the device and on the host.
-#[derive(Debug, Clone)]
-struct Norm {
-    tensor: Tensor<1>,
-    host: Vec<f32>,
+fn load_linear(
+    g: &Gguf,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    dev: &EngineDevice,
+) -> Result<QLinear> {
+    Ok(QLinear::new(load_matrix(g, name, rows, cols)?, dev))
 }
 
 fn load_norm(g: &Gguf, name: &str, n: usize, dev: &EngineDevice) -> Result<Norm> {
     check_dims(g, name, &[n as u64])?;
     let info = g.tensor(name)?;
-    let host = dequantize(info.ty, g.tensor_bytes(info), n);
-    Ok(Norm {
-        tensor: Tensor::from_data(TensorData::new(host.clone(), [n]), &dev.device),
-        host,
-    })
+    Ok(Norm::new(
+        dequantize(info.ty, g.tensor_bytes(info), n),
+        &dev.device,
+    ))
 }
 
 #[derive(Debug, Clone)]
@@ -257,56 +196,6 @@ struct Layer {
     gate: QLinear,
     up: QLinear,
     down: QLinear,
-}
-
-/// Rotary position embedding tables: cos and sin of [context, head_dim / 2].
-#[derive(Debug, Clone)]
-struct Rope {
-    cos: Tensor<2>,
-    sin: Tensor<2>,
-    cos_host: Vec<f32>,
-    sin_host: Vec<f32>,
-}
-
-impl Rope {
-    fn new(c: &LlamaConfig, dev: &EngineDevice) -> Self {
-        let half = c.head_dim / 2;
-        let (mut cos, mut sin) = (
-            Vec::with_capacity(c.context * half),
-            Vec::with_capacity(c.context * half),
-        );
-        for p in 0..c.context {
-            for i in 0..half {
-                let theta =
-                    p as f64 * (c.rope_base as f64).powf(-2.0 * i as f64 / c.head_dim as f64);
-                cos.push(theta.cos() as f32);
-                sin.push(theta.sin() as f32);
-            }
-        }
-        let t = |v: &Vec<f32>| {
-            Tensor::from_data(TensorData::new(v.clone(), [c.context, half]), &dev.device)
-        };
-        Self {
-            cos: t(&cos),
-            sin: t(&sin),
-            cos_host: cos,
-            sin_host: sin,
-        }
-    }
-
-    /// Rotates adjacent pairs (x0, x1), (x2, x3), … of `x` [T, heads, head_dim] at positions
-    /// `pos..pos+T`: GGUF's llama converter permutes Q and K rows into this order.
-    fn apply(&self, x: Tensor<3>, pos: usize) -> Tensor<3> {
-        let [t, h, d] = x.dims();
-        let x = x.reshape([t, h, d / 2, 2]);
-        let cos = self.cos.clone().narrow(0, pos, t).reshape([t, 1, d / 2, 1]);
-        let sin = self.sin.clone().narrow(0, pos, t).reshape([t, 1, d / 2, 1]);
-        let x0 = x.clone().narrow(3, 0, 1);
-        let x1 = x.narrow(3, 1, 1);
-        let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
-        let r1 = x0 * sin + x1 * cos;
-        Tensor::cat(vec![r0, r1], 3).reshape([t, h, d])
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -333,7 +222,7 @@ impl Llama {
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
-            let lin = |s: &str, rows, cols| QLinear::load(g, &n(s), rows, cols, device);
+            let lin = |s: &str, rows, cols| load_linear(g, &n(s), rows, cols, device);
             layers.push(Layer {
                 attn_norm: load_norm(g, &n("attn_norm"), d, device)?,
                 q: lin("attn_q", d, d)?,
@@ -348,12 +237,12 @@ impl Llama {
         }
         // A tied output head reuses the token embedding.
         let head = match g.tensor("output.weight") {
-            Ok(_) => QLinear::load(g, "output.weight", c.vocab, d, device)?,
+            Ok(_) => load_linear(g, "output.weight", c.vocab, d, device)?,
             Err(_) => QLinear::new(embed.clone(), device),
         };
         Ok(Self {
             norm: load_norm(g, "output_norm.weight", d, device)?,
-            rope: Rope::new(&c, device),
+            rope: Rope::new(c.head_dim, c.context, c.rope_base, &device.device),
             embed,
             layers,
             head,
@@ -416,15 +305,12 @@ impl Llama {
         logits: Logits,
     ) -> Result<Tensor<2>> {
         self.check(ids, cache)?;
+        let lora = self.adapter.as_deref().map(Lora::own);
         if self.device.quantized_kernels() {
-            let v = self.forward_host(ids, cache, logits).await?;
-            let rows = v.len() / self.config.vocab;
-            return Ok(Tensor::from_data(
-                TensorData::new(v, [rows, self.config.vocab]),
-                &self.device.device,
-            ));
+            let y: Host = self.run(ids, cache, logits, lora).await?;
+            return Ok(Tensor::from_host(y.data, y.rows, &self.device.device));
         }
-        self.forward_tensor(ids, cache, logits).await
+        self.run(ids, cache, logits, lora).await
     }
 
     /// As [`Self::forward`], with the logits read back to the host (row-major).
@@ -436,24 +322,13 @@ impl Llama {
     ) -> Result<Vec<f32>> {
         self.check(ids, cache)?;
         crate::platform::yield_now().await;
+        let lora = self.adapter.as_deref().map(Lora::own);
         if self.device.quantized_kernels() {
-            return self.forward_host(ids, cache, logits).await;
+            let y: Host = self.run(ids, cache, logits, lora).await?;
+            return Ok(y.data);
         }
-        read_f32(self.forward_tensor(ids, cache, logits).await?).await
-    }
-
-    /// Every step as burn tensor operations: the reference, GPU and autodiff path.
-    async fn forward_tensor(
-        &self,
-        ids: &[u32],
-        cache: &mut KvCache,
-        logits: Logits,
-    ) -> Result<Tensor<2>> {
-        let lora = self.adapter.as_deref().map(|a| Lora {
-            adapter: a,
-            weights: &a.weights,
-        });
-        self.forward_lora(ids, cache, logits, lora).await
+        let y: Tensor<2> = self.run(ids, cache, logits, lora).await?;
+        read_f32(y).await
     }
 
     /// Training: logits of positions `from..` of `ids` (a fresh sequence) with the adapter's
@@ -468,157 +343,88 @@ impl Llama {
         let mut cache = self.new_cache();
         self.check(ids, &cache)?;
         let lora = Some(Lora { adapter, weights });
-        self.forward_lora(ids, &mut cache, Logits::From(from), lora)
-            .await
+        self.run(ids, &mut cache, Logits::From(from), lora).await
     }
 
-    async fn forward_lora(
+    /// `embed -> layers -> norm -> head` on activations of kind `A`: host rows around the
+    /// quantized kernels (the CPU), or burn tensors (the reference, GPU and autodiff path).
+    async fn run<A: Activations>(
         &self,
         ids: &[u32],
         cache: &mut KvCache,
         logits: Logits,
         lora: Option<Lora<'_>>,
-    ) -> Result<Tensor<2>> {
+    ) -> Result<A> {
         let pos = cache.len();
-        let x = kernels::embedding_rows(&self.embed, ids);
-        let mut x = Tensor::<2>::from_data(
-            TensorData::new(x, [ids.len(), self.config.d_model]),
-            &self.device.device,
-        );
-        let lin = |w, h, i, t| Self::linear(w, h, lora, i, t);
+        let embedded = kernels::embedding_rows(&self.embed, ids);
+        let mut x = A::from_host(embedded, ids.len(), &self.device.device);
         for (i, l) in self.layers.iter().enumerate() {
-            let (t, c) = (ids.len(), &self.config);
-            let h = self.rms_norm(x.clone(), &l.attn_norm);
-            let q = lin(&l.q, h.clone(), i, Target::Q)
-                .await?
-                .reshape([t, c.n_head, c.head_dim]);
-            let k = lin(&l.k, h.clone(), i, Target::K)
-                .await?
-                .reshape([t, c.n_kv_head, c.head_dim]);
-            let v = lin(&l.v, h, i, Target::V)
-                .await?
-                .reshape([t, c.n_kv_head, c.head_dim]);
-            let att = self.attend(
-                i,
-                self.rope.apply(q, pos),
-                self.rope.apply(k, pos),
-                v,
-                pos,
-                cache,
-            );
-            x = x + lin(&l.o, att, i, Target::O).await?;
-            let h = self.rms_norm(x.clone(), &l.ffn_norm);
-            let gate = activation::silu(lin(&l.gate, h.clone(), i, Target::Gate).await?);
-            let up = lin(&l.up, h, i, Target::Up).await?;
-            x = x + lin(&l.down, gate * up, i, Target::Down).await?;
+            x = self.layer(i, l, x, pos, cache, lora).await?;
         }
         cache.push_tokens(ids);
-        let first = logits.first_row(ids.len());
-        if first > 0 {
-            x = x.narrow(0, first, ids.len() - first);
-        }
-        self.head.forward(self.rms_norm(x, &self.norm)).await
+        let h = x
+            .rows_from(logits.first_row(ids.len()))
+            .rms_norm(&self.norm, self.config.eps);
+        Ok(h.matmul(&[&self.head]).pop().expect("one result"))
     }
 
-    /// `w`'s product plus the adapter's update of `target` in `layer`, when there is one.
-    async fn linear(
-        w: &QLinear,
-        h: Tensor<2>,
+    /// One transformer layer: `x += attn(norm(x)); x += mlp(norm(x))`.
+    async fn layer<A: Activations>(
+        &self,
+        i: usize,
+        l: &Layer,
+        x: A,
+        pos: usize,
+        cache: &mut KvCache,
+        lora: Option<Lora<'_>>,
+    ) -> Result<A> {
+        let (c, dev) = (&self.config, &self.device.device);
+        let linear =
+            |ws: &[&QLinear], targets: &[Target], h: &A| Self::linear(ws, targets, h, lora, i);
+        let h = x.rms_norm(&l.attn_norm, c.eps);
+        let [q, k, v] = take(linear(
+            &[&l.q, &l.k, &l.v],
+            &[Target::Q, Target::K, Target::V],
+            &h,
+        ));
+        let att = self.attend(
+            i,
+            q.rope(&self.rope, c.head_dim, pos)
+                .into_heads(c.n_head, dev),
+            k.rope(&self.rope, c.head_dim, pos)
+                .into_heads(c.n_kv_head, dev),
+            v.into_heads(c.n_kv_head, dev),
+            pos,
+            cache,
+        );
+        let att = A::from_tensor(att).await?;
+        let [o] = take(linear(&[&l.o], &[Target::O], &att));
+        let x = x.add(o);
+        let h = x.rms_norm(&l.ffn_norm, c.eps);
+        let [gate, up] = take(linear(&[&l.gate, &l.up], &[Target::Gate, Target::Up], &h));
+        let mlp = gate.swiglu(up);
+        let [down] = take(linear(&[&l.down], &[Target::Down], &mlp));
+        Ok(x.add(down))
+    }
+
+    /// `h·Wᵀ` for each of `ws` plus the adapter's update of its target in `layer`, if any.
+    fn linear<A: Activations>(
+        ws: &[&QLinear],
+        targets: &[Target],
+        h: &A,
         lora: Option<Lora<'_>>,
         layer: usize,
-        target: Target,
-    ) -> Result<Tensor<2>> {
-        let delta = lora
-            .and_then(|l| Some((l, l.adapter.pair(layer, target)?)))
-            .map(|(l, k)| lora::delta(l.weights, k, l.adapter.config.scale(), h.clone()));
-        let y = w.forward(h).await?;
-        Ok(match delta {
-            Some(d) => y + d,
-            None => y,
-        })
-    }
-
-    /// The CPU fast path: activations stay on the host between attentions, matrix products run
-    /// the quantized kernels, attention over the cache runs in burn as on every device.
-    async fn forward_host(
-        &self,
-        ids: &[u32],
-        cache: &mut KvCache,
-        logits: Logits,
-    ) -> Result<Vec<f32>> {
-        let (c, t, pos) = (&self.config, ids.len(), cache.len());
-        let (hd, kv_width) = (c.head_dim, c.n_kv_head * c.head_dim);
-        let upload = |v: Vec<f32>, heads: usize| {
-            Tensor::<3>::from_data(TensorData::new(v, [t, heads, hd]), &self.device.device)
-        };
-        let mut x = kernels::embedding_rows(&self.embed, ids);
-        for (i, l) in self.layers.iter().enumerate() {
-            let h = cpu::rms_norm(&x, &l.attn_norm.host, c.eps);
-            let [mut q, mut k, mut v]: [Vec<f32>; 3] =
-                kernels::matmul_t_many(&[&l.q.weight, &l.k.weight, &l.v.weight], &h, t)
-                    .try_into()
-                    .expect("three results");
-            self.lora_host(i, Target::Q, &h, t, &mut q);
-            self.lora_host(i, Target::K, &h, t, &mut k);
-            self.lora_host(i, Target::V, &h, t, &mut v);
-            cpu::rope(
-                &mut q,
-                hd,
-                pos,
-                c.d_model,
-                &self.rope.cos_host,
-                &self.rope.sin_host,
-            );
-            cpu::rope(
-                &mut k,
-                hd,
-                pos,
-                kv_width,
-                &self.rope.cos_host,
-                &self.rope.sin_host,
-            );
-            let att = self.attend(
-                i,
-                upload(q, c.n_head),
-                upload(k, c.n_kv_head),
-                upload(v, c.n_kv_head),
-                pos,
-                cache,
-            );
-            let att = read_f32(att).await?;
-            let mut o = kernels::matmul_t(&l.o.weight, &att, t);
-            self.lora_host(i, Target::O, &att, t, &mut o);
-            cpu::add_assign(&mut x, &o);
-            let h = cpu::rms_norm(&x, &l.ffn_norm.host, c.eps);
-            let [mut gate, mut up]: [Vec<f32>; 2] =
-                kernels::matmul_t_many(&[&l.gate.weight, &l.up.weight], &h, t)
-                    .try_into()
-                    .expect("two results");
-            self.lora_host(i, Target::Gate, &h, t, &mut gate);
-            self.lora_host(i, Target::Up, &h, t, &mut up);
-            cpu::silu_mul(&mut gate, &up);
-            let mut down = kernels::matmul_t(&l.down.weight, &gate, t);
-            self.lora_host(i, Target::Down, &gate, t, &mut down);
-            cpu::add_assign(&mut x, &down);
-        }
-        cache.push_tokens(ids);
-        let rows = t - logits.first_row(t);
-        let h = cpu::rms_norm(&x[(t - rows) * c.d_model..], &self.norm.host, c.eps);
-        Ok(kernels::matmul_t(&self.head.weight, &h, rows))
-    }
-
-    /// The adapter's update of `target` in `layer` on the host path, if it has one.
-    fn lora_host(&self, layer: usize, target: Target, x: &[f32], t: usize, y: &mut [f32]) {
-        if let Some(a) = self.adapter.as_deref()
-            && let Some(k) = a.pair(layer, target)
-        {
-            a.add_host(k, x, t, y);
-        }
-    }
-
-    fn rms_norm(&self, x: Tensor<2>, w: &Norm) -> Tensor<2> {
-        let rms = (x.clone().square().mean_dim(1) + self.config.eps).sqrt();
-        x / rms * w.tensor.clone().unsqueeze::<2>()
+    ) -> Vec<A> {
+        let ys = h.matmul(ws);
+        ys.into_iter()
+            .zip(targets)
+            .map(|(y, &target)| {
+                match lora.and_then(|l| Some((l, l.adapter.pair(layer, target)?))) {
+                    Some((l, k)) => y.add(h.lora_delta(&l, k)),
+                    None => y,
+                }
+            })
+            .collect()
     }
 
     /// Grouped-query attention of roped `q` [T, heads, hd] over the cache plus the new `k`, `v`
@@ -674,4 +480,9 @@ impl Llama {
         cache.truncate(keep);
         self.logits(&ids[keep..], cache, Logits::Last).await
     }
+}
+
+/// The `N` results of a [`Llama::linear`] of `N` matrices.
+fn take<A, const N: usize>(v: Vec<A>) -> [A; N] {
+    v.try_into().ok().expect("one result per matrix")
 }

@@ -14,7 +14,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::llama::LlamaConfig;
+use super::device::read_f32;
 use crate::error::{Error, Result};
 
 /// A matrix of a transformer layer an adapter can target.
@@ -53,14 +53,13 @@ impl Target {
         }
     }
 
-    /// (inputs, outputs) of this matrix in a model of configuration `c`.
-    pub fn dims(self, c: &LlamaConfig) -> (usize, usize) {
-        let kv = c.n_kv_head * c.head_dim;
+    /// (inputs, outputs) of this matrix in the base `b`.
+    pub fn dims(self, b: &BaseShape) -> (usize, usize) {
         match self {
-            Target::Q | Target::O => (c.d_model, c.d_model),
-            Target::K | Target::V => (c.d_model, kv),
-            Target::Gate | Target::Up => (c.d_model, c.ffn),
-            Target::Down => (c.ffn, c.d_model),
+            Target::Q | Target::O => (b.d_model, b.d_model),
+            Target::K | Target::V => (b.d_model, b.kv_width),
+            Target::Gate | Target::Up => (b.d_model, b.ffn),
+            Target::Down => (b.ffn, b.d_model),
         }
     }
 
@@ -77,6 +76,18 @@ impl std::str::FromStr for Target {
             .find(|t| t.name() == s)
             .ok_or_else(|| format!("unknown LoRA target '{s}' (q, k, v, o, gate, up, down)"))
     }
+}
+
+/// What an adapter knows of its base model: the layers, the widths of the matrices it can
+/// target, and the fingerprint of the weights (`LlamaConfig` converts into it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaseShape {
+    pub n_layer: usize,
+    pub d_model: usize,
+    /// Width of the keys and values (`kv_heads · head_dim`).
+    pub kv_width: usize,
+    pub ffn: usize,
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,7 +154,7 @@ pub struct LoraWeights {
 #[derive(Debug, Clone)]
 pub struct Adapter {
     pub config: LoraConfig,
-    /// [`LlamaConfig::fingerprint`] of the base it belongs to.
+    /// [`BaseShape::fingerprint`] of the base it belongs to.
     pub base: String,
     pub weights: LoraWeights,
     n_layer: usize,
@@ -173,11 +184,12 @@ fn param(k: usize, data: Vec<f32>, shape: [usize; 2], device: &Device) -> Param<
 impl Adapter {
     /// A fresh adapter: `A` uniform in ±1/√in (seeded), `B` zero; the model is unchanged.
     pub fn init(
-        model: &LlamaConfig,
+        model: impl Into<BaseShape>,
         config: LoraConfig,
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
+        let model = &model.into();
         config.validate()?;
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut mats = Vec::new();
@@ -195,7 +207,7 @@ impl Adapter {
     }
 
     fn from_host(
-        model: &LlamaConfig,
+        model: &BaseShape,
         config: LoraConfig,
         host: Vec<(Vec<f32>, Vec<f32>)>,
         device: &Device,
@@ -223,10 +235,7 @@ impl Adapter {
     pub async fn with_weights(&self, weights: LoraWeights) -> Result<Self> {
         let mut host = Vec::with_capacity(weights.pairs.len());
         for p in &weights.pairs {
-            host.push((
-                super::llama::read_f32(p.a.val()).await?,
-                super::llama::read_f32(p.b.val()).await?,
-            ));
+            host.push((read_f32(p.a.val()).await?, read_f32(p.b.val()).await?));
         }
         Ok(Self {
             weights,
@@ -236,8 +245,13 @@ impl Adapter {
     }
 
     /// Moves the weights to `device` (plain, not tracking gradients).
-    pub fn to_device(&self, model: &LlamaConfig, device: &Device) -> Result<Self> {
-        Self::from_host(model, self.config.clone(), self.host.clone(), device)
+    pub fn to_device(&self, model: impl Into<BaseShape>, device: &Device) -> Result<Self> {
+        Self::from_host(
+            &model.into(),
+            self.config.clone(),
+            self.host.clone(),
+            device,
+        )
     }
 
     /// Which pair serves `target` in `layer`, if the adapter targets it.
@@ -245,17 +259,10 @@ impl Adapter {
         self.slot[target.index()].map(|j| layer * self.config.targets.len() + j)
     }
 
-    /// `y += scale · (x·A)·B` on the host, `x` being `n` rows.
-    pub fn add_host(&self, pair: usize, x: &[f32], n: usize, y: &mut [f32]) {
+    /// The host copies of pair `pair`: `A` [in, rank] and `B` [rank, out], row-major.
+    pub fn host_pair(&self, pair: usize) -> (&[f32], &[f32]) {
         let (a, b) = &self.host[pair];
-        let r = self.config.rank;
-        let inp = x.len() / n.max(1);
-        let out = y.len() / n.max(1);
-        let xa = super::kernels::matmul(x, a, n, inp, r);
-        let mut d = super::kernels::matmul(&xa, b, n, r, out);
-        let s = self.config.scale();
-        d.iter_mut().for_each(|v| *v *= s);
-        super::cpu::add_assign(y, &d);
+        (a, b)
     }
 
     /// Safetensors bytes: f32, or f16 (half the size) for shipping.
@@ -309,7 +316,12 @@ impl Adapter {
     }
 
     /// Reads an adapter for the base `model`, checking that it was made for it.
-    pub fn from_safetensors(bytes: &[u8], model: &LlamaConfig, device: &Device) -> Result<Self> {
+    pub fn from_safetensors(
+        bytes: &[u8],
+        model: impl Into<BaseShape>,
+        device: &Device,
+    ) -> Result<Self> {
+        let model = &model.into();
         let bad = |m: String| Error::Adapter(m);
         let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
@@ -380,8 +392,21 @@ impl Adapter {
     }
 }
 
-/// `scale · (x·A)·B` for pair `k` of `weights` (the training path passes its live weights).
-pub fn delta(weights: &LoraWeights, k: usize, scale: f32, x: Tensor<2>) -> Tensor<2> {
-    let p = &weights.pairs[k];
-    x.matmul(p.a.val()).matmul(p.b.val()) * scale
+/// The low-rank update a forward pass applies: the adapter's layout with live weights (the
+/// adapter's own, or the trainer's). The host path reads the adapter's host copies, which are
+/// its own weights: the host runs only the adapter's own weights, never a trainer's.
+#[derive(Clone, Copy)]
+pub struct Lora<'a> {
+    pub adapter: &'a Adapter,
+    pub weights: &'a LoraWeights,
+}
+
+impl<'a> Lora<'a> {
+    /// The adapter with its own weights.
+    pub fn own(adapter: &'a Adapter) -> Self {
+        Self {
+            adapter,
+            weights: &adapter.weights,
+        }
+    }
 }

@@ -19,6 +19,74 @@ pub enum GgmlType {
 /// Elements per quantization block.
 pub const QK: usize = 32;
 
+/// An f16 as GGML stores it: two little-endian bytes, unaligned.
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy)]
+pub struct F16Le(pub [u8; 2]);
+
+impl F16Le {
+    pub fn to_f32(self) -> f32 {
+        f16::from_le_bytes(self.0).to_f32()
+    }
+}
+
+/// Q4_0: `w = d·(q - 8)`. Byte j of `qs` holds element j in its low nibble, j + 16 in its high.
+#[repr(C)]
+#[derive(Debug)]
+pub struct BlockQ4_0 {
+    pub d: F16Le,
+    pub qs: [u8; QK / 2],
+}
+
+/// Q4_1: `w = d·q + m`, nibbles as in [`BlockQ4_0`].
+#[repr(C)]
+#[derive(Debug)]
+pub struct BlockQ4_1 {
+    pub d: F16Le,
+    pub m: F16Le,
+    pub qs: [u8; QK / 2],
+}
+
+/// Q8_0: `w = d·q`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct BlockQ8_0 {
+    pub d: F16Le,
+    pub qs: [i8; QK],
+}
+
+/// A GGML block layout: the one spelling of it that the scalar and SIMD code share.
+///
+/// # Safety
+/// Implementors are `#[repr(C)]` structs of byte arrays only (alignment 1, no padding, every bit
+/// pattern valid), so any bytes can be viewed as them.
+pub unsafe trait Block: Sized {}
+unsafe impl Block for BlockQ4_0 {}
+unsafe impl Block for BlockQ4_1 {}
+unsafe impl Block for BlockQ8_0 {}
+
+const _: () = assert!(
+    size_of::<BlockQ4_0>() == 18 && size_of::<BlockQ4_1>() == 20 && size_of::<BlockQ8_0>() == 34
+);
+
+/// `bytes` as blocks of `B` (a trailing partial block is left out).
+pub fn blocks<B: Block>(bytes: &[u8]) -> &[B] {
+    const { assert!(align_of::<B>() == 1) };
+    // SAFETY: `B` has alignment 1 and accepts any bytes (the `Block` contract); the length
+    // stays within `bytes`.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast(), bytes.len() / size_of::<B>()) }
+}
+
+/// The block at `p` (the start of `size_of::<B>()` readable bytes).
+///
+/// # Safety
+/// `p` addresses `size_of::<B>()` bytes that stay valid for `'a`.
+#[inline]
+pub unsafe fn block_at<'a, B: Block>(p: *const u8) -> &'a B {
+    // SAFETY: alignment 1 and any bytes are valid (`Block`); the caller vouches for the size.
+    unsafe { &*p.cast::<B>() }
+}
+
 impl GgmlType {
     pub fn from_u32(v: u32) -> Option<Self> {
         Some(match v {
@@ -37,9 +105,9 @@ impl GgmlType {
         match self {
             Self::F32 => (1, 4),
             Self::F16 | Self::BF16 => (1, 2),
-            Self::Q4_0 => (QK, 2 + QK / 2),
-            Self::Q4_1 => (QK, 4 + QK / 2),
-            Self::Q8_0 => (QK, 2 + QK),
+            Self::Q4_0 => (QK, size_of::<BlockQ4_0>()),
+            Self::Q4_1 => (QK, size_of::<BlockQ4_1>()),
+            Self::Q8_0 => (QK, size_of::<BlockQ8_0>()),
         }
     }
 
@@ -50,14 +118,8 @@ impl GgmlType {
     }
 }
 
-#[inline]
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
-}
-
 /// Dequantizes `bytes` (a whole number of blocks of `ty`) into `out`.
 pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
-    let (_, bb) = ty.block();
     match ty {
         GgmlType::F32 => {
             for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
@@ -75,28 +137,28 @@ pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
             }
         }
         GgmlType::Q4_0 => {
-            for (o, b) in out.chunks_exact_mut(QK).zip(bytes.chunks_exact(bb)) {
-                let d = f16_at(b, 0);
-                for j in 0..QK / 2 {
-                    o[j] = d * ((b[2 + j] & 0x0f) as f32 - 8.0);
-                    o[j + QK / 2] = d * ((b[2 + j] >> 4) as f32 - 8.0);
+            for (o, b) in out.chunks_exact_mut(QK).zip(blocks::<BlockQ4_0>(bytes)) {
+                let d = b.d.to_f32();
+                for (j, q) in b.qs.iter().enumerate() {
+                    o[j] = d * ((q & 0x0f) as f32 - 8.0);
+                    o[j + QK / 2] = d * ((q >> 4) as f32 - 8.0);
                 }
             }
         }
         GgmlType::Q4_1 => {
-            for (o, b) in out.chunks_exact_mut(QK).zip(bytes.chunks_exact(bb)) {
-                let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-                for j in 0..QK / 2 {
-                    o[j] = d * (b[4 + j] & 0x0f) as f32 + m;
-                    o[j + QK / 2] = d * (b[4 + j] >> 4) as f32 + m;
+            for (o, b) in out.chunks_exact_mut(QK).zip(blocks::<BlockQ4_1>(bytes)) {
+                let (d, m) = (b.d.to_f32(), b.m.to_f32());
+                for (j, q) in b.qs.iter().enumerate() {
+                    o[j] = d * (q & 0x0f) as f32 + m;
+                    o[j + QK / 2] = d * (q >> 4) as f32 + m;
                 }
             }
         }
         GgmlType::Q8_0 => {
-            for (o, b) in out.chunks_exact_mut(QK).zip(bytes.chunks_exact(bb)) {
-                let d = f16_at(b, 0);
-                for j in 0..QK {
-                    o[j] = d * (b[2 + j] as i8) as f32;
+            for (o, b) in out.chunks_exact_mut(QK).zip(blocks::<BlockQ8_0>(bytes)) {
+                let d = b.d.to_f32();
+                for (o, &q) in o.iter_mut().zip(&b.qs) {
+                    *o = d * q as f32;
                 }
             }
         }

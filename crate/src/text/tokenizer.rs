@@ -43,61 +43,22 @@ impl Tokenizer {
                 "tokenizer model '{model}' is not supported (gpt2 byte-level BPE is)"
             )));
         }
-        let tokens: Vec<String> = g
-            .get_array("tokenizer.ggml.tokens")?
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| err("a token is not a string"))
-            })
-            .collect::<Result<_>>()?;
-        let merges = g
-            .get_array("tokenizer.ggml.merges")?
-            .iter()
-            .map(|v| {
-                let s = v.as_str().ok_or_else(|| err("a merge is not a string"))?;
-                let (a, b) = s
-                    .split_once(' ')
-                    .ok_or_else(|| err(format!("merge '{s}' has no space")))?;
-                Ok((a.to_owned(), b.to_owned()))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let tokens = tokens(g)?;
         let vocab: tokenizers::models::bpe::Vocab = tokens
             .iter()
             .enumerate()
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
         let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
+            .vocab_and_merges(vocab, merges(g)?)
             .build()
             .map_err(err)?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
-        let pre = g.get_str("tokenizer.ggml.pre").unwrap_or("default");
-        let byte_level = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
-        inner.with_pre_tokenizer(Some(match pre {
-            // SmolLM / StarCoder: every digit on its own, then GPT-2's byte-level split.
-            "smollm" | "starcoder" | "refact" => {
-                PreTokenizerWrapper::Sequence(Sequence::new(vec![
-                    PreTokenizerWrapper::Digits(Digits::new(true)),
-                    byte_level,
-                ]))
-            }
-            "gpt2" | "default" => byte_level,
-            other => return Err(err(format!("pre-tokenizer '{other}' is not supported"))),
-        }));
+        inner.with_pre_tokenizer(Some(pre_tokenizer(
+            g.get_str("tokenizer.ggml.pre").unwrap_or("default"),
+        )?));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
-        let types = g.get_array("tokenizer.ggml.token_type").ok();
-        let specials: Vec<AddedToken> = tokens
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| {
-                types.and_then(|t| t.get(*i)).and_then(|v| v.as_u64()) == Some(CONTROL)
-            })
-            .map(|(_, t)| AddedToken::from(t.clone(), true).normalized(false))
-            .collect();
-        inner.add_special_tokens(&specials);
-
+        inner.add_special_tokens(&control_tokens(g, &tokens));
         let id = |k: &str| {
             g.get_u64(k)
                 .ok()
@@ -105,19 +66,11 @@ impl Tokenizer {
                 .filter(|&v| (v as usize) < tokens.len())
         };
         let eos = id("tokenizer.ggml.eos_token_id").ok_or_else(|| err("no valid eos token id"))?;
-        let mut stop = vec![eos];
-        for name in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end|>"] {
-            if let Some(i) = tokens.iter().position(|t| t == name)
-                && !stop.contains(&(i as u32))
-            {
-                stop.push(i as u32);
-            }
-        }
         Ok(Self {
             inner,
             bos: id("tokenizer.ggml.bos_token_id"),
             eos,
-            stop,
+            stop: stop_tokens(&tokens, eos),
         })
     }
 
@@ -142,4 +95,68 @@ impl Tokenizer {
     pub fn is_stop(&self, id: u32) -> bool {
         self.stop.contains(&id)
     }
+}
+
+/// The vocabulary: token strings by id.
+fn tokens(g: &Gguf) -> Result<Vec<String>> {
+    g.get_array("tokenizer.ggml.tokens")?
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| err("a token is not a string"))
+        })
+        .collect()
+}
+
+/// The BPE merges, each stored as "left right".
+fn merges(g: &Gguf) -> Result<Vec<(String, String)>> {
+    g.get_array("tokenizer.ggml.merges")?
+        .iter()
+        .map(|v| {
+            let s = v.as_str().ok_or_else(|| err("a merge is not a string"))?;
+            let (a, b) = s
+                .split_once(' ')
+                .ok_or_else(|| err(format!("merge '{s}' has no space")))?;
+            Ok((a.to_owned(), b.to_owned()))
+        })
+        .collect()
+}
+
+/// The pre-tokenizer GGUF's `tokenizer.ggml.pre` names.
+fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
+    let byte_level = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
+    Ok(match pre {
+        // SmolLM / StarCoder: every digit on its own, then GPT-2's byte-level split.
+        "smollm" | "starcoder" | "refact" => PreTokenizerWrapper::Sequence(Sequence::new(vec![
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            byte_level,
+        ])),
+        "gpt2" | "default" => byte_level,
+        other => return Err(err(format!("pre-tokenizer '{other}' is not supported"))),
+    })
+}
+
+/// The control tokens (`<|im_start|>` …), matched whole and never split.
+fn control_tokens(g: &Gguf, tokens: &[String]) -> Vec<AddedToken> {
+    let types = g.get_array("tokenizer.ggml.token_type").ok();
+    tokens
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| types.and_then(|t| t.get(*i)).and_then(|v| v.as_u64()) == Some(CONTROL))
+        .map(|(_, t)| AddedToken::from(t.clone(), true).normalized(false))
+        .collect()
+}
+
+/// `eos` and the usual end-of-turn tokens the vocabulary has.
+fn stop_tokens(tokens: &[String], eos: u32) -> Vec<u32> {
+    let mut stop = vec![eos];
+    for name in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end|>"] {
+        if let Some(i) = tokens.iter().position(|t| t == name)
+            && !stop.contains(&(i as u32))
+        {
+            stop.push(i as u32);
+        }
+    }
+    stop
 }

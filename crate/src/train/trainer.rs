@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::align::AlignerPrompt;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::llama::read_f32;
+use crate::model::device::read_f32;
 use crate::model::{Adapter, LoraConfig, LoraWeights};
 
 /// One round of the stream loop, annotated: what the aligner saw and what it should write.
