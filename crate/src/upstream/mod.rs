@@ -5,7 +5,7 @@ pub mod local;
 pub mod remote;
 
 pub use local::LocalUpstream;
-pub use remote::{Api, RemoteConfig, RemoteUpstream, UpstreamStats};
+pub use remote::{Api, RemoteConfig, RemoteOptions, RemoteUpstream, UpstreamStats};
 
 use crate::error::Result;
 
