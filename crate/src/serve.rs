@@ -440,7 +440,59 @@ async fn whole(shape: Shape, mut rx: mpsc::Receiver<Chunk>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::StopFilter;
+    use super::*;
+
+    fn shape() -> Shape {
+        Shape {
+            chat: true,
+            id: response_id(true),
+            created: 0,
+            model: "m".into(),
+        }
+    }
+
+    fn failed(e: Error) -> mpsc::Receiver<Chunk> {
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Chunk::Text("half an ans".into())).unwrap();
+        tx.try_send(Chunk::Failed(e)).unwrap();
+        rx
+    }
+
+    async fn body(r: Response) -> String {
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    /// A failure of the server is a 500 `server_error`, not the client's `invalid_request_error`,
+    /// in a whole response and mid-stream.
+    #[tokio::test]
+    async fn a_server_failure_is_a_server_error() {
+        let r = whole(shape(), failed(Error::Device("the device was lost".into()))).await;
+        assert_eq!(r.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let v: Value = serde_json::from_str(&body(r).await).unwrap();
+        assert_eq!(v["error"]["type"], "server_error", "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("lost"),
+            "{v}"
+        );
+
+        let r = sse(shape(), failed(Error::Device("the device was lost".into())));
+        let text = body(r).await;
+        let last = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .last()
+            .unwrap();
+        let v: Value = serde_json::from_str(last).unwrap();
+        assert_eq!(v["error"]["type"], "server_error", "{text}");
+
+        let r = whole(shape(), failed(Error::EmptyInput("the prompt is empty"))).await;
+        assert_eq!(r.status(), axum::http::StatusCode::BAD_REQUEST);
+        let v: Value = serde_json::from_str(&body(r).await).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    }
 
     #[test]
     fn stop_sequences_cut_the_text_and_partial_matches_wait() {
