@@ -230,6 +230,44 @@ fn serve_applies_stop_sequences_and_reports_usage() {
     });
 }
 
+/// Every response has an id of its own (its streamed chunks share it), and errors say whose
+/// they are: a prompt longer than the context is the client's, typed as OpenAI types it.
+#[test]
+fn serve_gives_each_response_its_own_id_and_typed_errors() {
+    let rt = runtime();
+    rt.block_on(async {
+        let addr = serve::spawn(ServerState::new(engine(), "smollm2"), "127.0.0.1:0").await.unwrap();
+        let client = reqwest::Client::new();
+        let url = format!("http://{addr}/v1/completions");
+        let post = |body: serde_json::Value| client.post(&url).json(&body).send();
+        let one = serde_json::json!({ "prompt": "1, 2, 3,", "max_tokens": 1, "temperature": 0 });
+        let a: serde_json::Value = post(one.clone()).await.unwrap().json().await.unwrap();
+        let b: serde_json::Value = post(one).await.unwrap().json().await.unwrap();
+        let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+        assert!(a.starts_with("cmpl-") && a != b, "{a} vs {b}");
+        let sse = post(serde_json::json!({ "prompt": "1, 2, 3,", "max_tokens": 2, "temperature": 0, "stream": true }))
+            .await.unwrap().text().await.unwrap();
+        let ids: std::collections::BTreeSet<String> = sse
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            .map(|v| v["id"].as_str().unwrap().to_string())
+            .collect();
+        assert!(ids.len() == 1 && !ids.contains(a) && !ids.contains(b), "{ids:?}");
+
+        let context = engine().model.config.context;
+        let long = post(serde_json::json!({ "prompt": "one ".repeat(context + 8) })).await.unwrap();
+        assert_eq!(long.status(), 400);
+        let v: serde_json::Value = long.json().await.unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+        assert_eq!(v["error"]["code"], "context_length_exceeded", "{v}");
+        let malformed = client.post(&url).header("content-type", "application/json").body("{\"prompt\": ").send().await.unwrap();
+        assert_eq!(malformed.status(), 400);
+        let v: serde_json::Value = malformed.json().await.unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    });
+}
+
 /// A budget-bound upstream: each request gives at most two sentences of a three-sentence
 /// answer after the prefix (a final assistant message), ending by "length" while more remain.
 /// Optimistically, a reused stream that runs out of tokens is not the answer's end: the text

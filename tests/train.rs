@@ -1,48 +1,18 @@
-//! Training the aligner: the loss falls on a tiny run, checkpoints resume exactly, adapters
+//! Training the aligner: batches walk seeded epochs, the loss falls on a tiny run, a stopped run
+//! resumed from its checkpoint ends with the uninterrupted run's adapter bit for bit, adapters
 //! round-trip through safetensors and agree on every path, and a mismatched adapter is refused.
 
 mod common;
+
+use std::ops::ControlFlow;
 
 use futures::executor::block_on;
 use stream_aligner::Engine;
 use stream_aligner::align::AlignerPrompt;
 use stream_aligner::error::Error;
 use stream_aligner::model::{Adapter, EngineDevice, Logits, LoraConfig, Target};
-use stream_aligner::train::trainer::Record;
-use stream_aligner::train::{Example, TrainConfig, Trainer};
-
-fn records() -> Vec<Record> {
-    let r = |q: &str, prefix: &str, original: &str, corrected: &str| Record {
-        question: q.into(),
-        prefix: prefix.into(),
-        original: original.into(),
-        corrected: corrected.into(),
-        copy: original == corrected,
-        family: 0,
-        seed: 0,
-    };
-    let q = "Mia has 12 apples. She buys 5 more. How many apples does she have?";
-    vec![
-        r(
-            q,
-            "",
-            "Mia has 12 + 5 = 18 apples.",
-            "After buying 5, Mia has 12 + 5 = 17 apples.",
-        ),
-        r(
-            q,
-            "After buying 5, Mia has 12 + 5 = 17 apples.",
-            "So she has 18.",
-            "The answer is 17.",
-        ),
-        r(
-            q,
-            "",
-            "Mia starts with 12 apples.",
-            "Mia starts with 12 apples.",
-        ),
-    ]
-}
+use stream_aligner::train::trainer::read_records;
+use stream_aligner::train::{RunEnd, Schedule, Split, SplitConfig, TrainConfig, Trainer};
 
 fn tiny() -> TrainConfig {
     TrainConfig {
@@ -53,66 +23,133 @@ fn tiny() -> TrainConfig {
         },
         lr: 1e-2,
         warmup: 1,
-        steps: 6,
-        accum: 3,
+        steps: 4,
+        // Batches of 2 over 3 examples: epochs end mid-batch, so the cursor matters.
+        accum: 2,
         seed: 7,
         ..TrainConfig::default()
     }
 }
 
-fn trainer(config: TrainConfig) -> (Trainer, Vec<Example>) {
+/// The first records of the shipped training data, split as `train --limit 3` would.
+fn split(engine: &Engine) -> Split {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/aligner/onpolicy-train.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let head: String = text.lines().take(12).map(|l| format!("{l}\n")).collect();
+    let config = SplitConfig {
+        holdout_every: 2,
+        limit: Some(3),
+        eval_examples: 1,
+        ..SplitConfig::default()
+    };
+    let split = Split::new(
+        engine,
+        &AlignerPrompt::default(),
+        &read_records(&head).unwrap(),
+        &config,
+    )
+    .unwrap();
+    assert_eq!(split.train.len(), 3, "--limit keeps the first 3");
+    assert_eq!(split.held.len(), 1, "one held-out example is scored");
+    split
+}
+
+fn trainer(config: TrainConfig) -> (Trainer, Split) {
     let engine = Engine::load(&common::model_path(), &EngineDevice::training()).unwrap();
-    let prompt = AlignerPrompt::default();
-    let ex = records()
-        .iter()
-        .map(|r| Example::new(&engine, &prompt, r).unwrap())
+    let split = split(&engine);
+    (Trainer::new(engine, config).unwrap(), split)
+}
+
+/// An adapter file's tensors (f32 bytes), by name (its metadata's order varies).
+fn tensors(safetensors: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let st = safetensors::SafeTensors::deserialize(safetensors).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| (name, t.data().to_vec()))
         .collect();
-    (Trainer::new(engine, config).unwrap(), ex)
+    v.sort();
+    v
+}
+
+/// The trained adapter's tensors.
+fn weights(t: &Trainer) -> Vec<(String, Vec<u8>)> {
+    tensors(
+        &block_on(t.adapter())
+            .unwrap()
+            .to_safetensors(false)
+            .unwrap(),
+    )
+}
+
+#[test]
+fn batches_walk_seeded_epochs_from_the_cursor() {
+    let (mut t, _) = trainer(tiny());
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(t.next_batch(3));
+    }
+    let (e0, e1) = (t.order(0, 3), t.order(1, 3));
+    assert_eq!(
+        seen,
+        [
+            e0[..2].to_vec(),
+            e0[2..].to_vec(),
+            e1[..2].to_vec(),
+            e1[2..].to_vec()
+        ]
+    );
+    assert_eq!((t.state.epoch, t.state.cursor), (1, 3));
 }
 
 #[test]
 fn a_tiny_run_lowers_the_loss_and_resumes_exactly() {
-    let (mut t, ex) = trainer(tiny());
-    let batch: Vec<&Example> = ex.iter().collect();
-    let before = block_on(t.eval_loss(&ex)).unwrap();
-    for _ in 0..3 {
-        block_on(t.step(&batch)).unwrap();
-    }
-    let dir = tempdir("resume");
-    block_on(t.save(&dir)).unwrap();
-    let saved = block_on(t.eval_loss(&ex)).unwrap();
-    for _ in 0..3 {
-        block_on(t.step(&batch)).unwrap();
-    }
-    let after = block_on(t.eval_loss(&ex)).unwrap();
+    let schedule = |dir: &std::path::Path| Schedule {
+        eval_every: 0,
+        checkpoint_every: 0,
+        checkpoint: Some(dir.to_path_buf()),
+    };
+    // Uninterrupted: four steps, the held-out loss after the last.
+    let (mut u, split) = trainer(tiny());
+    let before = block_on(u.eval_loss(&split.train)).unwrap();
+    let mut evals = Vec::new();
+    let end = block_on(u.run(&split, &schedule(&tempdir("whole")), |s, e| {
+        evals.push((s.step, e.is_some()));
+        ControlFlow::Continue(())
+    }))
+    .unwrap();
+    assert_eq!(end, RunEnd::Finished);
+    assert_eq!(evals, [(1, false), (2, false), (3, false), (4, true)]);
+    let after = block_on(u.eval_loss(&split.train)).unwrap();
     assert!(
-        after < 0.7 * before,
+        after < 0.8 * before,
         "the loss on the corrected tokens falls: {before:.4} -> {after:.4}"
     );
 
-    // A new run resumed from the checkpoint takes the same three steps to the same weights.
+    // Stopped after the first step (mid-epoch), then resumed by a new trainer: the same weights.
+    let dir = tempdir("resume");
+    let (mut s, _) = trainer(tiny());
+    let end = block_on(s.run(&split, &schedule(&dir), |_, _| ControlFlow::Break(()))).unwrap();
+    assert_eq!(end, RunEnd::Stopped);
+    assert_eq!((s.state.step, s.state.epoch, s.state.cursor), (1, 0, 2));
     let (mut r, _) = trainer(tiny());
     r.resume(&dir).unwrap();
-    assert_eq!(r.state.step, 3);
-    for _ in 0..3 {
-        block_on(r.step(&batch)).unwrap();
-    }
-    let resumed = block_on(r.eval_loss(&ex)).unwrap();
+    assert_eq!(r.state, s.state);
+    let end = block_on(r.run(&split, &schedule(&dir), |_, _| ControlFlow::Continue(()))).unwrap();
+    assert_eq!(end, RunEnd::Finished);
+    assert_eq!(r.state, u.state);
     assert!(
-        (resumed - after).abs() < 1e-3 * after.max(1.0),
-        "resumed run: {resumed:.6} vs uninterrupted {after:.6}"
+        weights(&r) == weights(&u),
+        "the resumed run's adapter is the uninterrupted run's, bit for bit"
     );
 
-    // A new run can start from the trained adapter (with a schedule of its own).
+    // A new run can start from a trained adapter (with a schedule of its own).
     let adapter = std::fs::read(dir.join("adapter.safetensors")).unwrap();
     let (mut i, _) = trainer(tiny());
     i.init_from(&adapter).unwrap();
     assert_eq!(i.state.step, 0);
-    let init = block_on(i.eval_loss(&ex)).unwrap();
-    assert!(
-        (init - saved).abs() < 1e-4,
-        "started from the adapter: {init:.6} vs {saved:.6}"
-    );
+    assert!(weights(&i) == tensors(&adapter), "started from the adapter");
 
     // Another configuration can't resume this checkpoint, nor start from its adapter.
     let mut other = tiny();

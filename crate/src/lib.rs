@@ -13,6 +13,8 @@ pub mod error;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod gateway;
 pub mod model;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod openai;
 pub mod platform;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;

@@ -16,7 +16,7 @@ use crate::align::{self, Aligner, Mode, PipelineConfig};
 use crate::cancel::CancelToken;
 use crate::engine::{Engine, GenerateOptions};
 use crate::model::EngineDevice;
-use crate::upstream::{AnyUpstream, Api, LocalUpstream, RemoteConfig, RemoteUpstream};
+use crate::upstream::{AnyUpstream, LocalUpstream, RemoteConfig, RemoteOptions, RemoteUpstream};
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
@@ -53,24 +53,6 @@ struct RunOptions {
     remote: Option<RemoteOptions>,
     /// The aligner decodes with the calculator (after "expression =" it writes the value).
     calculator: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RemoteOptions {
-    base_url: String,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    api_key: Option<String>,
-    /// "completions" (the local model's chat template is applied) or "chat".
-    #[serde(default)]
-    api: Option<String>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-    /// The conversation before the query (system prompt, earlier turns), sent as it is.
-    #[serde(default)]
-    context: Vec<crate::text::Message>,
 }
 
 impl Default for RunOptions {
@@ -257,23 +239,8 @@ fn upstream(inner: &Inner, opts: &RunOptions, cancel: &CancelToken) -> crate::Re
         local.cancel = cancel.clone();
         return Ok(AnyUpstream::Local(local));
     };
-    let mut config = RemoteConfig::new(&r.base_url, r.model.as_deref().unwrap_or("default"));
-    config.api_key = r.api_key.clone();
+    let mut config = RemoteConfig::from_options(r.clone(), inner.upstream.template.clone());
     config.max_tokens = opts.max_tokens;
-    config.api = match r.api.as_deref() {
-        None | Some("completions") => Api::Completions,
-        Some("chat") => Api::Chat,
-        Some(other) => {
-            return Err(crate::Error::Config(format!(
-                "remote api is 'completions' or 'chat', not '{other}'"
-            )));
-        }
-    };
-    config.template = Some(inner.upstream.template.clone());
-    config.context = r.context.clone();
-    if let Some(ms) = r.timeout_ms {
-        config.idle_timeout = std::time::Duration::from_millis(ms);
-    }
     let mut remote = RemoteUpstream::new(config)?;
     remote.cancel = cancel.clone();
     Ok(AnyUpstream::Remote(remote))

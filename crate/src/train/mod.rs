@@ -17,4 +17,4 @@ pub use grounded::GroundedOracle;
 pub use gsm8k::Reference;
 pub use oracle::Oracle;
 pub use problems::{Problem, generate};
-pub use trainer::{Example, Record, TrainConfig, Trainer};
+pub use trainer::{Example, Record, RunEnd, Schedule, Split, SplitConfig, TrainConfig, Trainer};

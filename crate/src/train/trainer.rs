@@ -6,6 +6,14 @@
 //! of the corrected tokens only: the paper's residual correction loss
 //! `-log p(corrected | query, prefix, original)`. AdamW with linear warmup and cosine decay,
 //! gradient accumulation, and checkpoints a run resumes from.
+//!
+//! [`Split`] turns records into training and held-out examples; [`Trainer::run`] walks seeded
+//! epochs of the training examples batch by batch, evaluating and checkpointing on a
+//! [`Schedule`]. The epoch and the cursor in its order are part of the checkpoint, so a run
+//! stopped and resumed takes exactly the steps an uninterrupted one would.
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
 
 use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
@@ -68,6 +76,93 @@ impl Example {
 
     pub fn answer_tokens(&self) -> usize {
         self.ids.len() - self.answer_from
+    }
+}
+
+/// How records become examples: which are held out, which are too long, how many are kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitConfig {
+    /// Examples longer than this many tokens are skipped.
+    pub max_tokens: usize,
+    /// Records whose seed % N == N - 1 are held out (scored, never trained on); 0 or 1: none.
+    pub holdout_every: u64,
+    /// Keep only the first N training examples (tiny runs).
+    pub limit: Option<usize>,
+    /// Held-out examples scored at each evaluation, evenly spaced through the held-out ones.
+    pub eval_examples: usize,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        Self {
+            max_tokens: 384,
+            holdout_every: 10,
+            limit: None,
+            eval_examples: 48,
+        }
+    }
+}
+
+impl SplitConfig {
+    fn holds_out(&self, r: &Record) -> bool {
+        self.holdout_every > 1 && r.seed % self.holdout_every == self.holdout_every - 1
+    }
+}
+
+/// Records tokenized and split into training and held-out examples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    pub train: Vec<Example>,
+    /// The held-out examples scored at each evaluation.
+    pub held: Vec<Example>,
+    /// Records held out (before choosing the scored ones).
+    pub held_out: usize,
+    /// Records skipped as longer than `max_tokens`.
+    pub skipped: usize,
+}
+
+impl Split {
+    pub fn new(
+        engine: &Engine,
+        prompt: &AlignerPrompt,
+        records: &[Record],
+        config: &SplitConfig,
+    ) -> Result<Self> {
+        let (mut train, mut held, mut skipped) = (Vec::new(), Vec::new(), 0);
+        for r in records {
+            let ex = Example::new(engine, prompt, r)?;
+            if ex.ids.len() > config.max_tokens {
+                skipped += 1;
+            } else if config.holds_out(r) {
+                held.push(ex);
+            } else {
+                train.push(ex);
+            }
+        }
+        if let Some(n) = config.limit {
+            train.truncate(n);
+        }
+        let held_out = held.len();
+        // Evenly spaced through the held-out records, so every data file is scored.
+        let held = match config.eval_examples {
+            0 => Vec::new(),
+            n => held
+                .into_iter()
+                .step_by(held_out.div_ceil(n).max(1))
+                .collect(),
+        };
+        Ok(Self {
+            train,
+            held,
+            held_out,
+            skipped,
+        })
+    }
+
+    /// Mean tokens per training example.
+    pub fn mean_tokens(&self) -> f64 {
+        let total: usize = self.train.iter().map(|e| e.ids.len()).sum();
+        total as f64 / self.train.len().max(1) as f64
     }
 }
 
@@ -138,6 +233,30 @@ pub struct StepStats {
     pub tokens: usize,
 }
 
+/// When a run evaluates the held-out loss and writes checkpoints.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Schedule {
+    /// The held-out loss every this many steps (0: only after the last).
+    pub eval_every: usize,
+    /// A checkpoint every this many steps (0: only after the last, or when stopped).
+    pub checkpoint_every: usize,
+    /// Where checkpoints go; none are written without it.
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// How [`Trainer::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// `config.steps` steps taken.
+    Finished,
+    /// The callback stopped it (after a checkpoint, when the schedule writes them).
+    Stopped,
+}
+
+fn every(step: usize, n: usize) -> bool {
+    n > 0 && step % n == 0
+}
+
 fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
     AdamWConfig::new()
         .with_weight_decay(config.weight_decay)
@@ -203,6 +322,68 @@ impl Trainer {
             self.config.seed.wrapping_mul(1_000_003) ^ epoch as u64,
         ));
         order
+    }
+
+    /// The next optimizer step's examples (indices into the training examples, `n` of them):
+    /// `accum` of this epoch's order from the cursor, fewer at the end of an epoch. Moves the
+    /// cursor, and to the next epoch when this one's order is used up.
+    pub fn next_batch(&mut self, n: usize) -> Vec<usize> {
+        let mut order = self.order(self.state.epoch, n);
+        if self.state.cursor >= order.len() {
+            self.state.epoch += 1;
+            self.state.cursor = 0;
+            order = self.order(self.state.epoch, n);
+        }
+        let end = (self.state.cursor + self.config.accum).min(order.len());
+        let batch = order[self.state.cursor..end].to_vec();
+        self.state.cursor = end;
+        batch
+    }
+
+    /// The held-out loss, when there are held-out examples.
+    pub async fn held_out_loss(&self, held: &[Example]) -> Result<Option<f64>> {
+        if held.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.eval_loss(held).await?))
+    }
+
+    /// Trains on `split` from where the state is up to `config.steps`: batch by batch through
+    /// seeded epochs, with the held-out loss and checkpoints as `schedule` says. After each
+    /// step `on_step` gets the step's statistics and the held-out loss if it was evaluated;
+    /// `Break` stops the run after a checkpoint (resume it with [`Self::resume`]).
+    pub async fn run(
+        &mut self,
+        split: &Split,
+        schedule: &Schedule,
+        mut on_step: impl FnMut(&StepStats, Option<f64>) -> ControlFlow<()>,
+    ) -> Result<RunEnd> {
+        if split.train.is_empty() {
+            return Err(Error::EmptyInput("no training examples"));
+        }
+        while self.state.step < self.config.steps {
+            let batch: Vec<&Example> = self
+                .next_batch(split.train.len())
+                .into_iter()
+                .map(|i| &split.train[i])
+                .collect();
+            let stats = self.step(&batch).await?;
+            let last = stats.step == self.config.steps;
+            let eval = match every(stats.step, schedule.eval_every) || last {
+                true => self.held_out_loss(&split.held).await?,
+                false => None,
+            };
+            let stop = on_step(&stats, eval).is_break();
+            if let Some(dir) = &schedule.checkpoint {
+                if every(stats.step, schedule.checkpoint_every) || last || stop {
+                    self.save(dir).await?;
+                }
+            }
+            if stop {
+                return Ok(RunEnd::Stopped);
+            }
+        }
+        Ok(RunEnd::Finished)
     }
 
     /// Mean cross-entropy of `ex`'s answer tokens under the current weights (a graph to

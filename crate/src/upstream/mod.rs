@@ -7,7 +7,7 @@ pub mod remote;
 
 pub use local::LocalUpstream;
 pub use posthoc::Posthoc;
-pub use remote::{Api, RemoteConfig, RemoteUpstream, UpstreamStats};
+pub use remote::{Api, RemoteConfig, RemoteOptions, RemoteUpstream, UpstreamStats};
 
 use crate::error::Result;
 

@@ -44,6 +44,51 @@ impl std::str::FromStr for Api {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Api {
+    /// From the same names as [`std::str::FromStr`] (a page's options, as the CLI's flags).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a user names to reach a remote upstream: the CLI's flags, a page's options (JSON,
+/// camelCase). [`RemoteConfig::from_options`] makes the configuration from it, the same way for
+/// both; the rest keeps [`RemoteConfig::new`]'s defaults.
+#[derive(Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteOptions {
+    /// E.g. `http://127.0.0.1:8080/v1`.
+    pub base_url: String,
+    /// The model name sent to the upstream (default: "default").
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Default: completions.
+    #[serde(default)]
+    pub api: Option<Api>,
+    /// The longest wait for the response headers or the next streamed event, in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// The conversation before the query (system prompt, earlier turns), sent as it is.
+    #[serde(default)]
+    pub context: Vec<Message>,
+}
+
+impl std::fmt::Debug for RemoteOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteOptions")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api", &self.api)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone)]
 pub struct RemoteConfig {
     /// E.g. `http://127.0.0.1:8080/v1`.
@@ -106,6 +151,21 @@ impl RemoteConfig {
             optimistic: true,
         }
     }
+
+    /// The configuration `options` name; `template` is the upstream model's chat template
+    /// (the completions API applies it).
+    pub fn from_options(options: RemoteOptions, template: ChatTemplate) -> Self {
+        let model = options.model.as_deref().unwrap_or("default");
+        let mut config = Self::new(&options.base_url, model);
+        config.api = options.api.unwrap_or(Api::Completions);
+        config.api_key = options.api_key.filter(|k| !k.is_empty());
+        config.template = Some(template);
+        config.context = options.context;
+        if let Some(ms) = options.timeout_ms {
+            config.idle_timeout = Duration::from_millis(ms);
+        }
+        config
+    }
 }
 
 /// What the upstream was asked for and gave, over one answer or many.
@@ -136,6 +196,98 @@ struct Open {
     served: usize,
     /// The stream has ended, with this finish reason (null for a bare `[DONE]`).
     ended: Option<Value>,
+}
+
+impl Open {
+    /// What an ended stream gives: the next sentence (with `sentence`) or the rest, the
+    /// answer's last when nothing follows. `None` when a reused stream ran out of tokens
+    /// before a sentence: its end is not the answer's.
+    fn finish(&mut self, sentence: bool, chunks: usize) -> Option<UpstreamSentence> {
+        // A reused stream out of tokens is not the answer's end: the sequential loop would
+        // have asked again, with a budget of its own (the next read says so).
+        let cut = self.served > 0 && self.ended.as_ref().is_some_and(|r| r == "length");
+        if cut && !(sentence && self.splitter.pending().is_some()) {
+            return None;
+        }
+        let all = self.splitter.text().len();
+        let end = match sentence {
+            true => self.splitter.finish().unwrap_or(all),
+            false => all,
+        };
+        let text = self.splitter.take(end);
+        Some(UpstreamSentence {
+            last: self.splitter.text().trim().is_empty() && !cut,
+            text,
+            tokens: chunks,
+        })
+    }
+
+    /// A sentence received complete, or a run-on one cut at `max_chars`.
+    fn ready(&mut self, max_chars: usize, chunks: usize) -> Option<UpstreamSentence> {
+        let len = self.splitter.text().len();
+        let end = self
+            .splitter
+            .pending()
+            .or_else(|| (len > max_chars).then_some(len))?;
+        Some(UpstreamSentence {
+            text: self.splitter.take(end),
+            last: false,
+            tokens: chunks,
+        })
+    }
+
+    /// The stream's next event as JSON (`None` for `[DONE]`), within the idle timeout.
+    async fn next_event(&mut self, idle: Duration) -> std::result::Result<Option<Value>, Failure> {
+        let url = &self.url;
+        let event = match platform::timeout(idle, self.events.next()).await {
+            None => return Err(timed_out(format!("{url} sent nothing for {idle:?}"))),
+            // The body ended without [DONE] or a finish reason: the stream was cut.
+            Some(None) => {
+                return Err(fail(
+                    true,
+                    None,
+                    format!("{url}: the stream ended before the answer did"),
+                ));
+            }
+            Some(Some(Err(e))) => {
+                return Err(fail(true, None, format!("{url}: the stream broke: {e}")));
+            }
+            Some(Some(Ok(ev))) => ev,
+        };
+        if event.data.trim() == "[DONE]" {
+            return Ok(None);
+        }
+        let v: Value = serde_json::from_str(&event.data).map_err(|e| {
+            let data: String = event.data.chars().take(120).collect();
+            fail(
+                false,
+                None,
+                format!("{url} sent an event that is not JSON ({e}): {data}"),
+            )
+        })?;
+        if let Some(err) = v.get("error") {
+            return Err(fail(
+                true,
+                None,
+                format!("{url} reported an error mid-stream: {err}"),
+            ));
+        }
+        Ok(Some(v))
+    }
+
+    /// Takes an event's text (completions' `text` or chat's `delta.content`) and its finish
+    /// reason.
+    fn push(&mut self, v: &Value) {
+        let choice = &v["choices"][0];
+        let piece = choice["text"]
+            .as_str()
+            .or_else(|| choice["delta"]["content"].as_str())
+            .unwrap_or("");
+        self.splitter.push(piece);
+        if choice["finish_reason"].is_string() {
+            self.ended = Some(choice["finish_reason"].clone());
+        }
+    }
 }
 
 pub struct RemoteUpstream {
@@ -288,42 +440,14 @@ impl RemoteUpstream {
         open: &mut Open,
         sentence: bool,
     ) -> std::result::Result<Option<UpstreamSentence>, Failure> {
-        let c = &self.config;
-        let url = &open.url;
         let mut chunks = 0;
         loop {
-            if let Some(reason) = &open.ended {
-                let pending = open.splitter.pending();
-                if open.served > 0 && reason == "length" && !(sentence && pending.is_some()) {
-                    return Ok(None);
-                }
-                let all = open.splitter.text().len();
-                let end = if sentence {
-                    open.splitter.finish().unwrap_or(all)
-                } else {
-                    all
-                };
-                let text = open.splitter.take(end);
-                // A reused stream out of tokens is not the answer's end: the sequential loop
-                // would have asked again, with a budget of its own (the next read says so).
-                let cut = open.served > 0 && reason == "length";
-                return Ok(Some(UpstreamSentence {
-                    last: open.splitter.text().trim().is_empty() && !cut,
-                    text,
-                    tokens: chunks,
-                }));
+            if open.ended.is_some() {
+                return Ok(open.finish(sentence, chunks));
             }
             if sentence {
-                let end = open.splitter.pending().or_else(|| {
-                    (open.splitter.text().len() > c.max_sentence_chars)
-                        .then_some(open.splitter.text().len())
-                });
-                if let Some(end) = end {
-                    return Ok(Some(UpstreamSentence {
-                        text: open.splitter.take(end),
-                        last: false,
-                        tokens: chunks,
-                    }));
+                if let Some(s) = open.ready(self.config.max_sentence_chars, chunks) {
+                    return Ok(Some(s));
                 }
             }
             if self.cancel.is_cancelled() {
@@ -332,57 +456,13 @@ impl RemoteUpstream {
                     retry: false,
                 });
             }
-            let event = match platform::timeout(c.idle_timeout, open.events.next()).await {
-                None => {
-                    return Err(timed_out(format!(
-                        "{url} sent nothing for {:?}",
-                        c.idle_timeout
-                    )));
+            match open.next_event(self.config.idle_timeout).await? {
+                None => open.ended = Some(Value::Null),
+                Some(v) => {
+                    chunks += 1;
+                    self.stats.chunks += 1;
+                    open.push(&v);
                 }
-                // The body ended without [DONE] or a finish reason: the stream was cut.
-                Some(None) => {
-                    return Err(fail(
-                        true,
-                        None,
-                        format!("{url}: the stream ended before the answer did"),
-                    ));
-                }
-                Some(Some(Err(e))) => {
-                    return Err(fail(true, None, format!("{url}: the stream broke: {e}")));
-                }
-                Some(Some(Ok(ev))) => ev,
-            };
-            if event.data.trim() == "[DONE]" {
-                open.ended = Some(Value::Null);
-                continue;
-            }
-            let v: Value = serde_json::from_str(&event.data).map_err(|e| {
-                fail(
-                    false,
-                    None,
-                    format!(
-                        "{url} sent an event that is not JSON ({e}): {}",
-                        event.data.chars().take(120).collect::<String>()
-                    ),
-                )
-            })?;
-            if let Some(err) = v.get("error") {
-                return Err(fail(
-                    true,
-                    None,
-                    format!("{url} reported an error mid-stream: {err}"),
-                ));
-            }
-            let choice = &v["choices"][0];
-            let piece = choice["text"]
-                .as_str()
-                .or_else(|| choice["delta"]["content"].as_str())
-                .unwrap_or("");
-            chunks += 1;
-            self.stats.chunks += 1;
-            open.splitter.push(piece);
-            if choice["finish_reason"].is_string() {
-                open.ended = Some(choice["finish_reason"].clone());
             }
         }
     }

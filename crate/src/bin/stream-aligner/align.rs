@@ -9,7 +9,9 @@ use similar::{ChangeTag, TextDiff};
 use stream_aligner::GenerateOptions;
 use stream_aligner::align::{self, Aligner, Mode, PipelineConfig, SentenceEvent};
 use stream_aligner::model::SamplerConfig;
-use stream_aligner::upstream::{AnyUpstream, Api, LocalUpstream, RemoteConfig, RemoteUpstream};
+use stream_aligner::upstream::{
+    AnyUpstream, Api, LocalUpstream, RemoteConfig, RemoteOptions, RemoteUpstream,
+};
 
 use crate::{AdapterArgs, ModelArgs};
 
@@ -123,17 +125,22 @@ pub fn run(args: AlignArgs) -> Result<()> {
     let mut upstream = if args.upstream == "local" {
         AnyUpstream::Local(LocalUpstream::new(engine.clone(), options))
     } else {
-        let mut remote = RemoteConfig::new(&args.upstream, &args.remote_model);
-        remote.api = args.remote_api;
-        remote.template = Some(match &args.remote_template {
+        let options = RemoteOptions {
+            base_url: args.upstream.clone(),
+            model: Some(args.remote_model.clone()),
+            api_key: args.api_key.clone(),
+            api: Some(args.remote_api),
+            ..RemoteOptions::default()
+        };
+        let template = match &args.remote_template {
             Some(path) => stream_aligner::text::ChatTemplate::new(
                 &std::fs::read_to_string(path)
                     .with_context(|| format!("reading the template {}", path.display()))?,
             )?,
             // The local model's template is the default guess for the remote model's.
             None => engine.template.clone(),
-        });
-        remote.api_key = args.api_key.clone();
+        };
+        let mut remote = RemoteConfig::from_options(options, template);
         remote.temperature = args.temperature;
         remote.seed = Some(args.seed);
         AnyUpstream::Remote(RemoteUpstream::new(remote)?)

@@ -1,6 +1,5 @@
 //! `stream-aligner eval`: accuracy by rounds and preservation of correct answers on word
-//! problem sets (see `train::evaluate`), and
-//! `stream-aligner problems`: a GSM8K-format problem file from the generator.
+//! problem sets (see `train::evaluate`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -140,6 +139,28 @@ pub fn run(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// Which measures a run takes.
+#[derive(Clone, Copy)]
+struct Measures {
+    accuracy: bool,
+    preservation: bool,
+}
+
+impl Measures {
+    fn new(args: &EvalArgs) -> Self {
+        Self {
+            accuracy: args.measure.contains(&Measure::Accuracy),
+            preservation: args.measure.contains(&Measure::Preservation),
+        }
+    }
+
+    /// Everything asked for is measured on `p` (preservation needs a reference solution).
+    fn complete(&self, m: &Measured, p: &Problem) -> bool {
+        (!self.accuracy || m.result.is_some())
+            && (!self.preservation || p.solution.is_none() || m.preserved.is_some())
+    }
+}
+
 fn evaluate_set(
     args: &EvalArgs,
     set: &Path,
@@ -152,114 +173,159 @@ fn evaluate_set(
         problems.truncate(n);
     }
     anyhow::ensure!(!problems.is_empty(), "no problems in {}", set.display());
-    let accuracy = args.measure.contains(&Measure::Accuracy);
-    let preservation = args.measure.contains(&Measure::Preservation);
+    let measures = Measures::new(args);
+    let (done, cut) = match (args.resume, details_path) {
+        (true, Some(p)) => resumed(args, p, &problems)?,
+        _ => (vec![Measured::default(); problems.len()], false),
+    };
+    let details = details_path
+        .map(|p| open_details(p, args.resume, cut))
+        .transpose()?;
+    let run = SetRun {
+        args,
+        problems: &problems,
+        measures,
+        next: AtomicUsize::new(0),
+        pb: progress_bar(&problems, &done, measures),
+        done: Mutex::new((done, details)),
+        base,
+        aligner,
+    };
+    run.work()?;
+    run.pb.finish_and_clear();
+    let done = run.done.into_inner().expect("no worker panicked").0;
+    let results: Vec<ProblemResult> = done.iter().filter_map(|m| m.result.clone()).collect();
+    let preserved: Vec<Preserved> = done.iter().filter_map(|m| m.preserved.clone()).collect();
+    Ok(SetSummary {
+        accuracy: measures.accuracy.then(|| Summary::new(&results)),
+        preservation: measures
+            .preservation
+            .then(|| PreservationSummary::new(&preserved)),
+    })
+}
+
+/// The results kept from an earlier run's details file, and whether it ends in a cut line;
+/// an error if they were measured with other settings.
+fn resumed(args: &EvalArgs, path: &Path, problems: &[Problem]) -> Result<(Vec<Measured>, bool)> {
     let mut done = vec![Measured::default(); problems.len()];
-    let mut cut = false;
-    if let (true, Some(p)) = (args.resume, details_path) {
-        let kept;
-        (kept, cut) = previous_results(p, &problems, &mut done)?;
-        let same = |r: &ProblemResult| {
-            r.stream.len() == args.rounds.max(1)
-                && r.upstream_calculator.is_some() == args.calculator
-        };
-        anyhow::ensure!(
-            done.iter().filter_map(|m| m.result.as_ref()).all(same),
-            "{} was written with another --rounds or --calculator: resume with the same settings",
-            p.display()
-        );
-        eprintln!("{kept} problems kept from {}", p.display());
+    let (kept, cut) = previous_results(path, problems, &mut done)?;
+    let same = |r: &ProblemResult| {
+        r.stream.len() == args.rounds.max(1) && r.upstream_calculator.is_some() == args.calculator
+    };
+    anyhow::ensure!(
+        done.iter().filter_map(|m| m.result.as_ref()).all(same),
+        "{} was written with another --rounds or --calculator: resume with the same settings",
+        path.display()
+    );
+    eprintln!("{kept} problems kept from {}", path.display());
+    Ok((done, cut))
+}
+
+/// The details file: appended to when resuming, else written anew.
+fn open_details(path: &Path, resume: bool, cut: bool) -> Result<std::fs::File> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(resume)
+        .truncate(!resume)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // A line cut by a stopped run stays a line of its own.
+    if cut {
+        writeln!(f)?;
     }
-    let complete = |m: &Measured, p: &Problem| {
-        (!accuracy || m.result.is_some())
-            && (!preservation || p.solution.is_none() || m.preserved.is_some())
-    };
-    let details = match details_path {
-        Some(p) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .append(args.resume)
-                .truncate(!args.resume)
-                .open(p)
-                .with_context(|| format!("opening {}", p.display()))
-                .and_then(|mut f| {
-                    // A line cut by a stopped run stays a line of its own.
-                    if cut {
-                        writeln!(f)?;
-                    }
-                    Ok(f)
-                })?,
-        ),
-        None => None,
-    };
+    Ok(f)
+}
+
+fn progress_bar(problems: &[Problem], done: &[Measured], measures: Measures) -> ProgressBar {
     let pb = ProgressBar::new(problems.len() as u64);
     pb.set_position(
         done.iter()
-            .zip(&problems)
-            .filter(|(m, p)| complete(m, p))
+            .zip(problems)
+            .filter(|(m, p)| measures.complete(m, p))
             .count() as u64,
     );
     pb.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} problems {msg} [{elapsed} < {eta}]")
             .unwrap(),
     );
-    // Workers take the next problem in turn; results keep the file's order.
-    let next = AtomicUsize::new(0);
-    let done = Mutex::new((done, details));
-    std::thread::scope(|scope| -> Result<()> {
-        let workers: Vec<_> = (0..args.jobs.max(1))
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    let mut ev =
-                        Evaluator::new(base.clone(), aligner.clone(), args.rounds, args.max_tokens)
-                            .with_calculator(args.calculator);
-                    ev.max_sentences = args.max_sentences;
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(p) = problems.get(i) else {
-                            return Ok(());
-                        };
-                        let mut m = done.lock().expect("no worker panicked").0[i].clone();
-                        if complete(&m, p) {
-                            continue;
-                        }
-                        if accuracy && m.result.is_none() {
-                            m.result = Some(block_on(ev.problem(&p.question, p.answer))?);
-                        }
-                        if let (true, None, Some(solution)) =
-                            (preservation, &m.preserved, &p.solution)
-                        {
-                            m.preserved =
-                                Some(block_on(ev.preservation(&p.question, solution, p.answer))?);
-                        }
-                        let mut d = done.lock().expect("no worker panicked");
-                        if let Some(f) = d.1.as_mut() {
-                            let mut line = serde_json::to_value(&m)?;
-                            line["question"] = p.question.clone().into();
-                            line["answer"] = p.answer.into();
-                            writeln!(f, "{line}")?;
-                        }
-                        d.0[i] = m;
-                        pb.set_message(progress(&d.0));
-                        pb.inc(1);
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join().expect("an evaluation worker panicked")?;
+    pb
+}
+
+/// One set's evaluation under way: workers take the next problem in turn; results keep the
+/// file's order.
+struct SetRun<'a> {
+    args: &'a EvalArgs,
+    problems: &'a [Problem],
+    measures: Measures,
+    next: AtomicUsize,
+    pb: ProgressBar,
+    /// What is measured so far, and the details file.
+    done: Mutex<(Vec<Measured>, Option<std::fs::File>)>,
+    base: &'a Arc<Engine>,
+    aligner: &'a Arc<Engine>,
+}
+
+impl SetRun<'_> {
+    /// Runs `--jobs` workers until every problem is measured.
+    fn work(&self) -> Result<()> {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..self.args.jobs.max(1))
+                .map(|_| scope.spawn(|| self.worker()))
+                .collect();
+            for w in workers {
+                w.join().expect("an evaluation worker panicked")?;
+            }
+            Ok(())
+        })
+    }
+
+    fn worker(&self) -> Result<()> {
+        let args = self.args;
+        let mut ev = Evaluator::new(
+            self.base.clone(),
+            self.aligner.clone(),
+            args.rounds,
+            args.max_tokens,
+        )
+        .with_calculator(args.calculator);
+        ev.max_sentences = args.max_sentences;
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(p) = self.problems.get(i) else {
+                return Ok(());
+            };
+            let mut m = self.done.lock().expect("no worker panicked").0[i].clone();
+            if self.measures.complete(&m, p) {
+                continue;
+            }
+            if self.measures.accuracy && m.result.is_none() {
+                m.result = Some(block_on(ev.problem(&p.question, p.answer))?);
+            }
+            if let (true, None, Some(solution)) =
+                (self.measures.preservation, &m.preserved, &p.solution)
+            {
+                m.preserved = Some(block_on(ev.preservation(&p.question, solution, p.answer))?);
+            }
+            self.record(i, m)?;
         }
+    }
+
+    /// Keeps problem `i`'s measures, appends them to the details file and moves the bar.
+    fn record(&self, i: usize, m: Measured) -> Result<()> {
+        let p = &self.problems[i];
+        let mut d = self.done.lock().expect("no worker panicked");
+        if let Some(f) = d.1.as_mut() {
+            let mut line = serde_json::to_value(&m)?;
+            line["question"] = p.question.clone().into();
+            line["answer"] = p.answer.into();
+            writeln!(f, "{line}")?;
+        }
+        d.0[i] = m;
+        self.pb.set_message(progress(&d.0));
+        self.pb.inc(1);
         Ok(())
-    })?;
-    pb.finish_and_clear();
-    let done = done.into_inner().expect("no worker panicked").0;
-    let results: Vec<ProblemResult> = done.iter().filter_map(|m| m.result.clone()).collect();
-    let preserved: Vec<Preserved> = done.iter().filter_map(|m| m.preserved.clone()).collect();
-    Ok(SetSummary {
-        accuracy: accuracy.then(|| Summary::new(&results)),
-        preservation: preservation.then(|| PreservationSummary::new(&preserved)),
-    })
+    }
 }
 
 /// The progress bar's message: accuracy so far, preservation so far.
@@ -375,34 +441,4 @@ fn previous_results(
         }
     }
     Ok((kept, !text.is_empty() && !text.ends_with('\n')))
-}
-
-#[derive(clap::Args)]
-pub struct ProblemsArgs {
-    #[arg(long, default_value_t = 500)]
-    count: usize,
-    /// Problem i uses seed + i (training used 1000-1599: evaluate from 1,000,000 up)
-    #[arg(long, default_value_t = 1_000_000)]
-    seed: u64,
-    /// Story families (default: all)
-    #[arg(long, value_delimiter = ',')]
-    families: Vec<usize>,
-    #[arg(long)]
-    out: PathBuf,
-}
-
-pub fn problems(args: ProblemsArgs) -> Result<()> {
-    let mut out = std::fs::File::create(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    for i in 0..args.count as u64 {
-        let p = stream_aligner::train::generate(args.seed + i, &args.families);
-        let answer = format!("{}\n#### {}", p.solution(), p.answer);
-        writeln!(
-            out,
-            "{}",
-            serde_json::json!({"question": p.question, "answer": answer, "family": p.family, "seed": p.seed})
-        )?;
-    }
-    eprintln!("{} problems -> {}", args.count, args.out.display());
-    Ok(())
 }

@@ -6,6 +6,7 @@ mod bench_gateway;
 mod datagen;
 mod eval;
 mod fetch;
+mod problems;
 mod references;
 mod serve;
 mod train;
@@ -144,7 +145,7 @@ enum Command {
     /// Accuracy by correction rounds on word problems (GSM8K-format JSONL)
     Eval(eval::EvalArgs),
     /// Write generated word problems as GSM8K-format JSONL
-    Problems(eval::ProblemsArgs),
+    Problems(problems::ProblemsArgs),
     /// Measure prefill and decode speed (optionally beside llama.cpp's llama-bench)
     Bench(bench::BenchArgs),
     /// The aligning gateway against a fake hosted upstream: cost and latency by strategy, or a load run
@@ -217,7 +218,7 @@ fn main() -> Result<()> {
         Command::References(args) => references::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
-        Command::Problems(args) => eval::problems(args),
+        Command::Problems(args) => problems::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchGateway(args) => bench_gateway::run(args),

@@ -3,12 +3,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use stream_aligner::gateway::{self, Gateway, GatewayConfig};
 use stream_aligner::serve::{self, ServerState};
-use stream_aligner::upstream::{Api, RemoteConfig};
+use stream_aligner::upstream::{Api, RemoteConfig, RemoteOptions};
 
 use crate::{AdapterArgs, ModelArgs};
 
@@ -89,13 +88,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
             anyhow::Ok(())
         });
     };
-    let mut upstream = RemoteConfig::new(url, &args.upstream_model);
-    upstream.api = args.upstream_api;
-    upstream.template = Some(engine.template.clone());
-    upstream.api_key = std::env::var(UPSTREAM_KEY_ENV)
-        .ok()
-        .filter(|k| !k.is_empty());
-    upstream.idle_timeout = Duration::from_secs(args.upstream_timeout);
+    let options = RemoteOptions {
+        base_url: url.clone(),
+        model: Some(args.upstream_model.clone()),
+        api_key: std::env::var(UPSTREAM_KEY_ENV).ok(),
+        api: Some(args.upstream_api),
+        timeout_ms: Some(args.upstream_timeout.saturating_mul(1000)),
+        ..RemoteOptions::default()
+    };
+    let mut upstream = RemoteConfig::from_options(options, engine.template.clone());
     upstream.optimistic = !args.sequential;
     let mut config = GatewayConfig::new(upstream);
     if let Some(name) = &args.name {

@@ -2,6 +2,7 @@
 //! records, with a held-out split, checkpoints it resumes from, and a log of the loss.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -10,8 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use stream_aligner::Engine;
 use stream_aligner::align::AlignerPrompt;
 use stream_aligner::model::{EngineDevice, LoraConfig, Target};
-use stream_aligner::train::trainer::read_records;
-use stream_aligner::train::{Example, TrainConfig, Trainer};
+use stream_aligner::train::trainer::{StepStats, read_records};
+use stream_aligner::train::{Record, RunEnd, Schedule, Split, SplitConfig, TrainConfig, Trainer};
 use web_time::Instant;
 
 use crate::ModelArgs;
@@ -79,69 +80,110 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let engine = Engine::load(&args.model.path()?, &EngineDevice::training())?;
+    let records = read_data(&args.data)?;
+    let split = Split::new(
+        &engine,
+        &AlignerPrompt::default(),
+        &records,
+        &args.split_config(),
+    )?;
+    anyhow::ensure!(
+        !split.train.is_empty(),
+        "no training examples in {:?}",
+        args.data
+    );
+    eprintln!(
+        "{} records: {} train, {} held out (scored: {}), {} longer than {} tokens skipped; {:.0} tokens per example",
+        records.len(),
+        split.train.len(),
+        split.held_out,
+        split.held.len(),
+        split.skipped,
+        args.max_tokens,
+        split.mean_tokens()
+    );
+    let mut trainer = start(&args, engine)?;
+    std::fs::create_dir_all(&args.out)?;
+    let mut log = Log::open(&args.out.join("train-log.jsonl"))?;
+    if trainer.state.step == 0 {
+        if let Some(l) = block_on(trainer.held_out_loss(&split.held))? {
+            log.eval(0, l)?;
+            eprintln!("held-out loss before training: {l:.4}");
+        }
+    }
+    let started = Instant::now();
+    let (end, last_eval) = train(&args, &mut trainer, &split, &mut log, started)?;
+    let base = write_adapter(&args, &trainer)?;
+    if end == RunEnd::Stopped {
+        eprintln!(
+            "stopped at step {} after {:.1} min (adapter.safetensors written); continue with --resume",
+            trainer.state.step,
+            started.elapsed().as_secs_f64() / 60.0
+        );
+        return Ok(());
+    }
+    write_summary(&args, &trainer, &split, &base, last_eval)?;
+    eprintln!(
+        "wrote {} (step {}, held-out loss {})",
+        args.out.join("adapter.safetensors").display(),
+        trainer.state.step,
+        last_eval.map(|l| format!("{l:.4}")).unwrap_or("-".into())
+    );
+    Ok(())
+}
+
+impl TrainArgs {
+    fn split_config(&self) -> SplitConfig {
+        SplitConfig {
+            max_tokens: self.max_tokens,
+            holdout_every: self.holdout_every,
+            limit: self.limit,
+            eval_examples: self.eval_examples,
+        }
+    }
+
+    fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            lora: LoraConfig {
+                rank: self.rank,
+                alpha: self.alpha,
+                targets: self.targets.clone(),
+            },
+            lr: self.lr,
+            warmup: self.warmup,
+            steps: self.steps,
+            accum: self.accum,
+            seed: self.seed,
+            ..TrainConfig::default()
+        }
+    }
+
+    fn checkpoint(&self) -> PathBuf {
+        self.out.join("checkpoint")
+    }
+}
+
+/// The records of every data file, in order.
+fn read_data(paths: &[PathBuf]) -> Result<Vec<Record>> {
     let mut records = Vec::new();
-    for path in &args.data {
+    for path in paths {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         records.extend(read_records(&text).with_context(|| format!("in {}", path.display()))?);
     }
-    let prompt = AlignerPrompt::default();
-    let (mut train, mut held) = (Vec::new(), Vec::new());
-    let mut skipped = 0;
-    for r in &records {
-        let ex = Example::new(&engine, &prompt, r)?;
-        if ex.ids.len() > args.max_tokens {
-            skipped += 1;
-        } else if args.holdout_every > 1 && r.seed % args.holdout_every == args.holdout_every - 1 {
-            held.push(ex);
-        } else {
-            train.push(ex);
-        }
-    }
-    if let Some(n) = args.limit {
-        train.truncate(n);
-    }
-    anyhow::ensure!(!train.is_empty(), "no training examples in {:?}", args.data);
-    let held_out = held.len();
-    // Evenly spaced through the held-out records, so every data file is scored.
-    held = match args.eval_examples {
-        0 => Vec::new(),
-        n => held
-            .into_iter()
-            .step_by(held_out.div_ceil(n).max(1))
-            .collect(),
-    };
-    let mean =
-        |v: &[Example]| v.iter().map(|e| e.ids.len()).sum::<usize>() as f64 / v.len().max(1) as f64;
-    eprintln!(
-        "{} records: {} train, {held_out} held out (scored: {}), {skipped} longer than {} tokens skipped; {:.0} tokens per example",
-        records.len(),
-        train.len(),
-        held.len(),
-        args.max_tokens,
-        mean(&train)
-    );
-    let config = TrainConfig {
-        lora: LoraConfig {
-            rank: args.rank,
-            alpha: args.alpha,
-            targets: args.targets.clone(),
-        },
-        lr: args.lr,
-        warmup: args.warmup,
-        steps: args.steps,
-        accum: args.accum,
-        seed: args.seed,
-        ..TrainConfig::default()
-    };
-    let mut trainer = Trainer::new(engine, config.clone())?;
-    let ckpt = args.out.join("checkpoint");
+    Ok(records)
+}
+
+/// The trainer: fresh, from `--init`'s adapter, or resumed from the checkpoint.
+fn start(args: &TrainArgs, engine: Engine) -> Result<Trainer> {
+    let mut trainer = Trainer::new(engine, args.train_config())?;
     if let Some(p) = &args.init {
         let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
         trainer
             .init_from(&bytes)
             .with_context(|| format!("starting from {}", p.display()))?;
     }
+    let ckpt = args.checkpoint();
     if args.resume && ckpt.join("state.json").exists() {
         trainer.resume(&ckpt)?;
         eprintln!(
@@ -149,63 +191,75 @@ pub fn run(args: TrainArgs) -> Result<()> {
             trainer.state.step, trainer.state.epoch
         );
     }
-    std::fs::create_dir_all(&args.out)?;
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(args.out.join("train-log.jsonl"))?;
-    let eval = |trainer: &Trainer, log: &mut std::fs::File| -> Result<Option<f64>> {
-        if held.is_empty() {
-            return Ok(None);
-        }
-        let l = block_on(trainer.eval_loss(&held))?;
-        writeln!(
-            log,
-            "{}",
-            serde_json::json!({"step": trainer.state.step, "eval_loss": l})
-        )?;
-        Ok(Some(l))
-    };
-    if trainer.state.step == 0 {
-        if let Some(l) = eval(&trainer, &mut log)? {
-            eprintln!("held-out loss before training: {l:.4}");
-        }
+    Ok(trainer)
+}
+
+/// train-log.jsonl: a line per step and per evaluation.
+struct Log(std::fs::File);
+
+impl Log {
+    fn open(path: &std::path::Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self(file))
     }
+
+    fn eval(&mut self, step: usize, loss: f64) -> std::io::Result<()> {
+        writeln!(
+            self.0,
+            "{}",
+            serde_json::json!({"step": step, "eval_loss": loss})
+        )
+    }
+
+    fn step(&mut self, stats: &StepStats, tok_s: f64) -> std::io::Result<()> {
+        writeln!(
+            self.0,
+            "{}",
+            serde_json::json!({"step": stats.step, "loss": stats.loss, "lr": stats.lr,
+                "tokens": stats.tokens, "answer_tokens": stats.answer_tokens, "tok_s": tok_s})
+        )
+    }
+}
+
+/// Runs the trainer with a progress bar and the log, until the last step or `--minutes`.
+/// Returns how it ended and the last held-out loss.
+fn train(
+    args: &TrainArgs,
+    trainer: &mut Trainer,
+    split: &Split,
+    log: &mut Log,
+    started: Instant,
+) -> Result<(RunEnd, Option<f64>)> {
     let pb = ProgressBar::new(args.steps as u64);
     pb.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed} < {eta}]")
             .unwrap(),
     );
     pb.set_position(trainer.state.step as u64);
-    let started = Instant::now();
+    let schedule = Schedule {
+        eval_every: args.eval_every,
+        checkpoint_every: args.checkpoint_every,
+        checkpoint: Some(args.checkpoint()),
+    };
     let (mut last_eval, mut tokens, mut smoothed) = (None, 0usize, None::<f64>);
-    while trainer.state.step < args.steps {
-        let mut order = trainer.order(trainer.state.epoch, train.len());
-        if trainer.state.cursor >= order.len() {
-            trainer.state.epoch += 1;
-            trainer.state.cursor = 0;
-            order = trainer.order(trainer.state.epoch, train.len());
-        }
-        let end = (trainer.state.cursor + args.accum).min(order.len());
-        let batch: Vec<&Example> = order[trainer.state.cursor..end]
-            .iter()
-            .map(|&i| &train[i])
-            .collect();
-        trainer.state.cursor = end;
-        let stats = block_on(trainer.step(&batch))?;
+    let mut failed = None;
+    let end = block_on(trainer.run(split, &schedule, |stats, eval| {
         tokens += stats.tokens;
         let s = smoothed.map_or(stats.loss, |s| 0.9 * s + 0.1 * stats.loss);
         smoothed = Some(s);
         let tok_s = tokens as f64 / started.elapsed().as_secs_f64();
-        writeln!(
-            log,
-            "{}",
-            serde_json::json!({"step": stats.step, "loss": stats.loss, "lr": stats.lr,
-                "tokens": stats.tokens, "answer_tokens": stats.answer_tokens, "tok_s": tok_s})
-        )?;
-        if stats.step % args.eval_every == 0 || stats.step == args.steps {
-            last_eval = eval(&trainer, &mut log)?;
+        let logged = log
+            .step(stats, tok_s)
+            .and_then(|()| eval.map_or(Ok(()), |l| log.eval(stats.step, l)));
+        if let Err(e) = logged {
+            failed = Some(e);
+            return ControlFlow::Break(());
         }
+        last_eval = eval.or(last_eval);
         pb.set_position(stats.step as u64);
         pb.set_message(format!(
             "loss {s:.3}{} | {tok_s:.0} tok/s",
@@ -216,38 +270,45 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let out_of_time = args
             .minutes
             .is_some_and(|m| started.elapsed().as_secs_f64() > m * 60.0);
-        if stats.step % args.checkpoint_every == 0 || stats.step == args.steps || out_of_time {
-            block_on(trainer.save(&ckpt))?;
-        }
         if out_of_time {
-            pb.finish_and_clear();
-            // A stopped run still leaves an adapter to use (the checkpoint's, in f16).
-            let adapter = block_on(trainer.adapter())?;
-            std::fs::write(
-                args.out.join("adapter.safetensors"),
-                adapter.to_safetensors(true)?,
-            )?;
-            eprintln!(
-                "stopped at step {} after {:.1} min (adapter.safetensors written); continue with --resume",
-                stats.step,
-                started.elapsed().as_secs_f64() / 60.0
-            );
-            return Ok(());
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
         }
-    }
+    }))?;
     pb.finish_and_clear();
+    if let Some(e) = failed {
+        return Err(e).context("writing train-log.jsonl");
+    }
+    Ok((end, last_eval))
+}
+
+/// adapter.safetensors (f16): after the last step, or a stopped run's (the checkpoint's).
+/// Returns the fingerprint of the base it belongs to.
+fn write_adapter(args: &TrainArgs, trainer: &Trainer) -> Result<String> {
     let adapter = block_on(trainer.adapter())?;
     std::fs::write(
         args.out.join("adapter.safetensors"),
         adapter.to_safetensors(true)?,
     )?;
+    Ok(adapter.base)
+}
+
+/// config.json: how the adapter was trained.
+fn write_summary(
+    args: &TrainArgs,
+    trainer: &Trainer,
+    split: &Split,
+    base: &str,
+    last_eval: Option<f64>,
+) -> Result<()> {
     let summary = serde_json::json!({
-        "config": config,
-        "base": adapter.base,
+        "config": trainer.config,
+        "base": base,
         "data": args.data,
         "init": args.init,
-        "train_examples": train.len(),
-        "held_out_examples": held.len(),
+        "train_examples": split.train.len(),
+        "held_out_examples": split.held.len(),
         "holdout": format!("problems with seed % {} == {}", args.holdout_every, args.holdout_every - 1),
         "steps": trainer.state.step,
         "tokens_seen": trainer.state.tokens_seen,
@@ -257,11 +318,5 @@ pub fn run(args: TrainArgs) -> Result<()> {
         args.out.join("config.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
-    eprintln!(
-        "wrote {} (step {}, held-out loss {})",
-        args.out.join("adapter.safetensors").display(),
-        trainer.state.step,
-        last_eval.map(|l| format!("{l:.4}")).unwrap_or("-".into())
-    );
     Ok(())
 }
