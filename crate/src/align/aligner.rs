@@ -8,13 +8,12 @@
 //! only if it is also what the calculator would write, so a copied "18 + 22 = 30" becomes
 //! "18 + 22 = 40".
 
-use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::prompt::AlignerPrompt;
 use crate::cancel::CancelToken;
 use crate::engine::{Engine, GenerateOptions};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{KvCache, SamplerConfig};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,17 +115,9 @@ impl Aligner {
         };
         let cancel = &self.cancel;
         let d = e
-            .decode(&prompt, draft, &options, &mut self.cache, |_| {
-                if cancel.is_cancelled() {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            })
+            .decode(&prompt, draft, &options, &mut self.cache, |_| cancel.flow())
             .await?;
-        if self.cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
+        self.cancel.check()?;
         Ok(Correction {
             text: e.tokenizer.decode(&d.tokens)?,
             tokens: d.tokens.len(),

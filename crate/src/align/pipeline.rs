@@ -209,9 +209,7 @@ pub async fn run<U: Upstream, C: Corrector>(
     check_query(query)?;
     let mut answer = Answer::new();
     for index in 0..config.max_sentences {
-        if cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
+        cancel.check()?;
         let prefix = &answer.text;
         let (s, upstream_ms) = timed(upstream.next_sentence(query, prefix)).await?;
         if s.text.trim().is_empty() {
@@ -247,9 +245,7 @@ pub async fn whole<U: Upstream, C: Corrector>(
 ) -> Result<Answer> {
     check_query(query)?;
     let (text, upstream_ms) = timed(upstream.rest(query, "")).await?;
-    if cancel.is_cancelled() {
-        return Err(Error::Cancelled);
-    }
+    cancel.check()?;
     let (c, aligner_ms) = timed(aligner.correct(query, "", text.trim())).await?;
     let s = UpstreamSentence {
         text,

@@ -78,9 +78,7 @@ impl Upstream for LocalUpstream {
                 }
             })
             .await?;
-        if self.cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
+        self.cancel.check()?;
         let text = splitter.text();
         let (text, last) = match end.or_else(|| splitter.finish()) {
             // The answer went on past this sentence (or was cut by max tokens).
@@ -105,16 +103,10 @@ impl Upstream for LocalUpstream {
         self.engine
             .generate(&ids, &self.options, &mut self.cache, |_, piece| {
                 out.push_str(piece);
-                if cancel.is_cancelled() {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
+                cancel.flow()
             })
             .await?;
-        if self.cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
+        self.cancel.check()?;
         Ok(out)
     }
 }

@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use stream_aligner::GenerateOptions;
 use stream_aligner::align::Corrector;
 use stream_aligner::align::{self, PipelineConfig};
 use stream_aligner::model::SamplerConfig;
-use stream_aligner::train::{GroundedOracle, Oracle, generate, gsm8k};
+use stream_aligner::train::gsm8k::{self, Reference};
+use stream_aligner::train::{GroundedOracle, Oracle, generate};
 use stream_aligner::upstream::LocalUpstream;
+use stream_aligner::{Engine, GenerateOptions};
 
 use crate::ModelArgs;
 use crate::references::SplitArgs;
@@ -67,66 +68,12 @@ pub fn run(args: DatagenArgs) -> Result<()> {
     };
     for i in 0..args.count {
         let seed = args.seed + i as u64;
-        let (question, family, mut oracle) = if references.is_empty() {
-            let p = generate(seed, &args.families);
-            (
-                p.question.clone(),
-                p.family,
-                Labeler::Generated(Oracle::new([p])),
-            )
-        } else {
-            let r = references[seed as usize % references.len()].clone();
-            let q = r.question.clone();
-            (
-                q,
-                gsm8k::FAMILY,
-                Labeler::Grounded(GroundedOracle::new([r])),
-            )
-        };
-        let options = GenerateOptions {
-            max_tokens: 96,
-            sampler: SamplerConfig {
-                temperature: args.temperature,
-                top_p: 0.95,
-                seed,
-                ..SamplerConfig::greedy()
-            },
-            calculator: false,
-        };
-        let mut upstream = LocalUpstream::new(engine.clone(), options);
-        let config = PipelineConfig {
-            max_sentences: args.max_sentences,
-            ..Default::default()
-        };
-        let mut lines = Vec::new();
-        let cancel = stream_aligner::CancelToken::default();
-        futures::executor::block_on(align::run(
-            &mut upstream,
-            &mut oracle,
-            &question,
-            &config,
-            &cancel,
-            |ev| {
-                let copy = !ev.changed;
-                if copy {
-                    copies += 1
-                } else {
-                    rewrites += 1
-                }
-                lines.push(serde_json::json!({
-                    "question": question,
-                    "prefix": ev.prefix,
-                    "original": ev.original.trim(),
-                    "corrected": ev.corrected.trim(),
-                    "copy": copy,
-                    "family": family,
-                    "seed": seed,
-                }));
-                ControlFlow::Continue(())
-            },
-        ))?;
-        for l in lines {
-            writeln!(out, "{l}")?;
+        for record in records(&engine, &args, &references, seed)? {
+            match record["copy"].as_bool() {
+                Some(true) => copies += 1,
+                _ => rewrites += 1,
+            }
+            writeln!(out, "{record}")?;
         }
         pb.set_message(format!("{copies} copies, {rewrites} rewrites"));
         pb.inc(1);
@@ -142,6 +89,65 @@ pub fn run(args: DatagenArgs) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// One problem's records: the upstream samples an answer, the oracle in the aligner's seat
+/// copies or rewrites each sentence.
+fn records(
+    engine: &Arc<Engine>,
+    args: &DatagenArgs,
+    references: &[Reference],
+    seed: u64,
+) -> Result<Vec<serde_json::Value>> {
+    let (question, family, mut oracle) = if references.is_empty() {
+        let p = generate(seed, &args.families);
+        let q = p.question.clone();
+        (q, p.family, Labeler::Generated(Oracle::new([p])))
+    } else {
+        let r = references[seed as usize % references.len()].clone();
+        let q = r.question.clone();
+        (
+            q,
+            gsm8k::FAMILY,
+            Labeler::Grounded(GroundedOracle::new([r])),
+        )
+    };
+    let options = GenerateOptions {
+        max_tokens: 96,
+        sampler: SamplerConfig {
+            temperature: args.temperature,
+            top_p: 0.95,
+            seed,
+            ..SamplerConfig::greedy()
+        },
+        calculator: false,
+    };
+    let mut upstream = LocalUpstream::new(engine.clone(), options);
+    let config = PipelineConfig {
+        max_sentences: args.max_sentences,
+        ..Default::default()
+    };
+    let cancel = stream_aligner::CancelToken::default();
+    let answer = futures::executor::block_on(align::run(
+        &mut upstream,
+        &mut oracle,
+        &question,
+        &config,
+        &cancel,
+        |_| ControlFlow::Continue(()),
+    ))?;
+    let record = |ev: &align::SentenceEvent| {
+        serde_json::json!({
+            "question": question,
+            "prefix": ev.prefix,
+            "original": ev.original.trim(),
+            "corrected": ev.corrected.trim(),
+            "copy": !ev.changed,
+            "family": family,
+            "seed": seed,
+        })
+    };
+    Ok(answer.events.iter().map(record).collect())
 }
 
 /// The oracle in the aligner's seat: the generator's, or one grounded in a reference.
