@@ -4,8 +4,6 @@ use crate::error::{Error, Result};
 use crate::model::{EngineDevice, Gguf, Llama};
 use crate::text::{ChatTemplate, Message, Tokenizer};
 
-pub use crate::decoder::{Decoded, GenerateOptions, GenerationStats, StopReason};
-
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub model: Llama,

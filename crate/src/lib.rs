@@ -25,5 +25,6 @@ pub mod upstream;
 pub mod web;
 
 pub use cancel::CancelToken;
-pub use engine::{Engine, GenerateOptions, GenerationStats};
+pub use decoder::{GenerateOptions, GenerationStats};
+pub use engine::Engine;
 pub use error::{Error, Result};

@@ -21,7 +21,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::engine::{Engine, GenerateOptions, StopReason};
+use crate::decoder::{GenerateOptions, StopReason};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::{KvCache, SamplerConfig};
 use crate::openai::{

@@ -14,7 +14,8 @@ use wasm_bindgen::prelude::*;
 
 use crate::align::{self, Aligner, Mode, PipelineConfig};
 use crate::cancel::CancelToken;
-use crate::engine::{Engine, GenerateOptions};
+use crate::decoder::GenerateOptions;
+use crate::engine::Engine;
 use crate::model::EngineDevice;
 use crate::upstream::{AnyUpstream, LocalUpstream, RemoteConfig, RemoteOptions, RemoteUpstream};
 

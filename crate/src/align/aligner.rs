@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use super::prompt::AlignerPrompt;
 use crate::cancel::CancelToken;
-use crate::engine::{Engine, GenerateOptions};
+use crate::decoder::GenerateOptions;
+use crate::engine::Engine;
 use crate::error::Result;
 use crate::model::{KvCache, SamplerConfig};
 

@@ -14,7 +14,8 @@ use web_time::Instant;
 
 use crate::align::{Aligner, PipelineConfig, SentenceEvent, Uncorrected};
 use crate::cancel::CancelToken;
-use crate::engine::{Engine, GenerateOptions};
+use crate::decoder::GenerateOptions;
+use crate::engine::Engine;
 use crate::error::Result;
 pub use crate::text::arithmetic::predicted_answer;
 use crate::upstream::{LocalUpstream, Posthoc, Upstream, UpstreamSentence};

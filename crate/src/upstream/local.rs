@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use super::{Upstream, UpstreamSentence};
 use crate::cancel::CancelToken;
-use crate::engine::{Engine, GenerateOptions};
+use crate::decoder::GenerateOptions;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::KvCache;
 use crate::text::{Message, SentenceSplitter};
@@ -85,7 +86,7 @@ impl Upstream for LocalUpstream {
             Some(e) if end.is_some() => (text[..e].to_string(), false),
             Some(e) => (
                 text[..e].to_string(),
-                stats.stop == crate::engine::StopReason::EndOfText,
+                stats.stop == crate::decoder::StopReason::EndOfText,
             ),
             None => (String::new(), true),
         };
