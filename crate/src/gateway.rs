@@ -37,6 +37,7 @@ use crate::align::{Aligner, Correction, Corrector};
 use crate::cancel::CancelToken;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::openai::{self, error_response as error};
 use crate::text::Message;
 use crate::upstream::{RemoteConfig, RemoteUpstream, UpstreamStats};
 
@@ -264,22 +265,6 @@ pub async fn spawn(g: Arc<Gateway>, addr: &str) -> std::io::Result<std::net::Soc
     Ok(local)
 }
 
-/// An OpenAI-shaped error.
-fn error(status: StatusCode, kind: &str, code: &str, message: impl std::fmt::Display) -> Response {
-    let mut r = (
-        status,
-        Json(json!({ "error": {
-            "message": message.to_string(), "type": kind, "code": code, "param": null,
-        } })),
-    )
-        .into_response();
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    r
-}
-
 fn unauthorized() -> Response {
     error(
         StatusCode::UNAUTHORIZED,
@@ -296,37 +281,6 @@ fn invalid(message: impl std::fmt::Display) -> Response {
         "invalid_request",
         message,
     )
-}
-
-/// The status and code an error of the loop answers with.
-fn failure(e: &Error) -> (StatusCode, &'static str, &'static str) {
-    match e {
-        Error::EmptyInput(_) | Error::ContextOverflow { .. } => (
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "invalid_request",
-        ),
-        Error::Timeout(_) => (
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_error",
-            "upstream_timeout",
-        ),
-        // The upstream refused the request itself (a bad pass-through parameter): the client's.
-        Error::Remote {
-            status: Some(400 | 422),
-            ..
-        } => (
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "upstream_rejected_request",
-        ),
-        Error::Remote { .. } => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error"),
-        _ => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "server_error",
-        ),
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -768,15 +722,7 @@ async fn respond(
         );
     }
     let rx = g.start(&job, Active(g.clone()));
-    let created = web_time::SystemTime::now()
-        .duration_since(web_time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    static SERIAL: AtomicU64 = AtomicU64::new(0);
-    let id = format!(
-        "{}-{created}-{}",
-        if chat { "chatcmpl" } else { "cmpl" },
-        SERIAL.fetch_add(1, Ordering::Relaxed)
-    );
+    let (id, created) = (openai::response_id(chat), openai::created());
     let prompt_tokens = g
         .engine
         .tokenizer
@@ -886,7 +832,7 @@ fn stream(g: Arc<Gateway>, shape: Shape, rx: mpsc::UnboundedReceiver<Chunk>) -> 
                 out.push("[DONE]".into());
             }
             Chunk::Failed(e) => {
-                let (_, kind, code) = failure(&e);
+                let (_, kind, code) = openai::status_and_type(&e);
                 out.push(
                     json!({ "error": { "message": g.scrub(e.to_string()), "type": kind, "code": code } })
                         .to_string(),
@@ -918,7 +864,7 @@ async fn whole(g: &Gateway, shape: Shape, mut rx: mpsc::UnboundedReceiver<Chunk>
                 }
             }
             Chunk::Failed(e) => {
-                let (status, kind, code) = failure(&e);
+                let (status, kind, code) = openai::status_and_type(&e);
                 return error(status, kind, code, g.scrub(e.to_string()));
             }
             Chunk::Done { finish, counts } => {

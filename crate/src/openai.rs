@@ -1,4 +1,4 @@
-//! OpenAI's wire conventions that `serve` (and, as it adopts them, the gateway) answers with:
+//! OpenAI's wire conventions that `serve` and the gateway answer with:
 //! the error body, one map from the crate's typed errors to an HTTP status and an OpenAI error
 //! type and code, and response ids.
 
