@@ -4,6 +4,7 @@ import type { LoadOptions, StreamOptions, SentenceEvent, Answer } from './stream
 export declare class StreamAlignerWorker extends EventTarget {
   static load(options?: LoadOptions): Promise<StreamAlignerWorker>;
   readonly backend: 'webgpu' | 'cpu';
+  readonly notice: string | null;
   readonly upstream: 'local' | 'remote';
   stream(query: string, options?: StreamOptions): AsyncGenerator<SentenceEvent, void, void>;
   /** Post-hoc correction; each sentence's event also goes to 'sentence' listeners. */

@@ -41,11 +41,13 @@ export class StreamAlignerWorker extends EventTarget {
 
   static async load({ onProgress, ...options } = {}) {
     const a = new StreamAlignerWorker(new Worker(new URL('./worker.js', import.meta.url), { type: 'module' }));
-    a.backend = await new Promise((resolve, reject) => a.#call({ type: 'load', options }, (d) => {
+    const loaded = await new Promise((resolve, reject) => a.#call({ type: 'load', options }, (d) => {
       if (d.type === 'progress') onProgress?.(d.progress);
-      else if (d.type === 'loaded') resolve(d.backend);
+      else if (d.type === 'loaded') resolve(d);
       else if (d.type === 'error') reject(failure(d));
     }));
+    a.backend = loaded.backend;
+    a.notice = loaded.notice;
     a.remote = !!options.upstream?.remote;
     return a;
   }

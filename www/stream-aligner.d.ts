@@ -17,8 +17,8 @@ export interface LoadOptions {
   /** The base model (GGUF) and the aligner's LoRA adapter (safetensors). */
   aligner?: { base?: string; adapter?: string };
   onProgress?: (p: { what: string; url: string; loaded: number; total: number; cached: boolean }) => void;
-  /** false forces the CPU backend. */
-  webgpu?: boolean;
+  /** true: WebGPU on a hardware adapter (a software one gets the CPU and a notice); 'force': any adapter; false: the CPU. */
+  webgpu?: boolean | 'force';
   /** Where the .wasm is, when not beside pkg/stream_aligner.js. */
   wasm?: string | URL;
 }
@@ -59,6 +59,8 @@ export interface Answer {
 
 interface Api extends EventTarget {
   readonly backend: 'webgpu' | 'cpu';
+  /** Why the CPU runs instead of WebGPU, or null on WebGPU. */
+  readonly notice: string | null;
   readonly upstream: 'local' | 'remote';
   stream(query: string, options?: StreamOptions): AsyncGenerator<SentenceEvent, void, void>;
   correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; signal?: AbortSignal; onEvent?: (ev: SentenceEvent) => void }): Promise<Answer>;
@@ -71,6 +73,8 @@ export declare class StreamAligner extends EventTarget implements Api {
   /** The complete sentences of `text`; unless `finished`, an uncertain last one is left out. */
   static splitSentences(text: string, finished?: boolean): string[];
   readonly backend: 'webgpu' | 'cpu';
+  /** Why the CPU runs instead of WebGPU, or null on WebGPU. */
+  readonly notice: string | null;
   readonly upstream: 'local' | 'remote';
   stream(query: string, options?: StreamOptions): AsyncGenerator<SentenceEvent, void, void>;
   correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; signal?: AbortSignal; onEvent?: (ev: SentenceEvent) => void }): Promise<Answer>;

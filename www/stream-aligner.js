@@ -58,6 +58,24 @@ function toEvent(json) {
   };
 }
 
+/** Whether an adapter is a software rasterizer: WebGPU there runs at seconds a token. */
+function isSoftware(adapter) {
+  const info = adapter.info ?? {};
+  const names = [info.vendor, info.architecture, info.device, info.description].join(' ');
+  return !!(adapter.isFallbackAdapter || info.isFallbackAdapter || /swiftshader|llvmpipe|lavapipe|software/i.test(names));
+}
+
+/** WebGPU or the CPU, as `webgpu` (true, 'force' or false) and the browser's adapter allow. */
+async function chooseBackend(webgpu) {
+  if (!webgpu) return { gpu: false, notice: 'WebGPU is off (webgpu: false): running on the CPU in WebAssembly.' };
+  const adapter = globalThis.navigator?.gpu ? await navigator.gpu.requestAdapter().catch(() => null) : null;
+  if (!adapter) return { gpu: false, notice: 'WebGPU is not available here: running on the CPU in WebAssembly (slower).' };
+  if (webgpu !== 'force' && isSoftware(adapter)) {
+    return { gpu: false, notice: "This browser's WebGPU adapter is a software renderer: running on the CPU in WebAssembly, which is faster here (webgpu: 'force' overrides)." };
+  }
+  return { gpu: true, notice: null };
+}
+
 export class StreamAligner extends EventTarget {
   #session;
   #remote;
@@ -72,7 +90,9 @@ export class StreamAligner extends EventTarget {
    * Loads the models. `aligner.base` (or `upstream.local`) is the GGUF's URL, `aligner.adapter`
    * the LoRA adapter's (safetensors). `upstream.remote` ({ baseUrl, model, apiKey, api:
    * 'completions' | 'chat', timeoutMs }) makes an OpenAI-compatible server the upstream, reached
-   * with fetch; the local base model is then the aligner's only. `webgpu: false` forces the CPU.
+   * with fetch; the local base model is then the aligner's only. WebGPU is used when the browser
+   * offers a hardware adapter; a software one (SwiftShader, llvmpipe: seconds a token) gets the
+   * CPU path and a `notice` saying so, unless `webgpu: 'force'`. `webgpu: false` forces the CPU.
    */
   static async load({ upstream = {}, aligner = {}, onProgress, webgpu = true, wasm } = {}) {
     if (upstream.remote && !upstream.remote.baseUrl) {
@@ -86,12 +106,14 @@ export class StreamAligner extends EventTarget {
     await init(wasm);
     const base = await fetchCached(baseUrl, 'base model', onProgress);
     const adapter = aligner.adapter ? await fetchCached(aligner.adapter, 'adapter', onProgress) : undefined;
-    let gpu = false;
-    if (webgpu && globalThis.navigator?.gpu) {
-      gpu = !!(await navigator.gpu.requestAdapter().catch(() => null));
-    }
-    return new StreamAligner(await Session.create(base, adapter, gpu), upstream.remote);
+    const { gpu, notice } = await chooseBackend(webgpu);
+    const a = new StreamAligner(await Session.create(base, adapter, gpu), upstream.remote);
+    a.notice = notice;
+    return a;
   }
+
+  /** Why the CPU runs instead of WebGPU, or null on WebGPU. */
+  notice = null;
 
   /** 'webgpu', or 'cpu' when WebGPU is unavailable. */
   get backend() {

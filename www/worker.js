@@ -11,7 +11,7 @@ self.onmessage = async ({ data }) => {
   try {
     if (type === 'load') {
       aligner = await StreamAligner.load({ ...data.options, onProgress: (progress) => reply({ type: 'progress', progress }) });
-      reply({ type: 'loaded', backend: aligner.backend });
+      reply({ type: 'loaded', backend: aligner.backend, notice: aligner.notice });
     } else if (type === 'stream') {
       const ctl = new AbortController();
       running.set(id, ctl);

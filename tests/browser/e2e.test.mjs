@@ -84,16 +84,19 @@ test('without WebGPU, the demo answers a word problem sentence by sentence on th
   await p.close();
 });
 
-test('with a WebGPU adapter (SwiftShader), the models load onto WebGPU', { timeout: 300_000 }, async (t) => {
+test('a software WebGPU adapter (SwiftShader) gets the CPU with a notice; forced, the models load onto WebGPU', { timeout: 300_000 }, async (t) => {
   const p = await page();
   await p.goto(`${origin}/www/stream-aligner.js`);
-  const { backend, ms } = await p.evaluate(async () => {
+  const { chosen, notice, backend, ms } = await p.evaluate(async () => {
     const { StreamAligner } = await import('/www/stream-aligner.js');
+    const aligner = { base: '/models/SmolLM2-135M-Instruct.Q4_1.gguf', adapter: '/models/aligner/lora/adapter.safetensors' };
+    const byDefault = await StreamAligner.load({ aligner });
     const t0 = performance.now();
-    const a = await StreamAligner.load({ aligner: { base: '/models/SmolLM2-135M-Instruct.Q4_1.gguf',
-      adapter: '/models/aligner/lora/adapter.safetensors' } });
-    return { backend: a.backend, ms: performance.now() - t0 };
+    const a = await StreamAligner.load({ aligner, webgpu: 'force' });
+    return { chosen: byDefault.backend, notice: byDefault.notice, backend: a.backend, ms: performance.now() - t0 };
   });
+  assert.equal(chosen, 'cpu');
+  assert.match(notice, /software renderer/);
   assert.equal(backend, 'webgpu');
   t.diagnostic(`WebGPU (SwiftShader): load ${ms.toFixed(0)} ms`);
   assert.deepEqual(p.errors, []);
