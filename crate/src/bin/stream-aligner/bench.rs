@@ -45,6 +45,61 @@ struct Row {
     name: String,
     prefill_tok_s: f64,
     decode_tok_s: f64,
+    /// GPU kernels launched per decoded token (wgpu rows): counted by cubecl's profiling log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dispatches_per_token: Option<f64>,
+}
+
+/// Set in the child runs that count launches, so they do not count again.
+const COUNTING: &str = "STREAM_ALIGNER_COUNTING_LAUNCHES";
+
+/// Kernel launches per decoded token on wgpu, counted, not estimated: two child runs of this
+/// bench (a warm-up and a measured round each) decode `a` and `b` tokens, with cubecl logging
+/// every launch (a `cubecl.toml` in their working folder); the logs differ by the launches of
+/// 2 (b - a) decoded tokens.
+fn dispatches_per_token(args: &BenchArgs) -> Result<f64> {
+    let model = std::fs::canonicalize(args.model.path()?)?;
+    let exe = std::env::current_exe()?;
+    let (a, b) = (3, 6);
+    let mut launches = Vec::new();
+    for tokens in [a, b] {
+        let dir = std::env::temp_dir().join(format!(
+            "stream-aligner-launches-{}-{tokens}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("cubecl.toml"),
+            "[profiling.logger]\nlevel = \"minimal\"\nfile = \"kernels.log\"\nappend = true\n",
+        )?;
+        let out = Command::new(&exe)
+            .current_dir(&dir)
+            .env(COUNTING, "1")
+            .args([
+                "bench",
+                "--backends",
+                "wgpu",
+                "--reps",
+                "1",
+                "--json",
+                "--model",
+            ])
+            .arg(&model)
+            .args(["--prompt-tokens", &args.prompt_tokens.to_string()])
+            .args(["--gen-tokens", &tokens.to_string()])
+            .output()
+            .context("running the launch-counting bench")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "the launch-counting bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = std::fs::read_to_string(dir.join("kernels.log"))
+            .context("cubecl wrote no kernels.log")?;
+        launches.push(log.lines().filter(|l| !l.trim().is_empty()).count());
+        std::fs::remove_dir_all(&dir)?;
+    }
+    Ok((launches[1] as f64 - launches[0] as f64) / (2 * (b - a)) as f64)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -82,10 +137,16 @@ fn measure(args: &BenchArgs, backend: Backend) -> Result<Row> {
             dec.push(args.gen_tokens as f64 / decode);
         }
     }
+    let counted = backend == Backend::Wgpu && std::env::var_os(COUNTING).is_none();
     Ok(Row {
         name: format!("stream-aligner {backend:?}"),
         prefill_tok_s: median(pre),
         decode_tok_s: median(dec),
+        dispatches_per_token: if counted {
+            Some(dispatches_per_token(args)?)
+        } else {
+            None
+        },
     })
 }
 
@@ -124,6 +185,7 @@ fn llama_bench(args: &BenchArgs, bin: &PathBuf) -> Result<Row> {
         name: format!("llama.cpp ({} threads)", args.threads),
         prefill_tok_s: ts(true)?,
         decode_tok_s: ts(false)?,
+        dispatches_per_token: None,
     })
 }
 
@@ -165,12 +227,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     );
     for r in &rows {
         println!(
-            "{:32} {:>12.1} {:>12.1} {:>16.2} {:>16.2}",
+            "{:32} {:>12.1} {:>12.1} {:>16.2} {:>16.2}{}",
             r.name,
             r.prefill_tok_s,
             r.decode_tok_s,
             first.prefill_tok_s / r.prefill_tok_s,
-            first.decode_tok_s / r.decode_tok_s
+            first.decode_tok_s / r.decode_tok_s,
+            r.dispatches_per_token
+                .map_or(String::new(), |d| format!("  {d:.0} kernel launches/token")),
         );
     }
     println!(
