@@ -57,7 +57,7 @@ export interface Answer {
   stop: 'finished' | 'max_sentences' | 'repeat' | 'caller';
 }
 
-interface Api extends EventTarget {
+export interface Api extends EventTarget {
   readonly backend: 'webgpu' | 'cpu';
   /** Why the CPU runs instead of WebGPU, or null on WebGPU. */
   readonly notice: string | null;
@@ -68,18 +68,13 @@ interface Api extends EventTarget {
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
 }
 
-export declare class StreamAligner extends EventTarget implements Api {
+/** The instance API is `Api`'s (declaration merging), plus `correctSentence`. */
+export interface StreamAligner extends Api {}
+
+export declare class StreamAligner {
   static load(options?: LoadOptions): Promise<StreamAligner>;
   /** The complete sentences of `text`; unless `finished`, an uncertain last one is left out. */
   static splitSentences(text: string, finished?: boolean): string[];
-  readonly backend: 'webgpu' | 'cpu';
-  /** Why the CPU runs instead of WebGPU, or null on WebGPU. */
-  readonly notice: string | null;
-  readonly upstream: 'local' | 'remote';
-  stream(query: string, options?: StreamOptions): AsyncGenerator<SentenceEvent, void, void>;
-  correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; signal?: AbortSignal; onEvent?: (ev: SentenceEvent) => void }): Promise<Answer>;
-  addEventListener(type: 'sentence', listener: (e: CustomEvent<SentenceEvent>) => void, options?: boolean | AddEventListenerOptions): void;
-  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
   /** One sentence corrected after `prefix` (the corrected text before it). */
   correctSentence(query: string, prefix: string, sentence: string, options?: { calculator?: boolean; signal?: AbortSignal }): Promise<{ text: string; changed: boolean }>;
 }
