@@ -82,12 +82,17 @@ struct Choice<'a> {
     engine: &'a Engine,
     sampler: Sampler,
     calculator: Calculator,
-    /// The prompt and the tokens decided (the repetition penalty's context).
+    /// The prompt, then the tokens decided (the repetition penalty's context).
     history: Vec<u32>,
-    out: Vec<u32>,
+    prompt_len: usize,
 }
 
 impl Choice<'_> {
+    /// The tokens decided so far.
+    fn out(&self) -> &[u32] {
+        &self.history[self.prompt_len..]
+    }
+
     /// The token decoding picks after `logits`: the calculator's if it is writing a value, else
     /// the sampler's.
     fn next(&mut self, logits: &[f32]) -> u32 {
@@ -106,9 +111,9 @@ impl Choice<'_> {
         if self.engine.tokenizer.is_stop(id) {
             return Ok(Some(StopReason::EndOfText));
         }
-        self.out.push(id);
         self.history.push(id);
-        self.calculator.advance(&self.engine.tokenizer, &self.out)?;
+        let out = &self.history[self.prompt_len..];
+        self.calculator.advance(&self.engine.tokenizer, out)?;
         Ok(on_token(id).is_break().then_some(StopReason::Caller))
     }
 }
@@ -120,6 +125,8 @@ struct Verified {
     /// The token decoding chose where the draft differs.
     differs: Option<u32>,
     stop: Option<StopReason>,
+    /// Forward passes spent: one, or none when no draft token fit.
+    passes: usize,
 }
 
 fn ms(t: Instant) -> f64 {
@@ -149,7 +156,7 @@ impl Engine {
             sampler: Sampler::new(opts.sampler.clone())?,
             calculator: Calculator::new(opts.calculator),
             history: prompt.to_vec(),
-            out: Vec::new(),
+            prompt_len: prompt.len(),
         };
         let t0 = Instant::now();
         let reused = cache.common_prefix(prompt).min(prompt.len() - 1);
@@ -166,13 +173,13 @@ impl Engine {
                 &mut on_token,
             )
             .await?;
-        let (mut logits, mut differs, mut stop) = (v.logits, v.differs, v.stop);
-        let accepted = choice.out.len();
-        let mut passes = usize::from(!draft.is_empty());
-        while stop.is_none() && choice.out.len() < opts.max_tokens {
+        let (mut logits, mut differs, mut stop, mut passes) =
+            (v.logits, v.differs, v.stop, v.passes);
+        let accepted = choice.out().len();
+        while stop.is_none() && choice.out().len() < opts.max_tokens {
             let id = differs.take().unwrap_or_else(|| choice.next(&logits));
             stop = choice.take(id, &mut on_token)?;
-            if stop.is_some() || choice.out.len() == opts.max_tokens || cache.len() + 1 >= ctx {
+            if stop.is_some() || choice.out().len() == opts.max_tokens || cache.len() + 1 >= ctx {
                 break;
             }
             logits = self.model.logits(&[id], cache, Logits::Last).await?;
@@ -181,13 +188,13 @@ impl Engine {
         let stats = GenerationStats {
             prompt_tokens: prompt.len(),
             reused_tokens: reused,
-            generated_tokens: choice.out.len(),
+            generated_tokens: choice.out().len(),
             prefill_ms,
             decode_ms: ms(t1),
             stop: stop.unwrap_or(StopReason::MaxTokens),
         };
         Ok(Decoded {
-            tokens: choice.out,
+            tokens: choice.history.split_off(choice.prompt_len),
             accepted,
             passes,
             stats,
@@ -213,6 +220,7 @@ impl Engine {
                 logits,
                 differs,
                 stop,
+                passes: 0,
             });
         }
         let base = cache.len();
@@ -230,12 +238,13 @@ impl Engine {
                 break;
             }
         }
-        let n = choice.out.len();
+        let n = choice.out().len();
         cache.truncate(base + n);
         Ok(Verified {
             logits: if n == 0 { logits } else { row(n - 1).to_vec() },
             differs,
             stop,
+            passes: 1,
         })
     }
 

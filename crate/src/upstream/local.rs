@@ -67,9 +67,7 @@ impl Upstream for LocalUpstream {
         let (_, stats) = self
             .engine
             .generate(&ids, &self.options, &mut self.cache, |_, piece| {
-                if cancel.is_cancelled() {
-                    return ControlFlow::Break(());
-                }
+                cancel.flow()?;
                 match splitter.push(piece) {
                     Some(e) => {
                         end = Some(e);
