@@ -108,7 +108,8 @@ export class StreamAligner extends EventTarget {
     const adapter = aligner.adapter ? await fetchCached(aligner.adapter, 'adapter', onProgress) : undefined;
     const { gpu, notice } = await chooseBackend(webgpu);
     const a = new StreamAligner(await Session.create(base, adapter, gpu), upstream.remote);
-    a.notice = notice;
+    // The session falls back to the CPU when WebGPU fails to start: the notice follows the backend.
+    a.notice = a.backend === 'webgpu' ? null : notice ?? 'WebGPU could not be started here: running on the CPU in WebAssembly (slower).';
     return a;
   }
 
