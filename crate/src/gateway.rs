@@ -536,8 +536,7 @@ impl Drop for Waiting<'_> {
 /// What one answer cost, for its `usage`.
 struct Counts {
     upstream: UpstreamStats,
-    upstream_tokens: usize,
-    aligner_tokens: usize,
+    tally: Tally,
 }
 
 /// What the loop's task tells the response.
@@ -640,8 +639,7 @@ impl Gateway {
                     finish: if cut { "length" } else { "stop" },
                     counts: Counts {
                         upstream: stats,
-                        upstream_tokens: tally.upstream_tokens,
-                        aligner_tokens: tally.aligner_tokens,
+                        tally,
                     },
                 })
             }
@@ -789,9 +787,9 @@ impl Shape {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion,
             "total_tokens": self.prompt_tokens + completion,
-            "upstream_tokens": counts.upstream_tokens,
+            "upstream_tokens": counts.tally.upstream_tokens,
             "upstream_requests": counts.upstream.requests,
-            "aligner_tokens": counts.aligner_tokens,
+            "aligner_tokens": counts.tally.aligner_tokens,
         })
     }
 }
