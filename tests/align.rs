@@ -136,6 +136,45 @@ fn copy_speculation_gives_exactly_plain_greedy_decoding() {
 }
 
 #[test]
+fn a_copy_margin_keeps_the_original_and_stays_lossless_under_speculation() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("What is the capital of France?", "", "The capital of France is Berlin."),
+        ("Name a fruit.", "", "An apple is a fruit that grows on trees."),
+        ("How many legs does a spider have?", "", "A spider has six legs."),
+        ("Tom has 5 apples and buys 7 more.", "", "He buys 7 more, so he has 5 + 7 = 13 apples."),
+    ];
+    let with_margin = |margin: f32, speculate: bool| {
+        let mut a = Aligner::new(engine());
+        a.copy_margin = margin;
+        a.speculate = speculate;
+        a
+    };
+    let (mut greedy, mut fast, mut plain, mut huge) = (
+        with_margin(0.0, true),
+        with_margin(3.0, true),
+        with_margin(3.0, false),
+        with_margin(1e6, true),
+    );
+    let mut rewritten = 0;
+    for (q, p, o) in cases {
+        let g = block_on(greedy.correct(q, p, o)).unwrap();
+        let a = block_on(fast.correct(q, p, o)).unwrap();
+        let b = block_on(plain.correct(q, p, o)).unwrap();
+        // The margin decides tokens the same way with and without the speculative pass.
+        assert_eq!(a.text, b.text, "query {q:?}, original {o:?}");
+        // A margin only ever keeps more of the original: its revision follows the original at
+        // least as far as greedy decoding's does.
+        let common = |x: &str| x.bytes().zip(o.bytes()).take_while(|(c, d)| c == d).count();
+        assert!(common(&a.text) >= common(&g.text), "{:?} vs {:?} ({o:?})", a.text, g.text);
+        rewritten += usize::from(g.text.trim() != o.trim());
+        // An overwhelming margin copies the sentence as it is.
+        let h = block_on(huge.correct(q, p, o)).unwrap();
+        assert!(h.text.trim().starts_with(o.trim()), "{:?} from {o:?}", h.text);
+    }
+    assert!(rewritten > 0, "the untrained aligner rewrites some of these without a margin");
+}
+
+#[test]
 fn with_the_calculator_the_aligner_writes_true_equations_and_speculation_stays_lossless() {
     let q = "Chloe has 18 pencils. She finds 22 more pencils. Then she has 4 times as many. How many pencils does she have?";
     let cases: &[(&str, &str)] = &[

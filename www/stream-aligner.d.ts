@@ -44,6 +44,9 @@ export interface StreamOptions {
   maxTokens?: number;
   /** The aligner decodes with a calculator: after "expression =" it writes the value. */
   calculator?: boolean;
+  /** How many nats likelier the aligner's own token must be than the original's before it
+   * leaves the original (default: the shipped margin; 0 is plain greedy decoding). */
+  copyMargin?: number;
   signal?: AbortSignal;
   /** Which upstream writes this answer (default: remote when one was given to load()). */
   upstream?: 'local' | 'remote';
@@ -63,7 +66,7 @@ export interface Api extends EventTarget {
   readonly notice: string | null;
   readonly upstream: 'local' | 'remote';
   stream(query: string, options?: StreamOptions): AsyncGenerator<SentenceEvent, void, void>;
-  correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; signal?: AbortSignal; onEvent?: (ev: SentenceEvent) => void }): Promise<Answer>;
+  correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; copyMargin?: number; signal?: AbortSignal; onEvent?: (ev: SentenceEvent) => void }): Promise<Answer>;
   addEventListener(type: 'sentence', listener: (e: CustomEvent<SentenceEvent>) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
 }

@@ -6,6 +6,9 @@
 //! Copy-speculation is lossless: a draft token is accepted only where decoding would have chosen
 //! it (the calculator's token where it writes one, else the sampler's), and the first token that
 //! differs is the one decoding chose there. A copied sentence costs one pass instead of one a token.
+//! A `copy_margin` changes what decoding chooses, not how it is verified: while the output follows
+//! the draft, the draft's token wins unless another beats it by more than the margin, in the
+//! speculative pass and the token-by-token loop alike.
 
 use std::ops::ControlFlow;
 
@@ -22,6 +25,13 @@ pub struct GenerateOptions {
     pub sampler: SamplerConfig,
     /// Calculator-assisted decoding: after "expression =", the calculator writes the value.
     pub calculator: bool,
+    /// How far (in logits, i.e. nats of log-probability) decoding prefers the draft: while the
+    /// output still follows it, the draft's next token is taken unless the chosen token's logit
+    /// beats it by more than this. 0 decodes as if there were no draft.
+    pub copy_margin: f32,
+    /// Verify the draft in one pass (copy-speculation) rather than a token a step; the tokens
+    /// decided are the same either way.
+    pub speculate: bool,
 }
 
 impl Default for GenerateOptions {
@@ -30,6 +40,8 @@ impl Default for GenerateOptions {
             max_tokens: 256,
             sampler: SamplerConfig::greedy(),
             calculator: false,
+            copy_margin: 0.0,
+            speculate: true,
         }
     }
 }
@@ -85,6 +97,9 @@ struct Choice<'a> {
     /// The prompt, then the tokens decided (the repetition penalty's context).
     history: Vec<u32>,
     prompt_len: usize,
+    /// The continuation decoding prefers by `copy_margin`.
+    draft: &'a [u32],
+    copy_margin: f32,
 }
 
 impl Choice<'_> {
@@ -93,12 +108,25 @@ impl Choice<'_> {
         &self.history[self.prompt_len..]
     }
 
+    /// The draft's next token, while what has been decided still follows the draft.
+    fn draft_next(&self) -> Option<u32> {
+        let out = self.out();
+        (self.draft.len() > out.len() && self.draft.starts_with(out)).then(|| self.draft[out.len()])
+    }
+
     /// The token decoding picks after `logits`: the calculator's if it is writing a value, else
-    /// the sampler's.
+    /// the sampler's, unless the draft's token is within `copy_margin` of it.
     fn next(&mut self, logits: &[f32]) -> u32 {
-        match self.calculator.forced() {
-            Some(id) => id,
-            None => self.sampler.sample(logits, &self.history),
+        if let Some(id) = self.calculator.forced() {
+            return id;
+        }
+        let chosen = self.sampler.sample(logits, &self.history);
+        match self.draft_next() {
+            Some(d) if self.copy_margin > 0.0 && d != chosen => {
+                let logit = |id: u32| logits.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY);
+                if logit(d) + self.copy_margin >= logit(chosen) { d } else { chosen }
+            }
+            _ => chosen,
         }
     }
 
@@ -157,6 +185,8 @@ impl Engine {
             calculator: Calculator::new(opts.calculator),
             history: prompt.to_vec(),
             prompt_len: prompt.len(),
+            draft,
+            copy_margin: opts.copy_margin,
         };
         let t0 = Instant::now();
         let reused = cache.common_prefix(prompt).min(prompt.len() - 1);
@@ -165,7 +195,7 @@ impl Engine {
         let t1 = Instant::now();
         let v = self
             .verify(
-                draft,
+                if opts.speculate { draft } else { &[] },
                 logits,
                 opts.max_tokens,
                 &mut choice,

@@ -27,6 +27,23 @@ pub async fn yield_now() {
     }
 }
 
+/// Runs the CPU forward pass `f` where the matrix kernels run. Natively that is a thread of
+/// rayon's pool: the kernels' fork-joins then include the thread that drives the pass, and no
+/// third thread competes with the pool's two for two cores while the pool's threads spin between
+/// kernels. In the browser, on the page's (or worker's) own thread.
+#[cfg(not(target_arch = "wasm32"))]
+pub async fn on_kernel_threads<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    rayon::scope(|_| futures::executor::block_on(f))
+}
+#[cfg(target_arch = "wasm32")]
+pub async fn on_kernel_threads<F: std::future::Future>(f: F) -> F::Output {
+    f.await
+}
+
 /// Waits `d` (tokio natively, `setTimeout` in the browser).
 pub async fn sleep(d: std::time::Duration) {
     #[cfg(not(target_arch = "wasm32"))]

@@ -263,7 +263,7 @@ fn parse(s: &ServerState, prompt: &str, p: Params) -> Result<Job> {
         opts: GenerateOptions {
             max_tokens: p.max_tokens.unwrap_or(256).min(max - ids.len()),
             sampler,
-            calculator: false,
+            ..GenerateOptions::default()
         },
         ids,
         stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),

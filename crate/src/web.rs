@@ -54,6 +54,8 @@ struct RunOptions {
     remote: Option<RemoteOptions>,
     /// The aligner decodes with the calculator (after "expression =" it writes the value).
     calculator: bool,
+    /// Nats by which a rewrite must beat the original's token (default: the shipped margin).
+    copy_margin: Option<f32>,
 }
 
 impl Default for RunOptions {
@@ -66,6 +68,7 @@ impl Default for RunOptions {
             answer: None,
             remote: None,
             calculator: false,
+            copy_margin: None,
         }
     }
 }
@@ -138,6 +141,9 @@ impl Session {
             let mut aligner = Aligner::new(inner.aligner.clone());
             aligner.cancel = cancel.clone();
             aligner.calculator = opts.calculator;
+            if let Some(m) = opts.copy_margin {
+                aligner.copy_margin = m;
+            }
             let config = PipelineConfig {
                 max_rounds: opts.max_rounds.unwrap_or(usize::MAX),
                 max_sentences: opts.max_sentences,

@@ -28,6 +28,10 @@ pub struct Correction {
     pub passes: usize,
 }
 
+/// The shipped copy margin: the aligner leaves a sentence only where its rewrite's first
+/// differing token is more than this many nats likelier than the original's.
+pub const DEFAULT_COPY_MARGIN: f32 = 0.0;
+
 pub struct Aligner {
     engine: Arc<Engine>,
     cache: KvCache,
@@ -41,6 +45,9 @@ pub struct Aligner {
     /// Calculator-assisted decoding: the revision's "expression =" gets the right value, also
     /// in a sentence the aligner otherwise copies.
     pub calculator: bool,
+    /// How much more likely (in nats) a rewrite's first differing token must be than the
+    /// original's for the aligner to leave the original (see [`DEFAULT_COPY_MARGIN`]).
+    pub copy_margin: f32,
     pub cancel: CancelToken,
 }
 
@@ -83,6 +90,7 @@ impl Aligner {
             reuse_cache: true,
             max_tokens: usize::MAX,
             calculator: false,
+            copy_margin: DEFAULT_COPY_MARGIN,
             cancel: CancelToken::default(),
         }
     }
@@ -108,15 +116,12 @@ impl Aligner {
             max_tokens: (2 * original_ids.len() + 32).min(self.max_tokens),
             sampler: SamplerConfig::greedy(),
             calculator: self.calculator,
-        };
-        let draft = if self.speculate {
-            &original_ids[..]
-        } else {
-            &[]
+            copy_margin: self.copy_margin,
+            speculate: self.speculate,
         };
         let cancel = &self.cancel;
         let d = e
-            .decode(&prompt, draft, &options, &mut self.cache, |_| cancel.flow())
+            .decode(&prompt, &original_ids, &options, &mut self.cache, |_| cancel.flow())
             .await?;
         self.cancel.check()?;
         Ok(Correction {

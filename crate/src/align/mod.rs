@@ -5,6 +5,6 @@ pub mod aligner;
 pub mod pipeline;
 pub mod prompt;
 
-pub use aligner::{Aligner, Correction, Corrector, Uncorrected};
+pub use aligner::{Aligner, Correction, Corrector, DEFAULT_COPY_MARGIN, Uncorrected};
 pub use pipeline::{Answer, Mode, PipelineConfig, SentenceEvent, Stop, run, run_mode, whole};
 pub use prompt::AlignerPrompt;

@@ -1,18 +1,21 @@
 //! Where the engine runs: the one place that knows about devices.
 //!
 //! `Cpu` runs burn's Flex backend with the hand-written quantized kernels for the matrix
-//! products (weights stay in their GGML blocks). `CpuReference` runs the same model with the
+//! products (weights stay in their GGML blocks, activations are quantized to 8 bits as
+//! llama.cpp does); `CpuF32` runs the same kernels with f32 activations, the exact option. `CpuReference` runs the same model with the
 //! weights dequantized to f32 and burn's own matmul: the differentiable path used for training
 //! and as the reference the fast kernels are checked against. `Wgpu` runs burn's wgpu backend
 //! (WebGPU in the browser, Vulkan/Metal natively).
 
 use burn::tensor::{Device, Tensor};
 
+use super::kernels::Precision;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Cpu,
+    CpuF32,
     CpuReference,
     Wgpu,
 }
@@ -22,9 +25,12 @@ impl std::str::FromStr for Backend {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "cpu" => Ok(Self::Cpu),
+            "cpu-f32" => Ok(Self::CpuF32),
             "cpu-reference" => Ok(Self::CpuReference),
             "wgpu" => Ok(Self::Wgpu),
-            _ => Err(format!("unknown backend '{s}' (cpu, cpu-reference, wgpu)")),
+            _ => Err(format!(
+                "unknown backend '{s}' (cpu, cpu-f32, cpu-reference, wgpu)"
+            )),
         }
     }
 }
@@ -40,6 +46,14 @@ impl EngineDevice {
         Self {
             device: Device::flex(),
             backend: Backend::Cpu,
+        }
+    }
+
+    /// The CPU kernels with f32 activations: the dequantized product up to summation order.
+    pub fn cpu_f32() -> Self {
+        Self {
+            device: Device::flex(),
+            backend: Backend::CpuF32,
         }
     }
 
@@ -90,6 +104,7 @@ impl EngineDevice {
     pub async fn new(backend: Backend) -> Result<Self> {
         match backend {
             Backend::Cpu => Ok(Self::cpu()),
+            Backend::CpuF32 => Ok(Self::cpu_f32()),
             Backend::CpuReference => Ok(Self::cpu_reference()),
             Backend::Wgpu => Self::wgpu().await,
         }
@@ -97,7 +112,15 @@ impl EngineDevice {
 
     /// Whether matrix products use the quantized CPU kernels (else dequantized f32 on the device).
     pub fn quantized_kernels(&self) -> bool {
-        self.backend == Backend::Cpu && !self.device.is_autodiff()
+        matches!(self.backend, Backend::Cpu | Backend::CpuF32) && !self.device.is_autodiff()
+    }
+
+    /// The activations the quantized kernels multiply with: 8-bit on `Cpu`, f32 on `CpuF32`.
+    pub fn precision(&self) -> Precision {
+        match self.backend {
+            Backend::CpuF32 => Precision::F32,
+            _ => Precision::Int8,
+        }
     }
 }
 

@@ -1,11 +1,15 @@
 //! CPU hot path: `y = x · Wᵀ` with W kept in its GGML blocks.
 //!
-//! Each 32-weight block is unpacked to f32 once (`d·q + m` for Q4_1) and used against a tile
+//! Two kinds of activations: 8-bit (the default `cpu` backend, integer dots in [`super::int8`],
+//! as llama.cpp multiplies) and f32 (the exact `cpu-f32` backend, below).
+//!
+//! On the f32 path each 32-weight block is unpacked to f32 once (`d·q + m` for Q4_1) and used against a tile
 //! of up to 8 tokens, with one accumulator per token so no FMA waits on the one before. The
 //! activations stay f32: the result equals the dequantized f32 product up to summation order,
 //! so this path and the reference path give the same greedy tokens. x86-64 uses AVX2+FMA+F16C
 //! when present; everything else (wasm included) runs the scalar loop.
 
+use super::int8::{self, Q8Rows};
 use super::quant::{GgmlType, QMatrix, dequantize_into};
 
 /// Tokens per tile in the batched kernel.
@@ -208,15 +212,28 @@ mod avx2 {
     }
 }
 
+/// What the CPU kernels multiply the weights with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// Activations quantized to 8 bits per block of 32, integer dots ([`super::int8`]).
+    Int8,
+    /// f32 activations: the dequantized product up to summation order.
+    F32,
+}
+
 /// The widest SIMD this CPU has, detected once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Simd {
+pub(crate) enum Simd {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// wasm's 128-bit SIMD, when the module is built with it (a build-time choice: wasm has
+    /// no run-time detection). Only the 8-bit path has kernels for it.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    Simd128,
 }
 
-fn simd() -> Simd {
+pub(crate) fn simd() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
         static SIMD: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
@@ -229,7 +246,12 @@ fn simd() -> Simd {
             }
         })
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return Simd::Simd128;
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
     Simd::Scalar
 }
 
@@ -355,16 +377,22 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     out
 }
 
-/// `x` is `n` rows of `w.cols`; returns `n` rows of `w.rows` (row-major): `x · wᵀ`.
-pub fn matmul_t(w: &QMatrix, x: &[f32], n: usize) -> Vec<f32> {
-    matmul_t_many(&[w], x, n)
+/// `x` is `n` rows of `w.cols`; returns `n` rows of `w.rows` (row-major): `x · wᵀ`, with
+/// activations at `precision` (float weights always take the f32 path).
+pub fn matmul_t(w: &QMatrix, x: &[f32], n: usize, precision: Precision) -> Vec<f32> {
+    matmul_t_many(&[w], x, n, precision)
         .pop()
         .expect("one result per matrix")
 }
 
 /// `x · wᵀ` for several matrices of the same input width (q, k, v; gate, up) in one parallel
 /// pass over all their rows: one fork-join instead of one per matrix.
-pub fn matmul_t_many(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
+pub fn matmul_t_many(
+    ws: &[&QMatrix],
+    x: &[f32],
+    n: usize,
+    precision: Precision,
+) -> Vec<Vec<f32>> {
     let cols = ws[0].cols;
     assert!(
         ws.iter().all(|w| w.cols == cols),
@@ -384,13 +412,15 @@ pub fn matmul_t_many(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
         })
         .collect();
     let total: usize = ws.iter().map(|w| w.rows).sum();
-    let gemm = n >= GEMM_FROM;
     let floats = ws
         .iter()
         .any(|w| matches!(w.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16));
     let simd = if floats { Simd::Scalar } else { simd() };
+    // 8-bit activations for every batch size, so a token's result never depends on the batch.
+    let q8 = (precision == Precision::Int8 && !floats).then(|| Q8Rows::quantize(x, cols));
+    let gemm = n >= GEMM_FROM && q8.is_none();
     // Block sums of x for the one-token SIMD path (d·Σqx + m·Σx); scalar and GEMM don't use them.
-    let sx = if simd == Simd::Scalar || gemm {
+    let sx = if simd == Simd::Scalar || gemm || q8.is_some() {
         Vec::new()
     } else {
         block_sums(x)
@@ -408,7 +438,10 @@ pub fn matmul_t_many(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
             let len = (w.rows - local).min(o.len() / n);
             let (seg, rest) = o.split_at_mut(len * n);
             match simd {
+                _ if q8.is_some() => int8::rows(w, q8.as_ref().expect("checked"), simd, local, seg),
                 _ if gemm => rows_gemm(w, x, n, local, seg),
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                Simd::Simd128 => rows_scalar(w, x, n, local, seg),
                 Simd::Scalar => rows_scalar(w, x, n, local, seg),
                 #[cfg(target_arch = "x86_64")]
                 Simd::Avx2 => rows_avx2(w, x, &sx, n, local, seg),
@@ -447,13 +480,13 @@ pub fn embedding_rows(w: &QMatrix, ids: &[u32]) -> Vec<f32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::quant::QK;
     use half::f16;
     use std::sync::Arc;
 
-    fn random_matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QMatrix {
+    pub(crate) fn random_matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QMatrix {
         let mut s = seed;
         let mut next = || {
             s ^= s << 13;
@@ -494,7 +527,7 @@ mod tests {
                 let x: Vec<f32> = (0..n * cols)
                     .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
                     .collect();
-                let got = matmul_t(&w, &x, n);
+                let got = matmul_t(&w, &x, n, Precision::F32);
                 let wf = w.dequantize();
                 for t in 0..n {
                     for r in 0..rows {
@@ -523,11 +556,11 @@ mod tests {
             random_matrix(GgmlType::Q8_0, 7, 64, 2),
             random_matrix(GgmlType::Q4_0, 33, 64, 4),
         );
-        for n in [1, 3, 17] {
+        for (n, p) in [1, 3, 17].into_iter().flat_map(|n| [(n, Precision::F32), (n, Precision::Int8)]) {
             let x: Vec<f32> = (0..n * 64).map(|i| (i as f32 * 0.11).cos()).collect();
-            let many = matmul_t_many(&[&a, &b, &c], &x, n);
+            let many = matmul_t_many(&[&a, &b, &c], &x, n, p);
             for (w, got) in [&a, &b, &c].into_iter().zip(&many) {
-                assert_eq!(got, &matmul_t(w, &x, n), "n={n}");
+                assert_eq!(got, &matmul_t(w, &x, n, p), "n={n} {p:?}");
             }
         }
     }
@@ -577,9 +610,9 @@ mod tests {
         let w = random_matrix(GgmlType::Q4_1, 24, 64, 3);
         let n = 10;
         let x: Vec<f32> = (0..n * 64).map(|i| (i as f32 * 0.37).sin()).collect();
-        let all = matmul_t(&w, &x, n);
+        let all = matmul_t(&w, &x, n, Precision::F32);
         for t in 0..n {
-            let one = matmul_t(&w, &x[t * 64..(t + 1) * 64], 1);
+            let one = matmul_t(&w, &x[t * 64..(t + 1) * 64], 1, Precision::F32);
             for r in 0..24 {
                 assert!((one[r] - all[t * 24 + r]).abs() <= 1e-5 * (1.0 + one[r].abs()));
             }

@@ -17,6 +17,7 @@ use super::lora::{Adapter, BaseShape, Lora, LoraWeights, Target};
 use super::ops::{Activations, Host, Norm, QLinear, Rope};
 use super::quant::{GgmlType, QMatrix, dequantize};
 use crate::error::{Error, Result};
+use crate::platform::on_kernel_threads;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaConfig {
@@ -307,7 +308,7 @@ impl Llama {
         self.check(ids, cache)?;
         let lora = self.adapter.as_deref().map(Lora::own);
         if self.device.quantized_kernels() {
-            let y: Host = self.run(ids, cache, logits, lora).await?;
+            let y: Host = on_kernel_threads(self.run(ids, cache, logits, lora)).await?;
             return Ok(Tensor::from_host(y.data, y.rows, &self.device.device));
         }
         self.run(ids, cache, logits, lora).await
@@ -324,7 +325,7 @@ impl Llama {
         crate::platform::yield_now().await;
         let lora = self.adapter.as_deref().map(Lora::own);
         if self.device.quantized_kernels() {
-            let y: Host = self.run(ids, cache, logits, lora).await?;
+            let y: Host = on_kernel_threads(self.run(ids, cache, logits, lora)).await?;
             return Ok(y.data);
         }
         let y: Tensor<2> = self.run(ids, cache, logits, lora).await?;

@@ -2,6 +2,7 @@
 
 pub mod device;
 pub mod gguf;
+pub mod int8;
 pub mod kernels;
 pub mod kv_cache;
 pub mod llama;

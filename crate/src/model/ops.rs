@@ -13,7 +13,7 @@ use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype
 use burn::tensor::{Device, Tensor, TensorData, activation};
 
 use super::device::{Backend, EngineDevice, read_f32};
-use super::kernels;
+use super::kernels::{self, Precision};
 use super::lora::Lora;
 use super::quant::QMatrix;
 use crate::error::Result;
@@ -130,8 +130,9 @@ impl Activations for Host {
     }
 
     fn matmul(&self, ws: &[&QLinear]) -> Vec<Self> {
+        let precision = ws[0].precision;
         let ws: Vec<&QMatrix> = ws.iter().map(|w| &w.weight).collect();
-        kernels::matmul_t_many(&ws, &self.data, self.rows)
+        kernels::matmul_t_many(&ws, &self.data, self.rows, precision)
             .into_iter()
             .map(|data| Self {
                 data,
@@ -224,6 +225,8 @@ pub struct QLinear {
     pub weight: QMatrix,
     /// `Wᵀ` on the device, for every path but the CPU kernels.
     dense_t: Option<Tensor<2>>,
+    /// The activations the CPU kernels multiply with.
+    precision: Precision,
 }
 
 impl QLinear {
@@ -238,7 +241,11 @@ impl QLinear {
                 .transpose(),
             _ => dense_matrix(&weight, &dev.device).transpose(),
         });
-        Self { weight, dense_t }
+        Self {
+            weight,
+            dense_t,
+            precision: dev.precision(),
+        }
     }
 
     /// `Wᵀ` in f32 on `device` (what [`Self::new`] keeps for the tensor path).

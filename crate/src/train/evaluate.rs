@@ -84,6 +84,13 @@ impl Evaluator {
         }
     }
 
+    /// The aligner keeps an original token unless its rewrite is likelier by more than
+    /// `margin` nats (`Aligner::copy_margin`).
+    pub fn with_copy_margin(mut self, margin: f32) -> Self {
+        self.aligner.copy_margin = margin;
+        self
+    }
+
     /// The aligner (answering alone and correcting) decodes with the calculator, and the
     /// upstream alone is also measured with it, so the comparison stays fair.
     pub fn with_calculator(mut self, on: bool) -> Self {

@@ -120,7 +120,7 @@ fn records(
             seed,
             ..SamplerConfig::greedy()
         },
-        calculator: false,
+        ..GenerateOptions::default()
     };
     let mut upstream = LocalUpstream::new(engine.clone(), options);
     let config = PipelineConfig {

@@ -61,6 +61,10 @@ pub struct EvalArgs {
     /// upstream alone is then measured with and without one
     #[arg(long)]
     calculator: bool,
+    /// The aligner keeps the original's token unless its own is likelier by more than this
+    /// many nats (0: plain greedy decoding)
+    #[arg(long, default_value_t = stream_aligner::align::DEFAULT_COPY_MARGIN)]
+    copy_margin: f32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -288,7 +292,8 @@ impl SetRun<'_> {
             args.rounds,
             args.max_tokens,
         )
-        .with_calculator(args.calculator);
+        .with_calculator(args.calculator)
+        .with_copy_margin(args.copy_margin);
         ev.max_sentences = args.max_sentences;
         loop {
             let i = self.next.fetch_add(1, Ordering::Relaxed);

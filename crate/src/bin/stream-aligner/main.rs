@@ -190,6 +190,7 @@ fn main() -> Result<()> {
                     seed,
                 },
                 calculator,
+                ..GenerateOptions::default()
             };
             let mut cache = engine.model.new_cache();
             let mut out = std::io::stdout();
