@@ -40,6 +40,8 @@ struct Case {
     first_position_probe_logits: Vec<f32>,
     top_ids: Vec<u32>,
     greedy: Vec<u32>,
+    /// llama.cpp's greedy continuation of the same length (see the file's `llama_cpp` note).
+    llama_cpp_greedy_text: String,
 }
 
 fn root() -> PathBuf {
@@ -143,15 +145,36 @@ fn reference_path_logits_match_numpy_within_0_02() {
     }
 }
 
+/// The exact CPU path (f32 activations) against numpy, as tight as the reference path; the
+/// 8-bit path within the error its rounding of the activations brings (llama.cpp's scheme).
 #[test]
-fn quantized_kernel_logits_match_numpy_within_0_5() {
-    for (name, e) in [("cpu (8-bit activations)", engine()), ("cpu-f32", f32_engine())] {
+fn quantized_kernel_logits_match_numpy() {
+    for (name, e, tolerance) in [
+        ("cpu-f32", f32_engine(), 0.02),
+        ("cpu (8-bit activations)", engine(), 1.0),
+    ] {
         for c in &golden().cases {
             let d = max_diff(e, c);
             eprintln!("{name}, {:?}: max |Δlogit| {d:.4}", c.text);
-            assert!(d <= 0.5, "{name}, {:?}: max |Δlogit| {d}", c.text);
+            assert!(d <= tolerance, "{name}, {:?}: max |Δlogit| {d}", c.text);
         }
     }
+}
+
+/// The 8-bit path's greedy continuations against llama.cpp's, which rounds activations the
+/// same way: measured equal on two of the three golden prompts ("17 * 23 =" ends in 341 here,
+/// in 381 there, on a near tie; the f32 paths and numpy say 341).
+#[test]
+fn eight_bit_greedy_continuations_match_llama_cpp_on_two_of_three_prompts() {
+    let e = engine();
+    let mut same = 0;
+    for c in &golden().cases {
+        let ours = e.tokenizer.decode(&greedy(e, &c.ids, c.greedy.len())).unwrap();
+        eprintln!("{:?}: ours {ours:?}, llama.cpp {:?}", c.text, c.llama_cpp_greedy_text);
+        assert_eq!(greedy(e, &c.ids, 1), c.top_ids[..1], "first token, {:?}", c.text);
+        same += usize::from(ours == c.llama_cpp_greedy_text);
+    }
+    assert!(same >= 2, "{same} of 3 continuations equal llama.cpp's");
 }
 
 #[test]
@@ -208,31 +231,25 @@ fn kv_cache_gives_the_same_logits_as_one_pass_and_rolls_back() {
     assert!(d < 1e-3, "rolled-back cache differs by {d}");
 }
 
-/// On the 8-bit path a token's activations are quantized on their own, so one pass and
-/// token-by-token decoding differ only where attention sums in another order.
+/// On the 8-bit path every step is computed a token at a time in a fixed order (the kernels,
+/// attention, the adapter's update), so one pass and token-by-token decoding give the same
+/// logits bit for bit: rounding activations to 8 bits would otherwise amplify any difference.
 #[test]
-fn eight_bit_activations_give_nearly_the_same_logits_in_one_pass_and_step_by_step() {
+fn eight_bit_activations_give_the_same_logits_in_one_pass_and_step_by_step() {
     let e = engine();
     let ids = &golden().cases[1].ids;
     let whole = all_logits(e, ids);
     let mut cache = e.model.new_cache();
     let half = ids.len() / 2;
     block_on(e.model.forward(&ids[..half], &mut cache, Logits::Last)).unwrap();
-    let mut worst = 0.0f32;
     for (i, &id) in ids[half..].iter().enumerate() {
         let l = block_on(async {
             read_f32(e.model.forward(&[id], &mut cache, Logits::Last).await?).await
         })
         .unwrap();
-        let want = &whole[half + i];
-        let d = l.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-        let mut top: Vec<f32> = want.clone();
-        top.sort_by(|a, b| b.total_cmp(a));
-        eprintln!("pos {} d {d} argmax {} {} gap {}", half + i, argmax(&l), argmax(want), top[0] - top[1]);
-        worst = worst.max(d);
+        let same = l.iter().zip(&whole[half + i]).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "position {}", half + i);
     }
-    eprintln!("8-bit path: one pass vs step by step, max |Δlogit| {worst:.5}");
-    assert!(worst < 0.05, "max |Δlogit| {worst}");
 }
 
 #[test]

@@ -108,6 +108,12 @@ impl Choice<'_> {
         &self.history[self.prompt_len..]
     }
 
+    /// Whether decoding may take another token: under `max_tokens`, or past it while the
+    /// calculator finishes a value (a cut "= 9" of "= 92" would read as a wrong result).
+    fn room(&self, max_tokens: usize) -> bool {
+        self.out().len() < max_tokens || self.calculator.forced().is_some()
+    }
+
     /// The draft's next token, while what has been decided still follows the draft.
     fn draft_next(&self) -> Option<u32> {
         let out = self.out();
@@ -206,10 +212,10 @@ impl Engine {
         let (mut logits, mut differs, mut stop, mut passes) =
             (v.logits, v.differs, v.stop, v.passes);
         let accepted = choice.out().len();
-        while stop.is_none() && choice.out().len() < opts.max_tokens {
+        while stop.is_none() && choice.room(opts.max_tokens) {
             let id = differs.take().unwrap_or_else(|| choice.next(&logits));
             stop = choice.take(id, &mut on_token)?;
-            if stop.is_some() || choice.out().len() == opts.max_tokens || cache.len() + 1 >= ctx {
+            if stop.is_some() || !choice.room(opts.max_tokens) || cache.len() + 1 >= ctx {
                 break;
             }
             logits = self.model.logits(&[id], cache, Logits::Last).await?;

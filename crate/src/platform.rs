@@ -37,7 +37,19 @@ where
     F: std::future::Future + Send,
     F::Output: Send,
 {
-    rayon::scope(|_| futures::executor::block_on(f))
+    // The pass completes without waiting on anything (the host path's readbacks are ready at
+    // once), so it is polled to completion here. Not with an executor's `block_on`: a worker
+    // waiting inside a fork-join may steal another caller's pass, and executors refuse to nest.
+    rayon::scope(|_| {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+                return out;
+            }
+            std::thread::yield_now();
+        }
+    })
 }
 #[cfg(target_arch = "wasm32")]
 pub async fn on_kernel_threads<F: std::future::Future>(f: F) -> F::Output {

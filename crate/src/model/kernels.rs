@@ -263,7 +263,7 @@ fn block_sums(x: &[f32]) -> Vec<f32> {
 }
 
 /// Runs `f(first_row, rows_out)` over disjoint chunks of `out` (rows × `n` each), in parallel natively.
-fn par_rows(out: &mut [f32], n: usize, rows: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+pub(crate) fn par_rows(out: &mut [f32], n: usize, rows: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;

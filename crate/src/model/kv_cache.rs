@@ -3,9 +3,21 @@
 
 use burn::tensor::Tensor;
 
+use crate::error::{Error, Result};
+
+/// One layer's keys and values.
+#[derive(Debug, Clone)]
+enum Kv {
+    /// On the device, [kv_heads, tokens, head_dim] (the tensor path).
+    Tensor(Tensor<3>, Tensor<3>),
+    /// On the host, one row of `width` (kv_heads · head_dim) a token (the CPU kernels' path):
+    /// appending a token extends the rows, nothing is copied again.
+    Host { k: Vec<f32>, v: Vec<f32>, width: usize },
+}
+
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor<3>, Tensor<3>)>>,
+    layers: Vec<Option<Kv>>,
     tokens: Vec<u32>,
 }
 
@@ -39,7 +51,16 @@ impl KvCache {
         for l in &mut self.layers {
             *l = match l.take() {
                 Some(_) if len == 0 => None,
-                Some((k, v)) => Some((k.narrow(1, 0, len), v.narrow(1, 0, len))),
+                Some(Kv::Tensor(k, v)) => Some(Kv::Tensor(k.narrow(1, 0, len), v.narrow(1, 0, len))),
+                Some(Kv::Host {
+                    mut k,
+                    mut v,
+                    width,
+                }) => {
+                    k.truncate(len * width);
+                    v.truncate(len * width);
+                    Some(Kv::Host { k, v, width })
+                }
                 None => None,
             };
         }
@@ -60,16 +81,48 @@ impl KvCache {
         layer: usize,
         k: Tensor<3>,
         v: Tensor<3>,
-    ) -> (Tensor<3>, Tensor<3>) {
+    ) -> Result<(Tensor<3>, Tensor<3>)> {
         let kv = match self.layers[layer].take() {
             None => (k, v),
-            Some((ck, cv)) => (Tensor::cat(vec![ck, k], 1), Tensor::cat(vec![cv, v], 1)),
+            Some(Kv::Tensor(ck, cv)) => (Tensor::cat(vec![ck, k], 1), Tensor::cat(vec![cv, v], 1)),
+            Some(Kv::Host { .. }) => return Err(other_backend()),
         };
-        self.layers[layer] = Some(kv.clone());
-        kv
+        self.layers[layer] = Some(Kv::Tensor(kv.0.clone(), kv.1.clone()));
+        Ok(kv)
+    }
+
+    /// Appends one layer's new keys/values (rows of `width`) on the host and returns all of
+    /// the layer's rows.
+    pub(crate) fn append_host(
+        &mut self,
+        layer: usize,
+        k: &[f32],
+        v: &[f32],
+        width: usize,
+    ) -> Result<(&[f32], &[f32])> {
+        let slot = &mut self.layers[layer];
+        if slot.is_none() {
+            *slot = Some(Kv::Host {
+                k: Vec::new(),
+                v: Vec::new(),
+                width,
+            });
+        }
+        match slot {
+            Some(Kv::Host { k: ck, v: cv, width: w }) if *w == width => {
+                ck.extend_from_slice(k);
+                cv.extend_from_slice(v);
+                Ok((&ck[..], &cv[..]))
+            }
+            _ => Err(other_backend()),
+        }
     }
 
     pub(crate) fn push_tokens(&mut self, ids: &[u32]) {
         self.tokens.extend_from_slice(ids);
     }
+}
+
+fn other_backend() -> Error {
+    Error::Data("this KV cache was filled by an engine on another backend or model".into())
 }

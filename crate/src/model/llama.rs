@@ -7,14 +7,14 @@
 //! The layer is written once against the named steps of [`Activations`]: on the CPU they run on
 //! host rows around the kernels ([`Host`]), elsewhere as burn tensor operations.
 
-use burn::tensor::{Tensor, TensorData, activation};
+use burn::tensor::Tensor;
 
 use super::device::{EngineDevice, read_f32};
 use super::gguf::Gguf;
 use super::kernels;
 use super::kv_cache::KvCache;
 use super::lora::{Adapter, BaseShape, Lora, LoraWeights, Target};
-use super::ops::{Activations, Host, Norm, QLinear, Rope};
+use super::ops::{Activations, Heads, Host, Norm, QLinear, Rope};
 use super::quant::{GgmlType, QMatrix, dequantize};
 use crate::error::{Error, Result};
 use crate::platform::on_kernel_threads;
@@ -360,7 +360,7 @@ impl Llama {
         let embedded = kernels::embedding_rows(&self.embed, ids);
         let mut x = A::from_host(embedded, ids.len(), &self.device.device);
         for (i, l) in self.layers.iter().enumerate() {
-            x = self.layer(i, l, x, pos, cache, lora).await?;
+            x = self.layer(i, l, x, pos, cache, lora)?;
         }
         cache.push_tokens(ids);
         let h = x
@@ -370,7 +370,7 @@ impl Llama {
     }
 
     /// One transformer layer: `x += attn(norm(x)); x += mlp(norm(x))`.
-    async fn layer<A: Activations>(
+    fn layer<A: Activations>(
         &self,
         i: usize,
         l: &Layer,
@@ -379,7 +379,7 @@ impl Llama {
         cache: &mut KvCache,
         lora: Option<Lora<'_>>,
     ) -> Result<A> {
-        let (c, dev) = (&self.config, &self.device.device);
+        let c = &self.config;
         let linear =
             |ws: &[&QLinear], targets: &[Target], h: &A| Self::linear(ws, targets, h, lora, i);
         let h = x.rms_norm(&l.attn_norm, c.eps);
@@ -388,17 +388,19 @@ impl Llama {
             &[Target::Q, Target::K, Target::V],
             &h,
         ));
-        let att = self.attend(
-            i,
-            q.rope(&self.rope, c.head_dim, pos)
-                .into_heads(c.n_head, dev),
-            k.rope(&self.rope, c.head_dim, pos)
-                .into_heads(c.n_kv_head, dev),
-            v.into_heads(c.n_kv_head, dev),
-            pos,
+        let heads = Heads {
+            n_head: c.n_head,
+            n_kv_head: c.n_kv_head,
+            head_dim: c.head_dim,
+        };
+        let att = q.rope(&self.rope, c.head_dim, pos).attention(
+            k.rope(&self.rope, c.head_dim, pos),
+            v,
             cache,
-        );
-        let att = A::from_tensor(att).await?;
+            i,
+            pos,
+            heads,
+        )?;
         let [o] = take(linear(&[&l.o], &[Target::O], &att));
         let x = x.add(o);
         let h = x.rms_norm(&l.ffn_norm, c.eps);
@@ -426,48 +428,6 @@ impl Llama {
                 }
             })
             .collect()
-    }
-
-    /// Grouped-query attention of roped `q` [T, heads, hd] over the cache plus the new `k`, `v`
-    /// [T, kv_heads, hd] at positions `pos..pos+T`; returns [T, width] (before the output projection).
-    fn attend(
-        &self,
-        i: usize,
-        q: Tensor<3>,
-        k: Tensor<3>,
-        v: Tensor<3>,
-        pos: usize,
-        cache: &mut KvCache,
-    ) -> Tensor<2> {
-        let c = &self.config;
-        let t = q.dims()[0];
-        let group = c.n_head / c.n_kv_head;
-        let (k, v) = cache.append(i, k.swap_dims(0, 1), v.swap_dims(0, 1)); // [kv_heads, total, hd]
-        let total = pos + t;
-        // Query heads h*group..(h+1)*group share KV head h: fold them into the rows.
-        let q = q
-            .swap_dims(0, 1)
-            .reshape([c.n_kv_head, group * t, c.head_dim]);
-        let mut scores = q.matmul(k.swap_dims(1, 2)) * (1.0 / (c.head_dim as f32).sqrt());
-        if t > 1 {
-            scores = scores + self.causal_mask(group, t, pos, total).unsqueeze::<3>();
-        }
-        let att = activation::softmax(scores, 2).matmul(v); // [kv_heads, group*T, hd]
-        att.reshape([c.n_head, t, c.head_dim])
-            .swap_dims(0, 1)
-            .reshape([t, c.d_model])
-    }
-
-    /// Additive mask [group*T, total]: row r is position pos + r % T and sees keys up to it.
-    fn causal_mask(&self, group: usize, t: usize, pos: usize, total: usize) -> Tensor<2> {
-        let mut m = vec![0.0f32; group * t * total];
-        for r in 0..group * t {
-            let p = pos + r % t;
-            for col in p + 1..total {
-                m[r * total + col] = f32::NEG_INFINITY;
-            }
-        }
-        Tensor::from_data(TensorData::new(m, [group * t, total]), &self.device.device)
     }
 
     /// Runs `ids` reusing the longest cached prefix: rolls the cache back to where `ids` and the

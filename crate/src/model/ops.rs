@@ -7,13 +7,12 @@
 //! the reference, GPU and autodiff path. As candle's `QMatMul` hides its kernels, the layer never
 //! says which one runs; the tests hold the two together.
 
-use std::future::Future;
-
 use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
 use burn::tensor::{Device, Tensor, TensorData, activation};
 
-use super::device::{Backend, EngineDevice, read_f32};
+use super::device::{Backend, EngineDevice};
 use super::kernels::{self, Precision};
+use super::kv_cache::KvCache;
 use super::lora::Lora;
 use super::quant::QMatrix;
 use crate::error::Result;
@@ -22,10 +21,6 @@ use crate::error::Result;
 pub trait Activations: Sized {
     /// `data` (`rows` tokens, row-major) where this kind of activations lives.
     fn from_host(data: Vec<f32>, rows: usize, device: &Device) -> Self;
-    /// A [rows, width] tensor (attention's result) as this kind of activations.
-    fn from_tensor(t: Tensor<2>) -> impl Future<Output = Result<Self>>;
-    /// The rows as [rows, heads, width / heads] on the device (attention's input).
-    fn into_heads(self, heads: usize, device: &Device) -> Tensor<3>;
     /// Rows `first..`.
     fn rows_from(self, first: usize) -> Self;
     /// RMSNorm of each row, scaled by `w`: `x / sqrt(mean(x²) + eps) · w`.
@@ -41,6 +36,26 @@ pub trait Activations: Sized {
     fn matmul(&self, ws: &[&QLinear]) -> Vec<Self>;
     /// The LoRA update of pair `pair` of `lora`: `scale · (self·A)·B`.
     fn lora_delta(&self, lora: &Lora<'_>, pair: usize) -> Self;
+    /// Causal grouped-query attention of these roped queries (token `t` at position `pos + t`)
+    /// over the layer's cache, after appending the new roped keys `k` and values `v` to it.
+    fn attention(
+        self,
+        k: Self,
+        v: Self,
+        cache: &mut KvCache,
+        layer: usize,
+        pos: usize,
+        heads: Heads,
+    ) -> Result<Self>;
+}
+
+/// The attention heads' shape: query heads `n_head`, sharing `n_kv_head` key/value heads in
+/// equal groups, each `head_dim` wide.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
 }
 
 /// Activations on the host: `rows` tokens, row-major.
@@ -59,19 +74,6 @@ impl Host {
 impl Activations for Host {
     fn from_host(data: Vec<f32>, rows: usize, _: &Device) -> Self {
         Self { data, rows }
-    }
-
-    async fn from_tensor(t: Tensor<2>) -> Result<Self> {
-        let rows = t.dims()[0];
-        Ok(Self {
-            data: read_f32(t).await?,
-            rows,
-        })
-    }
-
-    fn into_heads(self, heads: usize, device: &Device) -> Tensor<3> {
-        let shape = [self.rows, heads, self.width() / heads];
-        Tensor::from_data(TensorData::new(self.data, shape), device)
     }
 
     fn rows_from(mut self, first: usize) -> Self {
@@ -141,31 +143,101 @@ impl Activations for Host {
             .collect()
     }
 
+    /// Row by row in a fixed order, so a token's update does not depend on the batch it is in.
     fn lora_delta(&self, lora: &Lora<'_>, pair: usize) -> Self {
         let (a, b) = lora.adapter.host_pair(pair);
-        let (n, r) = (self.rows, lora.adapter.config.rank);
+        let r = lora.adapter.config.rank;
         let out = b.len() / r;
-        let xa = kernels::matmul(&self.data, a, n, self.width(), r);
-        let mut d = kernels::matmul(&xa, b, n, r, out);
         let s = lora.adapter.config.scale();
-        d.iter_mut().for_each(|v| *v *= s);
-        Self { data: d, rows: n }
+        let mut d = vec![0.0f32; self.rows * out];
+        let mut xa = vec![0.0f32; r];
+        for (x, d) in self.data.chunks_exact(self.width()).zip(d.chunks_exact_mut(out)) {
+            xa.fill(0.0);
+            for (&xc, a) in x.iter().zip(a.chunks_exact(r)) {
+                for (o, &w) in xa.iter_mut().zip(a) {
+                    *o += xc * w;
+                }
+            }
+            for (&xj, b) in xa.iter().zip(b.chunks_exact(out)) {
+                for (o, &w) in d.iter_mut().zip(b) {
+                    *o += s * xj * w;
+                }
+            }
+        }
+        Self {
+            data: d,
+            rows: self.rows,
+        }
     }
+
+    /// One query row and head at a time, over the host cache, each in a fixed order: a token's
+    /// result does not depend on how many tokens came in its batch.
+    fn attention(
+        self,
+        k: Self,
+        v: Self,
+        cache: &mut KvCache,
+        layer: usize,
+        pos: usize,
+        heads: Heads,
+    ) -> Result<Self> {
+        let Heads {
+            n_head,
+            n_kv_head,
+            head_dim: hd,
+        } = heads;
+        let kw = n_kv_head * hd;
+        let (ks, vs) = cache.append_host(layer, &k.data, &v.data, kw)?;
+        let (group, scale, width) = (n_head / n_kv_head, 1.0 / (hd as f32).sqrt(), n_head * hd);
+        let q = &self.data;
+        let mut out = vec![0.0f32; self.rows * width];
+        kernels::par_rows(&mut out, hd, self.rows * n_head, |r0, o| {
+            let mut scores = Vec::new();
+            for (i, o) in o.chunks_exact_mut(hd).enumerate() {
+                let (t, h) = ((r0 + i) / n_head, (r0 + i) % n_head);
+                let qh = &q[t * width + h * hd..][..hd];
+                let g = (h / group) * hd;
+                let keys = pos + t + 1;
+                scores.clear();
+                scores.extend((0..keys).map(|j| dot(qh, &ks[j * kw + g..][..hd]) * scale));
+                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+                let mut sum = 0.0;
+                for s in &mut scores {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                o.fill(0.0);
+                for (j, &p) in scores.iter().enumerate() {
+                    let p = p / sum;
+                    for (o, &x) in o.iter_mut().zip(&vs[j * kw + g..][..hd]) {
+                        *o += p * x;
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            data: out,
+            rows: self.rows,
+        })
+    }
+}
+
+/// `a · b` in eight independent lanes (which the compiler vectorizes), then their sum.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for l in 0..8 {
+            lanes[l] += a[l] * b[l];
+        }
+    }
+    let tail: f32 = a.chunks_exact(8).remainder().iter().zip(b.chunks_exact(8).remainder()).map(|(x, y)| x * y).sum();
+    lanes.iter().sum::<f32>() + tail
 }
 
 impl Activations for Tensor<2> {
     fn from_host(data: Vec<f32>, rows: usize, device: &Device) -> Self {
         let width = data.len() / rows.max(1);
         Tensor::from_data(TensorData::new(data, [rows, width]), device)
-    }
-
-    async fn from_tensor(t: Tensor<2>) -> Result<Self> {
-        Ok(t)
-    }
-
-    fn into_heads(self, heads: usize, _: &Device) -> Tensor<3> {
-        let [t, w] = self.dims();
-        self.reshape([t, heads, w / heads])
     }
 
     fn rows_from(self, first: usize) -> Self {
@@ -216,6 +288,51 @@ impl Activations for Tensor<2> {
         let p = &lora.weights.pairs[pair];
         self.clone().matmul(p.a.val()).matmul(p.b.val()) * lora.adapter.config.scale()
     }
+
+    fn attention(
+        self,
+        k: Self,
+        v: Self,
+        cache: &mut KvCache,
+        layer: usize,
+        pos: usize,
+        heads: Heads,
+    ) -> Result<Self> {
+        let Heads {
+            n_head,
+            n_kv_head,
+            head_dim,
+        } = heads;
+        let t = self.dims()[0];
+        let group = n_head / n_kv_head;
+        let split = |x: Self, h: usize| x.reshape([t, h, head_dim]).swap_dims(0, 1);
+        let (k, v) = cache.append(layer, split(k, n_kv_head), split(v, n_kv_head))?; // [kv_heads, total, hd]
+        let total = pos + t;
+        let device = self.device();
+        // Query heads h*group..(h+1)*group share KV head h: fold them into the rows.
+        let q = split(self, n_head).reshape([n_kv_head, group * t, head_dim]);
+        let mut scores = q.matmul(k.swap_dims(1, 2)) * (1.0 / (head_dim as f32).sqrt());
+        if t > 1 {
+            scores = scores + causal_mask(group, t, pos, total, &device).unsqueeze::<3>();
+        }
+        let att = activation::softmax(scores, 2).matmul(v); // [kv_heads, group*T, hd]
+        Ok(att
+            .reshape([n_head, t, head_dim])
+            .swap_dims(0, 1)
+            .reshape([t, n_head * head_dim]))
+    }
+}
+
+/// Additive mask [group*T, total]: row r is position pos + r % T and sees keys up to it.
+fn causal_mask(group: usize, t: usize, pos: usize, total: usize, device: &Device) -> Tensor<2> {
+    let mut m = vec![0.0f32; group * t * total];
+    for r in 0..group * t {
+        let p = pos + r % t;
+        for col in p + 1..total {
+            m[r * total + col] = f32::NEG_INFINITY;
+        }
+    }
+    Tensor::from_data(TensorData::new(m, [group * t, total]), device)
 }
 
 /// A linear layer without bias whose weight stays in its GGML blocks: the host multiplies with
