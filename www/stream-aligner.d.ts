@@ -78,6 +78,8 @@ export declare class StreamAligner {
   static load(options?: LoadOptions): Promise<StreamAligner>;
   /** The complete sentences of `text`; unless `finished`, an uncertain last one is left out. */
   static splitSentences(text: string, finished?: boolean): string[];
+  /** The largest gap between the CPU path's SIMD kernels and their scalar definition, relative to each product's scale (about 1e-7 when they agree). */
+  static kernelSelfCheck(options?: { wasm?: string | URL }): Promise<number>;
   /** One sentence corrected after `prefix` (the corrected text before it). */
   correctSentence(query: string, prefix: string, sentence: string, options?: { calculator?: boolean; signal?: AbortSignal }): Promise<{ text: string; changed: boolean }>;
 }

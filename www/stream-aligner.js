@@ -10,7 +10,7 @@
 // LoRA adapter. WebGPU is used when the browser offers an adapter, else burn's CPU backend runs
 // in wasm (`aligner.backend` says which).
 
-import init, { Session, Cancel, splitSentences } from './pkg/stream_aligner.js';
+import init, { Session, Cancel, splitSentences, kernelSelfCheck } from './pkg/stream_aligner.js';
 
 const CACHE = 'stream-aligner-weights-v1';
 
@@ -194,6 +194,15 @@ export class StreamAligner extends EventTarget {
    */
   static splitSentences(text, finished = false) {
     return splitSentences(text, finished);
+  }
+
+  /**
+   * The largest gap between the CPU path's SIMD kernels and their scalar definition, relative
+   * to each product's scale (about 1e-7 when they agree); `wasm` as in `load()`.
+   */
+  static async kernelSelfCheck({ wasm } = {}) {
+    await init(wasm);
+    return kernelSelfCheck();
   }
 
   /**

@@ -52,6 +52,9 @@ test('without WebGPU, the demo answers a word problem sentence by sentence on th
   assert.equal(await p.evaluate(() => window.demo.error), null);
   assert.equal(await p.evaluate(() => window.demo.backend), 'cpu');
   assert.match(await p.textContent('#notice'), /WebGPU is not available/);
+  // The CPU path's SIMD128 kernels against their scalar definition, where they run.
+  const gap = await p.evaluate(async () => (await import('/www/stream-aligner.js')).StreamAligner.kernelSelfCheck());
+  assert.ok(gap < 1e-5, `SIMD128 kernels vs scalar: ${gap}`);
   await p.click('#go');
   await p.waitForFunction(() => window.demo.done, null, { timeout: 540_000 });
   const demo = await p.evaluate(() => window.demo);

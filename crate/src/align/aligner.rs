@@ -29,8 +29,10 @@ pub struct Correction {
 }
 
 /// The shipped copy margin: the aligner leaves a sentence only where its rewrite's first
-/// differing token is more than this many nats likelier than the original's.
-pub const DEFAULT_COPY_MARGIN: f32 = 0.0;
+/// differing token is more than this many nats likelier than the original's. On the 263
+/// checkable GSM8K validation references it keeps 95.1% of correct answers correct, against
+/// 93.5% at 0 and 98.1% at 2 (models/aligner/README.md has the accuracy it costs).
+pub const DEFAULT_COPY_MARGIN: f32 = 1.0;
 
 pub struct Aligner {
     engine: Arc<Engine>,

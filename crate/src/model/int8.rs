@@ -222,14 +222,19 @@ mod avx2 {
     }
 }
 
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+/// wasm's 128-bit SIMD. Enabled on these functions only, so the rest of the module builds as
+/// it did; every engine that runs our wasm has had SIMD since 2021-23 (Chrome 91, Firefox 89,
+/// Safari 16.4, Deno, workerd).
+#[cfg(target_arch = "wasm32")]
 mod simd128 {
     use super::Q8Row;
     use crate::model::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK, blocks};
     use core::arch::wasm32::*;
 
-    /// Σ a·b over 16 unsigned bytes (`w`, below 128) and 16 signed ones (`x`), as 4 i32 lanes.
-    #[inline(always)]
+    /// Σ a·b over 16 weight bytes (unsigned nibbles, or signed for Q8_0) and 16 signed
+    /// activations, as 4 i32 lanes.
+    #[inline]
+    #[target_feature(enable = "simd128")]
     fn dot16(w: v128, x: v128, signed_w: bool) -> v128 {
         let (wl, wh) = if signed_w {
             (i16x8_extend_low_i8x16(w), i16x8_extend_high_i8x16(w))
@@ -242,51 +247,17 @@ mod simd128 {
         )
     }
 
-    /// The 32 weights of a block as two halves of 16 bytes in element order, and `(d, m)`.
-    trait Unpack {
-        const SIGNED: bool;
-        fn unpack(&self) -> (v128, v128, (f32, f32));
-    }
-
-    /// Low nibbles are elements 0..16, high ones 16..32.
-    #[inline(always)]
+    /// 16 nibble bytes as elements 0..16 (low nibbles) and 16..32 (high ones).
+    #[inline]
+    #[target_feature(enable = "simd128")]
     fn nibbles(qs: &[u8; QK / 2]) -> (v128, v128) {
         // SAFETY: `qs` is 16 readable bytes; v128 loads need no alignment.
         let q = unsafe { v128_load(qs.as_ptr() as *const v128) };
         (v128_and(q, u8x16_splat(0x0f)), u8x16_shr(q, 4))
     }
 
-    impl Unpack for BlockQ4_1 {
-        const SIGNED: bool = false;
-        #[inline(always)]
-        fn unpack(&self) -> (v128, v128, (f32, f32)) {
-            let (lo, hi) = nibbles(&self.qs);
-            (lo, hi, (self.d.to_f32(), self.m.to_f32()))
-        }
-    }
-
-    impl Unpack for BlockQ4_0 {
-        const SIGNED: bool = false;
-        #[inline(always)]
-        fn unpack(&self) -> (v128, v128, (f32, f32)) {
-            let (lo, hi) = nibbles(&self.qs);
-            let d = self.d.to_f32();
-            (lo, hi, (d, -8.0 * d))
-        }
-    }
-
-    impl Unpack for BlockQ8_0 {
-        const SIGNED: bool = true;
-        #[inline(always)]
-        fn unpack(&self) -> (v128, v128, (f32, f32)) {
-            let p = self.qs.as_ptr() as *const v128;
-            // SAFETY: `qs` is 32 readable bytes.
-            let (a, b) = unsafe { (v128_load(p), v128_load(p.add(1))) };
-            (a, b, (self.d.to_f32(), 0.0))
-        }
-    }
-
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "simd128")]
     fn hsum(v: v128) -> f32 {
         f32x4_extract_lane::<0>(v)
             + f32x4_extract_lane::<1>(v)
@@ -294,45 +265,71 @@ mod simd128 {
             + f32x4_extract_lane::<3>(v)
     }
 
-    /// One weight row of `B` blocks against `T` tokens, in the same order at every `T`.
-    fn tile<B: Unpack + crate::model::quant::Block, const T: usize>(
-        w: &[u8],
-        xs: [Q8Row<'_>; T],
-    ) -> [f32; T] {
-        let blocks = blocks::<B>(w);
-        let mut acc = [[f32x4_splat(0.0); 2]; T];
-        let mut offs = [[0.0f32; 2]; T];
-        for (i, b) in blocks.iter().enumerate() {
-            let (lo, hi, (d, m)) = b.unpack();
-            let k = i & 1;
-            for t in 0..T {
-                let x = &xs[t].qs[i * QK..(i + 1) * QK];
-                // SAFETY: `x` is 32 readable bytes.
-                let (x0, x1) = unsafe {
-                    let p = x.as_ptr() as *const v128;
-                    (v128_load(p), v128_load(p.add(1)))
-                };
-                let dot = i32x4_add(dot16(lo, x0, B::SIGNED), dot16(hi, x1, B::SIGNED));
-                let scale = f32x4_splat(d * xs[t].d[i]);
-                acc[t][k] = f32x4_add(acc[t][k], f32x4_mul(f32x4_convert_i32x4(dot), scale));
-                offs[t][k] += m * xs[t].s[i];
+    /// One weight row of `$block`s against `T` tokens; `$unpack` gives a block's 32 weights as
+    /// two halves in element order and `(d, m)`. Blocks alternate between two accumulators in
+    /// the same order at every `T`.
+    macro_rules! tile {
+        ($name:ident, $block:ty, $signed:expr, |$b:ident| $unpack:expr) => {
+            #[target_feature(enable = "simd128")]
+            fn $name<const T: usize>(w: &[u8], xs: [Q8Row<'_>; T]) -> [f32; T] {
+                let mut acc = [[f32x4_splat(0.0); 2]; T];
+                let mut offs = [[0.0f32; 2]; T];
+                for (i, $b) in blocks::<$block>(w).iter().enumerate() {
+                    let (lo, hi, (d, m)): (v128, v128, (f32, f32)) = $unpack;
+                    let k = i & 1;
+                    for t in 0..T {
+                        let x = &xs[t].qs[i * QK..(i + 1) * QK];
+                        // SAFETY: `x` is 32 readable bytes.
+                        let (x0, x1) = unsafe {
+                            let p = x.as_ptr() as *const v128;
+                            (v128_load(p), v128_load(p.add(1)))
+                        };
+                        let dot = i32x4_add(dot16(lo, x0, $signed), dot16(hi, x1, $signed));
+                        let scale = f32x4_splat(d * xs[t].d[i]);
+                        acc[t][k] = f32x4_add(acc[t][k], f32x4_mul(f32x4_convert_i32x4(dot), scale));
+                        offs[t][k] += m * xs[t].s[i];
+                    }
+                }
+                std::array::from_fn(|t| {
+                    hsum(f32x4_add(acc[t][0], acc[t][1])) + (offs[t][0] + offs[t][1])
+                })
             }
-        }
-        std::array::from_fn(|t| hsum(f32x4_add(acc[t][0], acc[t][1])) + (offs[t][0] + offs[t][1]))
+        };
     }
 
+    tile!(tile_q4_1, BlockQ4_1, false, |b| {
+        let (lo, hi) = nibbles(&b.qs);
+        (lo, hi, (b.d.to_f32(), b.m.to_f32()))
+    });
+    tile!(tile_q4_0, BlockQ4_0, false, |b| {
+        let (lo, hi) = nibbles(&b.qs);
+        let d = b.d.to_f32();
+        (lo, hi, (d, -8.0 * d))
+    });
+    tile!(tile_q8_0, BlockQ8_0, true, |b| {
+        let p = b.qs.as_ptr() as *const v128;
+        // SAFETY: `qs` is 32 readable bytes.
+        let (lo, hi) = unsafe { (v128_load(p), v128_load(p.add(1))) };
+        (lo, hi, (b.d.to_f32(), 0.0))
+    });
+
+    /// One weight row of `ty` against `T` tokens.
     pub fn dot_tile<const T: usize>(ty: GgmlType, w: &[u8], xs: [Q8Row<'_>; T]) -> [f32; T] {
-        match ty {
-            GgmlType::Q4_1 => tile::<BlockQ4_1, T>(w, xs),
-            GgmlType::Q4_0 => tile::<BlockQ4_0, T>(w, xs),
-            GgmlType::Q8_0 => tile::<BlockQ8_0, T>(w, xs),
-            _ => unreachable!("float weights take the f32 path"),
+        // SAFETY: wasm has no run-time feature detection: a module built with these functions
+        // needs an engine with SIMD, which every supported one has (see the module's doc).
+        unsafe {
+            match ty {
+                GgmlType::Q4_1 => tile_q4_1(w, xs),
+                GgmlType::Q4_0 => tile_q4_0(w, xs),
+                GgmlType::Q8_0 => tile_q8_0(w, xs),
+                _ => unreachable!("float weights take the f32 path"),
+            }
         }
     }
 }
 
 /// Weight rows `r0..` of `w` against every token of `x`, weight-row-major (`o` holds rows × n).
-pub(crate) fn rows(w: &QMatrix, x: &Q8Rows, simd: Simd, r0: usize, o: &mut [f32]) {
+pub(crate) fn rows_at(w: &QMatrix, x: &Q8Rows, simd: Simd, r0: usize, o: &mut [f32]) {
     let n = x.rows();
     for (i, o_row) in o.chunks_exact_mut(n).enumerate() {
         let wr = w.row(r0 + i);
@@ -342,7 +339,7 @@ pub(crate) fn rows(w: &QMatrix, x: &Q8Rows, simd: Simd, r0: usize, o: &mut [f32]
                     *o = dot_scalar(w.ty, wr, x.row(t));
                 }
             }
-            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            #[cfg(target_arch = "wasm32")]
             Simd::Simd128 => {
                 let mut t = 0;
                 while t + 4 <= n {
@@ -370,6 +367,31 @@ pub(crate) fn rows(w: &QMatrix, x: &Q8Rows, simd: Simd, r0: usize, o: &mut [f32]
             },
         }
     }
+}
+
+/// The largest gap between this machine's SIMD level and the scalar definition, relative to
+/// each product's scale, over random matrices of every block type and 1 to 9 tokens. The unit
+/// tests check the native levels; a wasm build cannot run them, so the browser tests call this
+/// (`StreamAligner.kernelSelfCheck()`) to check the SIMD128 kernels where they run.
+pub fn simd_disagreement() -> f32 {
+    let level = super::kernels::simd();
+    let mut worst = 0.0f32;
+    for (seed, ty) in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0].into_iter().enumerate() {
+        let (rows, cols, n) = (7, 192, 9);
+        let w = QMatrix::random(ty, rows, cols, seed as u64 + 3);
+        let x: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.37).sin() * 2.0 + 0.3).collect();
+        let xq = Q8Rows::quantize(&x, cols);
+        let (mut want, mut got) = (vec![0.0; rows * n], vec![0.0; rows * n]);
+        rows_at(&w, &xq, Simd::Scalar, 0, &mut want);
+        rows_at(&w, &xq, level, 0, &mut got);
+        let wf = w.dequantize();
+        for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+            let (r, t) = (i / n, i % n);
+            let scale: f32 = (0..cols).map(|c| (wf[r * cols + c] * x[t * cols + c]).abs()).sum();
+            worst = worst.max((a - b).abs() / (1.0 + scale));
+        }
+    }
+    worst
 }
 
 #[cfg(test)]
@@ -404,6 +426,12 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_self_check_finds_this_machines_level_in_agreement() {
+        let d = simd_disagreement();
+        assert!(d < 1e-5, "{:?} vs scalar: {d}", simd());
+    }
+
     /// Quantizing the activations costs well under a percent of the product's scale.
     #[test]
     fn eight_bit_activations_stay_close_to_the_f32_product() {
@@ -433,17 +461,17 @@ mod tests {
             let x = activations(n, cols);
             let xq = Q8Rows::quantize(&x, cols);
             let mut scalar = vec![0.0; rows * n];
-            super::rows(&w, &xq, Simd::Scalar, 0, &mut scalar);
+            super::rows_at(&w, &xq, Simd::Scalar, 0, &mut scalar);
             let level = simd();
             let mut fast = vec![0.0; rows * n];
-            super::rows(&w, &xq, level, 0, &mut fast);
+            super::rows_at(&w, &xq, level, 0, &mut fast);
             for (i, (a, b)) in scalar.iter().zip(&fast).enumerate() {
                 assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{ty:?} {level:?} {i}: {a} vs {b}");
             }
             for t in 0..n {
                 let alone = Q8Rows::quantize(&x[t * cols..(t + 1) * cols], cols);
                 let mut one = vec![0.0; rows];
-                super::rows(&w, &alone, level, 0, &mut one);
+                super::rows_at(&w, &alone, level, 0, &mut one);
                 for r in 0..rows {
                     assert_eq!(one[r].to_bits(), fast[r * n + t].to_bits(), "{ty:?} token {t} row {r}");
                 }

@@ -227,9 +227,9 @@ pub(crate) enum Simd {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Avx2,
-    /// wasm's 128-bit SIMD, when the module is built with it (a build-time choice: wasm has
-    /// no run-time detection). Only the 8-bit path has kernels for it.
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    /// wasm's 128-bit SIMD (enabled on the kernels themselves: wasm has no run-time
+    /// detection). Only the 8-bit path has kernels for it.
+    #[cfg(target_arch = "wasm32")]
     Simd128,
 }
 
@@ -246,12 +246,9 @@ pub(crate) fn simd() -> Simd {
             }
         })
     }
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    #[cfg(target_arch = "wasm32")]
     return Simd::Simd128;
-    #[cfg(not(any(
-        target_arch = "x86_64",
-        all(target_arch = "wasm32", target_feature = "simd128")
-    )))]
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "wasm32")))]
     Simd::Scalar
 }
 
@@ -438,9 +435,9 @@ pub fn matmul_t_many(
             let len = (w.rows - local).min(o.len() / n);
             let (seg, rest) = o.split_at_mut(len * n);
             match simd {
-                _ if q8.is_some() => int8::rows(w, q8.as_ref().expect("checked"), simd, local, seg),
+                _ if q8.is_some() => int8::rows_at(w, q8.as_ref().expect("checked"), simd, local, seg),
                 _ if gemm => rows_gemm(w, x, n, local, seg),
-                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                #[cfg(target_arch = "wasm32")]
                 Simd::Simd128 => rows_scalar(w, x, n, local, seg),
                 Simd::Scalar => rows_scalar(w, x, n, local, seg),
                 #[cfg(target_arch = "x86_64")]
@@ -482,40 +479,9 @@ pub fn embedding_rows(w: &QMatrix, ids: &[u32]) -> Vec<f32> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::quant::QK;
-    use half::f16;
-    use std::sync::Arc;
 
     pub(crate) fn random_matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QMatrix {
-        let mut s = seed;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
-        let (_, bb) = ty.block();
-        let mut data = Vec::new();
-        for _ in 0..rows * cols / QK {
-            let d = f16::from_f32(0.01 + (next() % 100) as f32 * 1e-4).to_le_bytes();
-            let m = f16::from_f32(-0.05 + (next() % 100) as f32 * 1e-3).to_le_bytes();
-            let mut block = vec![0u8; bb];
-            block[..2].copy_from_slice(&d);
-            if ty == GgmlType::Q4_1 {
-                block[2..4].copy_from_slice(&m);
-            }
-            let q0 = if ty == GgmlType::Q4_1 { 4 } else { 2 };
-            for b in &mut block[q0..] {
-                *b = next() as u8;
-            }
-            data.extend(block);
-        }
-        QMatrix {
-            ty,
-            rows,
-            cols,
-            data: Arc::from(data),
-        }
+        QMatrix::random(ty, rows, cols, seed)
     }
 
     #[test]

@@ -193,4 +193,38 @@ impl QMatrix {
     pub fn dequantize(&self) -> Vec<f32> {
         dequantize(self.ty, &self.data, self.rows * self.cols)
     }
+
+    /// A matrix of `ty` (Q4_0, Q4_1 or Q8_0) with pseudo-random blocks from `seed`, scaled like
+    /// real weights: what the kernels are checked on.
+    pub fn random(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Self {
+        let mut s = seed.max(1);
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let (_, bb) = ty.block();
+        let mut data = Vec::with_capacity(rows * cols / QK * bb);
+        for _ in 0..rows * cols / QK {
+            let d = f16::from_f32(0.01 + (next() % 100) as f32 * 1e-4).to_le_bytes();
+            let m = f16::from_f32(-0.05 + (next() % 100) as f32 * 1e-3).to_le_bytes();
+            let mut block = vec![0u8; bb];
+            block[..2].copy_from_slice(&d);
+            if ty == GgmlType::Q4_1 {
+                block[2..4].copy_from_slice(&m);
+            }
+            let q0 = if ty == GgmlType::Q4_1 { 4 } else { 2 };
+            for b in &mut block[q0..] {
+                *b = next() as u8;
+            }
+            data.extend(block);
+        }
+        Self {
+            ty,
+            rows,
+            cols,
+            data: std::sync::Arc::from(data),
+        }
+    }
 }
