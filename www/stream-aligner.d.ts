@@ -80,6 +80,8 @@ export declare class StreamAligner {
   static splitSentences(text: string, finished?: boolean): string[];
   /** The largest gap between the CPU path's SIMD kernels and their scalar definition, relative to each product's scale (about 1e-7 when they agree). */
   static kernelSelfCheck(options?: { wasm?: string | URL }): Promise<number>;
+  /** The upstream model's greedy continuation of `prompt` as it is (no chat template), with its timings. */
+  generate(prompt: string, options?: { maxTokens?: number; signal?: AbortSignal }): Promise<{ text: string; promptTokens: number; generatedTokens: number; prefillMs: number; decodeMs: number }>;
   /** One sentence corrected after `prefix` (the corrected text before it). */
   correctSentence(query: string, prefix: string, sentence: string, options?: { calculator?: boolean; signal?: AbortSignal }): Promise<{ text: string; changed: boolean }>;
 }

@@ -189,6 +189,18 @@ export class StreamAligner extends EventTarget {
   }
 
   /**
+   * The upstream model's greedy continuation of `prompt` as it is (no chat template). Resolves
+   * to { text, promptTokens, generatedTokens, prefillMs, decodeMs }.
+   */
+  generate(prompt, { maxTokens = 128, signal } = {}) {
+    return this.#cancellable(signal, async (cancel) => {
+      const { text, stats } = JSON.parse(await this.#session.generate(prompt, maxTokens, cancel));
+      return { text, promptTokens: stats.prompt_tokens, generatedTokens: stats.generated_tokens,
+        prefillMs: stats.prefill_ms, decodeMs: stats.decode_ms };
+    });
+  }
+
+  /**
    * The complete sentences of `text`, split as the sentence loop splits them; unless
    * `finished`, a last sentence whose end is not yet certain is left out. Needs `load()` first.
    */

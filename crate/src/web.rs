@@ -220,11 +220,35 @@ impl Session {
             Ok(JsValue::from_str(&json.to_string()))
         })
     }
+
+    /// The upstream model's greedy continuation of `prompt` as it is (no chat template), up to
+    /// `max_tokens`: the local model on its own, and what the browser benchmark times. Resolves
+    /// to JSON: `{text, stats: {prompt_tokens, generated_tokens, prefill_ms, decode_ms, …}}`.
+    pub fn generate(&self, prompt: String, max_tokens: usize, cancel: &Cancel) -> js_sys::Promise {
+        let inner = self.inner.clone();
+        let cancel = cancel.0.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let e = &inner.upstream;
+            let ids = e.tokenizer.encode(&prompt).map_err(|e| JsValue::from(js_err(e)))?;
+            let opts = GenerateOptions {
+                max_tokens,
+                ..GenerateOptions::default()
+            };
+            let mut text = String::new();
+            let (_, stats) = e
+                .generate(&ids, &opts, &mut e.model.new_cache(), |_, piece| {
+                    text.push_str(piece);
+                    cancel.flow()
+                })
+                .await
+                .map_err(|e| JsValue::from(js_err(e)))?;
+            cancel.check().map_err(|e| JsValue::from(js_err(e)))?;
+            let json = serde_json::json!({ "text": text, "stats": stats });
+            Ok(JsValue::from_str(&json.to_string()))
+        })
+    }
 }
 
-/// The complete sentences of `text` (each with its leading whitespace; they concatenate back to
-/// the text they cover). Unless `finished`, a last sentence whose end is not yet certain is
-/// left out: more text may still come.
 /// The largest gap between the SIMD128 matrix kernels and their scalar definition, relative to
 /// each product's scale (about 1e-7 when they agree): the unit tests cannot run in wasm.
 #[wasm_bindgen(js_name = kernelSelfCheck)]
@@ -232,6 +256,9 @@ pub fn kernel_self_check() -> f32 {
     crate::model::int8::simd_disagreement()
 }
 
+/// The complete sentences of `text` (each with its leading whitespace; they concatenate back to
+/// the text they cover). Unless `finished`, a last sentence whose end is not yet certain is
+/// left out: more text may still come.
 #[wasm_bindgen(js_name = splitSentences)]
 pub fn split_sentences(text: &str, finished: bool) -> Vec<String> {
     crate::text::complete_sentences(text, finished)

@@ -315,15 +315,13 @@ mod simd128 {
 
     /// One weight row of `ty` against `T` tokens.
     pub fn dot_tile<const T: usize>(ty: GgmlType, w: &[u8], xs: [Q8Row<'_>; T]) -> [f32; T] {
-        // SAFETY: wasm has no run-time feature detection: a module built with these functions
-        // needs an engine with SIMD, which every supported one has (see the module's doc).
-        unsafe {
-            match ty {
-                GgmlType::Q4_1 => tile_q4_1(w, xs),
-                GgmlType::Q4_0 => tile_q4_0(w, xs),
-                GgmlType::Q8_0 => tile_q8_0(w, xs),
-                _ => unreachable!("float weights take the f32 path"),
-            }
+        // Safe to call in wasm: an engine without SIMD refuses the whole module when it loads,
+        // it cannot run these functions wrongly.
+        match ty {
+            GgmlType::Q4_1 => tile_q4_1(w, xs),
+            GgmlType::Q4_0 => tile_q4_0(w, xs),
+            GgmlType::Q8_0 => tile_q8_0(w, xs),
+            _ => unreachable!("float weights take the f32 path"),
         }
     }
 }
