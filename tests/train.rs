@@ -215,12 +215,15 @@ fn an_adapter_changes_the_model_the_same_way_on_every_path() {
         let mut cache = e.model.new_cache();
         block_on(e.model.logits(&ids, &mut cache, Logits::Last)).unwrap()
     };
-    let cpu = common::engine();
+    // The exact host path (f32 activations) against the tensor path; the 8-bit path (the
+    // default `cpu`) within the error its rounding of the activations brings.
+    let cpu = Engine::load(&common::model_path(), &EngineDevice::cpu_f32()).unwrap();
     let reference = Engine::load(&common::model_path(), &EngineDevice::cpu_reference()).unwrap();
     let adapter = random_adapter(&cpu, 4);
     let bytes = adapter.to_safetensors(false).unwrap();
     let on_cpu = cpu.with_adapter_bytes(&bytes).unwrap();
     let on_ref = reference.with_adapter_bytes(&bytes).unwrap();
+    let on_int8 = common::engine().with_adapter_bytes(&bytes).unwrap();
     let (base, a_cpu, a_ref) = (logits(&cpu), logits(&on_cpu), logits(&on_ref));
     let max_diff = |a: &[f32], b: &[f32]| {
         a.iter()
@@ -237,6 +240,8 @@ fn an_adapter_changes_the_model_the_same_way_on_every_path() {
         "CPU kernels + host LoRA agree with the tensor path: {}",
         max_diff(&a_cpu, &a_ref)
     );
+    let int8 = max_diff(&logits(&on_int8), &a_ref);
+    assert!(int8 < 1.0, "8-bit activations + host LoRA: {int8}");
     // Shipped in f16: the same model within f16 rounding.
     let half = cpu
         .with_adapter_bytes(&adapter.to_safetensors(true).unwrap())
