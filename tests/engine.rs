@@ -169,9 +169,20 @@ fn eight_bit_greedy_continuations_match_llama_cpp_on_two_of_three_prompts() {
     let e = engine();
     let mut same = 0;
     for c in &golden().cases {
-        let ours = e.tokenizer.decode(&greedy(e, &c.ids, c.greedy.len())).unwrap();
-        eprintln!("{:?}: ours {ours:?}, llama.cpp {:?}", c.text, c.llama_cpp_greedy_text);
-        assert_eq!(greedy(e, &c.ids, 1), c.top_ids[..1], "first token, {:?}", c.text);
+        let ours = e
+            .tokenizer
+            .decode(&greedy(e, &c.ids, c.greedy.len()))
+            .unwrap();
+        eprintln!(
+            "{:?}: ours {ours:?}, llama.cpp {:?}",
+            c.text, c.llama_cpp_greedy_text
+        );
+        assert_eq!(
+            greedy(e, &c.ids, 1),
+            c.top_ids[..1],
+            "first token, {:?}",
+            c.text
+        );
         same += usize::from(ours == c.llama_cpp_greedy_text);
     }
     assert!(same >= 2, "{same} of 3 continuations equal llama.cpp's");
@@ -247,7 +258,10 @@ fn eight_bit_activations_give_the_same_logits_in_one_pass_and_step_by_step() {
             read_f32(e.model.forward(&[id], &mut cache, Logits::Last).await?).await
         })
         .unwrap();
-        let same = l.iter().zip(&whole[half + i]).all(|(a, b)| a.to_bits() == b.to_bits());
+        let same = l
+            .iter()
+            .zip(&whole[half + i])
+            .all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same, "position {}", half + i);
     }
 }

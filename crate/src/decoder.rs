@@ -129,8 +129,17 @@ impl Choice<'_> {
         let chosen = self.sampler.sample(logits, &self.history);
         match self.draft_next() {
             Some(d) if self.copy_margin > 0.0 && d != chosen => {
-                let logit = |id: u32| logits.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY);
-                if logit(d) + self.copy_margin >= logit(chosen) { d } else { chosen }
+                let logit = |id: u32| {
+                    logits
+                        .get(id as usize)
+                        .copied()
+                        .unwrap_or(f32::NEG_INFINITY)
+                };
+                if logit(d) + self.copy_margin >= logit(chosen) {
+                    d
+                } else {
+                    chosen
+                }
             }
             _ => chosen,
         }

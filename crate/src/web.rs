@@ -229,7 +229,10 @@ impl Session {
         let cancel = cancel.0.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let e = &inner.upstream;
-            let ids = e.tokenizer.encode(&prompt).map_err(|e| JsValue::from(js_err(e)))?;
+            let ids = e
+                .tokenizer
+                .encode(&prompt)
+                .map_err(|e| JsValue::from(js_err(e)))?;
             let opts = GenerateOptions {
                 max_tokens,
                 ..GenerateOptions::default()

@@ -99,7 +99,11 @@ pub fn dot_scalar(ty: GgmlType, w: &[u8], x: Q8Row<'_>) -> f32 {
             .iter()
             .enumerate()
             .map(|(b, w)| {
-                let dot: i32 = w.qs.iter().zip(xq(b)).map(|(&a, &c)| a as i32 * c as i32).sum();
+                let dot: i32 =
+                    w.qs.iter()
+                        .zip(xq(b))
+                        .map(|(&a, &c)| a as i32 * c as i32)
+                        .sum();
                 w.d.to_f32() * x.d[b] * dot as f32
             })
             .sum(),
@@ -114,23 +118,15 @@ const TILE: usize = 4;
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::Q8Row;
-    use crate::model::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK, blocks};
+    use crate::model::kernels::{self, avx2::hsum};
+    use crate::model::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, F16Le, GgmlType, QK, blocks};
     use std::arch::x86_64::*;
 
+    /// The two f16 of a block's `d` (and Q4_1's `m` after it) as f32.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
-
-    /// The two f16 at `p` (a block's `d` and `m`) as f32.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn f16_pair(p: *const u8) -> (f32, f32) {
-        let h = _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe { (p as *const i32).read_unaligned() }));
+    fn f16_pair(p: &F16Le) -> (f32, f32) {
+        let h = unsafe { kernels::avx2::f16_pair(p) };
         (_mm_cvtss_f32(h), _mm_cvtss_f32(_mm_movehdup_ps(h)))
     }
 
@@ -157,7 +153,11 @@ mod avx2 {
                 let mut offs = [[0.0f32; 2]; T];
                 let blocks = blocks::<$block>(w);
                 for t in 0..T {
-                    assert!(xs[t].qs.len() >= blocks.len() * QK && xs[t].d.len() >= blocks.len() && xs[t].s.len() >= blocks.len());
+                    assert!(
+                        xs[t].qs.len() >= blocks.len() * QK
+                            && xs[t].d.len() >= blocks.len()
+                            && xs[t].s.len() >= blocks.len()
+                    );
                 }
                 // Block `i` into accumulator `k` (constant, so the accumulators stay in registers).
                 macro_rules! step {
@@ -166,13 +166,25 @@ mod avx2 {
                         let $b = unsafe { blocks.get_unchecked(i) };
                         // SAFETY: `i` < blocks.len(); every token row holds `blocks.len()`
                         // blocks (asserted above).
-                        let (wq, signs, (d, m)): (__m256i, __m256i, (f32, f32)) = unsafe { $unpack };
+                        let (wq, signs, (d, m)): (__m256i, __m256i, (f32, f32)) =
+                            unsafe { $unpack };
                         for t in 0..T {
-                            let x = unsafe { _mm256_loadu_si256(xs[t].qs.as_ptr().add(i * QK) as *const __m256i) };
-                            let x = if $signed { _mm256_sign_epi8(x, signs) } else { x };
+                            let x = unsafe {
+                                _mm256_loadu_si256(xs[t].qs.as_ptr().add(i * QK) as *const __m256i)
+                            };
+                            let x = if $signed {
+                                _mm256_sign_epi8(x, signs)
+                            } else {
+                                x
+                            };
                             let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(wq, x), ones);
-                            let (dx, sx) = unsafe { (*xs[t].d.get_unchecked(i), *xs[t].s.get_unchecked(i)) };
-                            acc[t][$k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * dx), acc[t][$k]);
+                            let (dx, sx) =
+                                unsafe { (*xs[t].d.get_unchecked(i), *xs[t].s.get_unchecked(i)) };
+                            acc[t][$k] = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(dot),
+                                _mm256_set1_ps(d * dx),
+                                acc[t][$k],
+                            );
                             offs[t][$k] += m * sx;
                         }
                     }};
@@ -194,15 +206,23 @@ mod avx2 {
     }
 
     tile!(tile_q4_1, BlockQ4_1, false, |b| {
-        (nibbles(b.qs.as_ptr()), _mm256_setzero_si256(), f16_pair(b.d.0.as_ptr()))
+        (
+            nibbles(b.qs.as_ptr()),
+            _mm256_setzero_si256(),
+            f16_pair(&b.d),
+        )
     });
     tile!(tile_q4_0, BlockQ4_0, false, |b| {
-        let d = f16_pair(b.d.0.as_ptr()).0;
-        (nibbles(b.qs.as_ptr()), _mm256_setzero_si256(), (d, -8.0 * d))
+        let d = f16_pair(&b.d).0;
+        (
+            nibbles(b.qs.as_ptr()),
+            _mm256_setzero_si256(),
+            (d, -8.0 * d),
+        )
     });
     tile!(tile_q8_0, BlockQ8_0, true, |b| {
         let w = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
-        (_mm256_sign_epi8(w, w), w, (f16_pair(b.d.0.as_ptr()).0, 0.0))
+        (_mm256_sign_epi8(w, w), w, (f16_pair(&b.d).0, 0.0))
     });
 
     /// One weight row of `ty` against `T` tokens.
@@ -286,7 +306,8 @@ mod simd128 {
                         };
                         let dot = i32x4_add(dot16(lo, x0, $signed), dot16(hi, x1, $signed));
                         let scale = f32x4_splat(d * xs[t].d[i]);
-                        acc[t][k] = f32x4_add(acc[t][k], f32x4_mul(f32x4_convert_i32x4(dot), scale));
+                        acc[t][k] =
+                            f32x4_add(acc[t][k], f32x4_mul(f32x4_convert_i32x4(dot), scale));
                         offs[t][k] += m * xs[t].s[i];
                     }
                 }
@@ -341,7 +362,8 @@ pub(crate) fn rows_at(w: &QMatrix, x: &Q8Rows, simd: Simd, r0: usize, o: &mut [f
             Simd::Simd128 => {
                 let mut t = 0;
                 while t + 4 <= n {
-                    let tile = simd128::dot_tile::<4>(w.ty, wr, std::array::from_fn(|j| x.row(t + j)));
+                    let tile =
+                        simd128::dot_tile::<4>(w.ty, wr, std::array::from_fn(|j| x.row(t + j)));
                     o_row[t..t + 4].copy_from_slice(&tile);
                     t += 4;
                 }
@@ -355,7 +377,8 @@ pub(crate) fn rows_at(w: &QMatrix, x: &Q8Rows, simd: Simd, r0: usize, o: &mut [f
             Simd::Avx2 => unsafe {
                 let mut t = 0;
                 while t + TILE <= n {
-                    let tile = avx2::dot_tile::<TILE>(w.ty, wr, std::array::from_fn(|j| x.row(t + j)));
+                    let tile =
+                        avx2::dot_tile::<TILE>(w.ty, wr, std::array::from_fn(|j| x.row(t + j)));
                     o_row[t..t + TILE].copy_from_slice(&tile);
                     t += TILE;
                 }
@@ -374,10 +397,15 @@ pub(crate) fn rows_at(w: &QMatrix, x: &Q8Rows, simd: Simd, r0: usize, o: &mut [f
 pub fn simd_disagreement() -> f32 {
     let level = super::kernels::simd();
     let mut worst = 0.0f32;
-    for (seed, ty) in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0].into_iter().enumerate() {
+    for (seed, ty) in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0]
+        .into_iter()
+        .enumerate()
+    {
         let (rows, cols, n) = (7, 192, 9);
         let w = QMatrix::random(ty, rows, cols, seed as u64 + 3);
-        let x: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.37).sin() * 2.0 + 0.3).collect();
+        let x: Vec<f32> = (0..n * cols)
+            .map(|i| (i as f32 * 0.37).sin() * 2.0 + 0.3)
+            .collect();
         let xq = Q8Rows::quantize(&x, cols);
         let (mut want, mut got) = (vec![0.0; rows * n], vec![0.0; rows * n]);
         rows_at(&w, &xq, Simd::Scalar, 0, &mut want);
@@ -385,7 +413,9 @@ pub fn simd_disagreement() -> f32 {
         let wf = w.dequantize();
         for (i, (a, b)) in want.iter().zip(&got).enumerate() {
             let (r, t) = (i / n, i % n);
-            let scale: f32 = (0..cols).map(|c| (wf[r * cols + c] * x[t * cols + c]).abs()).sum();
+            let scale: f32 = (0..cols)
+                .map(|c| (wf[r * cols + c] * x[t * cols + c]).abs())
+                .sum();
             worst = worst.max((a - b).abs() / (1.0 + scale));
         }
     }
@@ -399,7 +429,9 @@ mod tests {
     use crate::model::kernels::tests::random_matrix;
 
     fn activations(n: usize, cols: usize) -> Vec<f32> {
-        (0..n * cols).map(|i| (i as f32 * 0.37).sin() * 2.0 + 0.3).collect()
+        (0..n * cols)
+            .map(|i| (i as f32 * 0.37).sin() * 2.0 + 0.3)
+            .collect()
     }
 
     /// The integer dot equals the f64 product of the dequantized weights with the quantized
@@ -413,12 +445,17 @@ mod tests {
             let xq = Q8Rows::quantize(&activations(n, cols), cols);
             for t in 0..n {
                 let x = xq.row(t);
-                let xd: Vec<f64> = (0..cols).map(|c| x.d[c / QK] as f64 * x.qs[c] as f64).collect();
+                let xd: Vec<f64> = (0..cols)
+                    .map(|c| x.d[c / QK] as f64 * x.qs[c] as f64)
+                    .collect();
                 for r in 0..rows {
                     let terms = || (0..cols).map(|c| wf[r * cols + c] as f64 * xd[c]);
                     let (want, scale) = (terms().sum::<f64>(), terms().map(f64::abs).sum::<f64>());
                     let got = dot_scalar(ty, w.row(r), x) as f64;
-                    assert!((got - want).abs() <= 1e-5 * (1.0 + scale), "{ty:?} {r} {t}: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() <= 1e-5 * (1.0 + scale),
+                        "{ty:?} {r} {t}: {got} vs {want}"
+                    );
                 }
             }
         }
@@ -442,7 +479,9 @@ mod tests {
         let wf = w.dequantize();
         for t in 0..n {
             for r in 0..rows {
-                let scale: f32 = (0..cols).map(|c| (wf[r * cols + c] * x[t * cols + c]).abs()).sum();
+                let scale: f32 = (0..cols)
+                    .map(|c| (wf[r * cols + c] * x[t * cols + c]).abs())
+                    .sum();
                 let err = (exact[t * rows + r] - int8[t * rows + r]).abs();
                 assert!(err <= 0.01 * scale, "row {r} token {t}: {err} of {scale}");
             }
@@ -464,14 +503,21 @@ mod tests {
             let mut fast = vec![0.0; rows * n];
             super::rows_at(&w, &xq, level, 0, &mut fast);
             for (i, (a, b)) in scalar.iter().zip(&fast).enumerate() {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{ty:?} {level:?} {i}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                    "{ty:?} {level:?} {i}: {a} vs {b}"
+                );
             }
             for t in 0..n {
                 let alone = Q8Rows::quantize(&x[t * cols..(t + 1) * cols], cols);
                 let mut one = vec![0.0; rows];
                 super::rows_at(&w, &alone, level, 0, &mut one);
                 for r in 0..rows {
-                    assert_eq!(one[r].to_bits(), fast[r * n + t].to_bits(), "{ty:?} token {t} row {r}");
+                    assert_eq!(
+                        one[r].to_bits(),
+                        fast[r * n + t].to_bits(),
+                        "{ty:?} token {t} row {r}"
+                    );
                 }
             }
         }

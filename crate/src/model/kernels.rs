@@ -21,7 +21,7 @@ const TILE: usize = 8;
 const GEMM_FROM: usize = 10;
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use super::GgmlType;
     use crate::model::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, F16Le, QK, block_at};
     use std::arch::x86_64::*;
@@ -30,7 +30,7 @@ mod avx2 {
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(v: __m256) -> f32 {
+    pub(crate) fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -40,7 +40,7 @@ mod avx2 {
     /// The f16 at `p` and the one after it (Q4_1's `d` and `m`) as f32 in lanes 0 and 1.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn f16_pair(p: &F16Le) -> __m128 {
+    pub(crate) unsafe fn f16_pair(p: &F16Le) -> __m128 {
         _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe {
             (p as *const F16Le as *const i32).read_unaligned()
         }))
@@ -260,7 +260,12 @@ fn block_sums(x: &[f32]) -> Vec<f32> {
 }
 
 /// Runs `f(first_row, rows_out)` over disjoint chunks of `out` (rows × `n` each), in parallel natively.
-pub(crate) fn par_rows(out: &mut [f32], n: usize, rows: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+pub(crate) fn par_rows(
+    out: &mut [f32],
+    n: usize,
+    rows: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
@@ -384,12 +389,7 @@ pub fn matmul_t(w: &QMatrix, x: &[f32], n: usize, precision: Precision) -> Vec<f
 
 /// `x · wᵀ` for several matrices of the same input width (q, k, v; gate, up) in one parallel
 /// pass over all their rows: one fork-join instead of one per matrix.
-pub fn matmul_t_many(
-    ws: &[&QMatrix],
-    x: &[f32],
-    n: usize,
-    precision: Precision,
-) -> Vec<Vec<f32>> {
+pub fn matmul_t_many(ws: &[&QMatrix], x: &[f32], n: usize, precision: Precision) -> Vec<Vec<f32>> {
     let cols = ws[0].cols;
     assert!(
         ws.iter().all(|w| w.cols == cols),
@@ -435,7 +435,9 @@ pub fn matmul_t_many(
             let len = (w.rows - local).min(o.len() / n);
             let (seg, rest) = o.split_at_mut(len * n);
             match simd {
-                _ if q8.is_some() => int8::rows_at(w, q8.as_ref().expect("checked"), simd, local, seg),
+                _ if q8.is_some() => {
+                    int8::rows_at(w, q8.as_ref().expect("checked"), simd, local, seg)
+                }
                 _ if gemm => rows_gemm(w, x, n, local, seg),
                 #[cfg(target_arch = "wasm32")]
                 Simd::Simd128 => rows_scalar(w, x, n, local, seg),
@@ -522,7 +524,10 @@ pub(crate) mod tests {
             random_matrix(GgmlType::Q8_0, 7, 64, 2),
             random_matrix(GgmlType::Q4_0, 33, 64, 4),
         );
-        for (n, p) in [1, 3, 17].into_iter().flat_map(|n| [(n, Precision::F32), (n, Precision::Int8)]) {
+        for (n, p) in [1, 3, 17]
+            .into_iter()
+            .flat_map(|n| [(n, Precision::F32), (n, Precision::Int8)])
+        {
             let x: Vec<f32> = (0..n * 64).map(|i| (i as f32 * 0.11).cos()).collect();
             let many = matmul_t_many(&[&a, &b, &c], &x, n, p);
             for (w, got) in [&a, &b, &c].into_iter().zip(&many) {

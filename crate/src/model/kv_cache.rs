@@ -12,7 +12,11 @@ enum Kv {
     Tensor(Tensor<3>, Tensor<3>),
     /// On the host, one row of `width` (kv_heads · head_dim) a token (the CPU kernels' path):
     /// appending a token extends the rows, nothing is copied again.
-    Host { k: Vec<f32>, v: Vec<f32>, width: usize },
+    Host {
+        k: Vec<f32>,
+        v: Vec<f32>,
+        width: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -51,7 +55,9 @@ impl KvCache {
         for l in &mut self.layers {
             *l = match l.take() {
                 Some(_) if len == 0 => None,
-                Some(Kv::Tensor(k, v)) => Some(Kv::Tensor(k.narrow(1, 0, len), v.narrow(1, 0, len))),
+                Some(Kv::Tensor(k, v)) => {
+                    Some(Kv::Tensor(k.narrow(1, 0, len), v.narrow(1, 0, len)))
+                }
                 Some(Kv::Host {
                     mut k,
                     mut v,
@@ -109,7 +115,11 @@ impl KvCache {
             });
         }
         match slot {
-            Some(Kv::Host { k: ck, v: cv, width: w }) if *w == width => {
+            Some(Kv::Host {
+                k: ck,
+                v: cv,
+                width: w,
+            }) if *w == width => {
                 ck.extend_from_slice(k);
                 cv.extend_from_slice(v);
                 Ok((&ck[..], &cv[..]))

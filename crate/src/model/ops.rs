@@ -151,7 +151,11 @@ impl Activations for Host {
         let s = lora.adapter.config.scale();
         let mut d = vec![0.0f32; self.rows * out];
         let mut xa = vec![0.0f32; r];
-        for (x, d) in self.data.chunks_exact(self.width()).zip(d.chunks_exact_mut(out)) {
+        for (x, d) in self
+            .data
+            .chunks_exact(self.width())
+            .zip(d.chunks_exact_mut(out))
+        {
             xa.fill(0.0);
             for (&xc, a) in x.iter().zip(a.chunks_exact(r)) {
                 for (o, &w) in xa.iter_mut().zip(a) {
@@ -230,7 +234,13 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             lanes[l] += a[l] * b[l];
         }
     }
-    let tail: f32 = a.chunks_exact(8).remainder().iter().zip(b.chunks_exact(8).remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = a
+        .chunks_exact(8)
+        .remainder()
+        .iter()
+        .zip(b.chunks_exact(8).remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     lanes.iter().sum::<f32>() + tail
 }
 
