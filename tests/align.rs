@@ -138,10 +138,26 @@ fn copy_speculation_gives_exactly_plain_greedy_decoding() {
 #[test]
 fn a_copy_margin_keeps_the_original_and_stays_lossless_under_speculation() {
     let cases: &[(&str, &str, &str)] = &[
-        ("What is the capital of France?", "", "The capital of France is Berlin."),
-        ("Name a fruit.", "", "An apple is a fruit that grows on trees."),
-        ("How many legs does a spider have?", "", "A spider has six legs."),
-        ("Tom has 5 apples and buys 7 more.", "", "He buys 7 more, so he has 5 + 7 = 13 apples."),
+        (
+            "What is the capital of France?",
+            "",
+            "The capital of France is Berlin.",
+        ),
+        (
+            "Name a fruit.",
+            "",
+            "An apple is a fruit that grows on trees.",
+        ),
+        (
+            "How many legs does a spider have?",
+            "",
+            "A spider has six legs.",
+        ),
+        (
+            "Tom has 5 apples and buys 7 more.",
+            "",
+            "He buys 7 more, so he has 5 + 7 = 13 apples.",
+        ),
     ];
     let with_margin = |margin: f32, speculate: bool| {
         let mut a = Aligner::new(engine());
@@ -165,13 +181,35 @@ fn a_copy_margin_keeps_the_original_and_stays_lossless_under_speculation() {
         // A margin only ever keeps more of the original: its revision follows the original at
         // least as far as greedy decoding's does.
         let common = |x: &str| x.bytes().zip(o.bytes()).take_while(|(c, d)| c == d).count();
-        assert!(common(&a.text) >= common(&g.text), "{:?} vs {:?} ({o:?})", a.text, g.text);
+        assert!(
+            common(&a.text) >= common(&g.text),
+            "{:?} vs {:?} ({o:?})",
+            a.text,
+            g.text
+        );
         rewritten += usize::from(g.text.trim() != o.trim());
-        // An overwhelming margin copies the sentence as it is.
         let h = block_on(huge.correct(q, p, o)).unwrap();
-        assert!(h.text.trim().starts_with(o.trim()), "{:?} from {o:?}", h.text);
+        if o.contains('=') {
+            // A false step gets no margin: it is decoded as greedy decoding decodes it.
+            // (Greedy decoding rewrites it here, so a margin would have kept the original.)
+            assert_ne!(g.text.trim(), o.trim());
+            assert_eq!(
+                h.text, g.text,
+                "{o:?} is false, the margin must not protect it"
+            );
+        } else {
+            // An overwhelming margin copies a sentence that checks out as it is.
+            assert!(
+                h.text.trim().starts_with(o.trim()),
+                "{:?} from {o:?}",
+                h.text
+            );
+        }
     }
-    assert!(rewritten > 0, "the untrained aligner rewrites some of these without a margin");
+    assert!(
+        rewritten > 0,
+        "the untrained aligner rewrites some of these without a margin"
+    );
 }
 
 #[test]

@@ -16,6 +16,7 @@ use crate::decoder::GenerateOptions;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::model::{KvCache, SamplerConfig};
+use crate::text::arithmetic::{checks_out, equations, numbers, same, stated_answer};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Correction {
@@ -118,12 +119,18 @@ impl Aligner {
             max_tokens: (2 * original_ids.len() + 32).min(self.max_tokens),
             sampler: SamplerConfig::greedy(),
             calculator: self.calculator,
-            copy_margin: self.copy_margin,
+            copy_margin: if protected(query, prefix, original) {
+                self.copy_margin
+            } else {
+                0.0
+            },
             speculate: self.speculate,
         };
         let cancel = &self.cancel;
         let d = e
-            .decode(&prompt, &original_ids, &options, &mut self.cache, |_| cancel.flow())
+            .decode(&prompt, &original_ids, &options, &mut self.cache, |_| {
+                cancel.flow()
+            })
             .await?;
         self.cancel.check()?;
         Ok(Correction {
@@ -132,5 +139,61 @@ impl Aligner {
             accepted: d.accepted,
             passes: d.passes,
         })
+    }
+}
+
+/// Whether the copy margin protects `original`: the opening, a step whose arithmetic checks out
+/// ([`checks_out`]), and an answer that states a number the answer has reached. Narration after
+/// the opening, a false step and a step computed with a number from nowhere get no margin: the
+/// aligner was trained to rewrite them into the next step.
+fn protected(query: &str, prefix: &str, original: &str) -> bool {
+    if !checks_out(original, &format!("{query}\n{prefix}")) {
+        return false;
+    }
+    match stated_answer(original) {
+        _ if prefix.trim().is_empty() => true,
+        None => !equations(original).is_empty(),
+        Some(answer) => numbers(prefix)
+            .into_iter()
+            .chain(equations(original).into_iter().map(|(_, n)| n))
+            .any(|n| same(n, answer)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::protected;
+
+    #[test]
+    fn the_margin_protects_true_steps_the_opening_and_the_last_result_as_answer() {
+        let q = "Mia has 12 apples. She buys 5 more and then gives away 3.";
+        let p = "Mia has 12 apples. She buys 5, so 12 + 5 = 17 apples.";
+        assert!(
+            protected(q, "", "Let's solve it step by step."),
+            "the opening"
+        );
+        assert!(protected(q, p, "She gives away 3, so 17 - 3 = 14 apples."));
+        assert!(protected(q, p, "The answer is 17."), "states a result");
+        assert!(
+            protected(q, p, "The answer is 12."),
+            "a number the answer reached (the smaller of two compared, say)"
+        );
+        assert!(
+            !protected(q, p, "The answer is 14."),
+            "a result nobody computed"
+        );
+        assert!(
+            !protected(q, p, "Let's think about what she does next."),
+            "later narration"
+        );
+        assert!(
+            !protected(q, p, "She gives away 3, so 17 - 3 = 15 apples."),
+            "false"
+        );
+        assert!(
+            !protected(q, p, "She doubles them: 17 * 2 = 34."),
+            "2 from nowhere"
+        );
+        assert!(!protected(q, "", "So 12 + 5 = 18."), "a false opening");
     }
 }

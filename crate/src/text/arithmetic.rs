@@ -225,6 +225,49 @@ pub fn equations(s: &str) -> Vec<(Option<f64>, f64)> {
     out
 }
 
+/// Whether a sentence's arithmetic holds up against what came before it: every "... = n" has an
+/// expression right before the "=" and it computes n, and every number of an expression is a number of `context` (the question and
+/// the answer so far) or a result the sentence itself wrote before it. A sentence with no
+/// equation checks out. The aligner's copy margin protects only such a sentence: a false step,
+/// or one that computes with a number from nowhere, is left to the aligner to rewrite.
+pub fn checks_out(sentence: &str, context: &str) -> bool {
+    let mut known = numbers(context);
+    let t = tokens(sentence);
+    for (i, token) in t.iter().enumerate() {
+        if *token != Token::Eq {
+            continue;
+        }
+        let Some(&Token::Num(claimed)) = t.get(i + 1) else {
+            continue;
+        };
+        if matches!(t.get(i + 2), Some(Token::Op(_) | Token::Open)) {
+            continue; // "= 0.2*50 = 10": a number that starts another expression claims nothing
+        }
+        let mut start = i;
+        while start > 0
+            && matches!(
+                t[start - 1],
+                Token::Num(_) | Token::Op(_) | Token::Open | Token::Close
+            )
+        {
+            start -= 1;
+        }
+        let expr = &t[start..i];
+        if !evaluate(expr).is_some_and(|v| same(v, claimed)) {
+            return false; // false, or no expression to check ("22 * 16 shells = 360")
+        }
+        let grounded = expr.iter().all(|x| match *x {
+            Token::Num(n) => known.iter().any(|&k| same(k, n)),
+            _ => true,
+        });
+        if !grounded {
+            return false;
+        }
+        known.push(claimed);
+    }
+    true
+}
+
 /// The equations of a sentence as the calculator writes them: for each "=" followed by a
 /// number, the value of the expression before it ([`pending_value`]: None when there is none
 /// the calculator can read) and the number claimed. "= 0.2*50 = 10": a number that starts
@@ -341,6 +384,38 @@ mod tests {
         assert_eq!(claims("20% of 50 = 0.2*50 = 10"), vec![(Some(10.0), 10.0)]);
         assert_eq!(claims("In all = 1,200 cars"), vec![(None, 1200.0)]);
         assert!(same(18.0 / 22.0, 0.82) && !same(0.81, 0.82));
+    }
+
+    #[test]
+    fn a_sentence_checks_out_when_its_steps_are_true_and_use_known_numbers() {
+        let q = "Mia has 12 apples. She buys 5 more and then gives away 3.";
+        assert!(checks_out("Mia has 12 apples.", q), "no equation");
+        assert!(checks_out("She buys 5 more, so 12 + 5 = 17 apples.", q));
+        assert!(
+            checks_out("So 12 + 5 = 17 and 17 - 3 = 14.", q),
+            "its own result"
+        );
+        assert!(checks_out(
+            "She gives away 3: 17 - 3 = 14.",
+            &format!("{q} 12 + 5 = 17.")
+        ));
+        assert!(
+            !checks_out("She buys 5 more, so 12 + 5 = 18 apples.", q),
+            "false"
+        );
+        assert!(
+            !checks_out("So 12 * 2 = 24 apples.", q),
+            "2 comes from nowhere"
+        );
+        assert!(!checks_out("Then 17 - 3 = 14.", q), "17 is not known yet");
+        assert!(
+            !checks_out("So 12 * 5 apples = 60 apples.", q),
+            "nothing to check"
+        );
+        assert!(
+            checks_out("20% of 50 = 0.2*50 = 10", "0.2 of 50"),
+            "a chain claims once"
+        );
     }
 
     #[test]
