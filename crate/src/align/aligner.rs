@@ -165,7 +165,7 @@ mod tests {
     use super::protected;
 
     #[test]
-    fn the_margin_protects_true_steps_the_opening_and_the_last_result_as_answer() {
+    fn the_margin_protects_the_opening_true_steps_and_an_answer_already_reached() {
         let q = "Mia has 12 apples. She buys 5 more and then gives away 3.";
         let p = "Mia has 12 apples. She buys 5, so 12 + 5 = 17 apples.";
         assert!(

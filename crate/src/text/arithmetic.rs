@@ -226,9 +226,9 @@ pub fn equations(s: &str) -> Vec<(Option<f64>, f64)> {
 }
 
 /// Whether a sentence's arithmetic holds up against what came before it: every "... = n" has an
-/// expression right before the "=" and it computes n, and every number of an expression is a number of `context` (the question and
-/// the answer so far) or a result the sentence itself wrote before it. A sentence with no
-/// equation checks out. The aligner's copy margin protects only such a sentence: a false step,
+/// expression right before the "=" and it computes n, and every number of an expression is a
+/// number of `context` (the question and the answer so far) or a result the sentence itself
+/// wrote before it. A sentence with no equation checks out. The aligner's copy margin protects only such a sentence: a false step,
 /// or one that computes with a number from nowhere, is left to the aligner to rewrite.
 pub fn checks_out(sentence: &str, context: &str) -> bool {
     let mut known = numbers(context);
