@@ -115,6 +115,14 @@ impl EngineDevice {
         matches!(self.backend, Backend::Cpu | Backend::CpuF32) && !self.device.is_autodiff()
     }
 
+    /// Whether the model runs in the hand-written GPU kernels (`model::gpu`): wgpu without
+    /// autodiff (training keeps burn's differentiable operations).
+    pub fn gpu_kernels(&self) -> bool {
+        cfg!(all(feature = "wgpu", not(feature = "wgpu-fusion")))
+            && self.backend == Backend::Wgpu
+            && !self.device.is_autodiff()
+    }
+
     /// The activations the quantized kernels multiply with: 8-bit on `Cpu`, f32 on `CpuF32`.
     pub fn precision(&self) -> Precision {
         match self.backend {

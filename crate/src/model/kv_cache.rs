@@ -17,6 +17,10 @@ enum Kv {
         v: Vec<f32>,
         width: usize,
     },
+    /// On the device, preallocated (the GPU kernels' path): the kernels write each token's
+    /// row in place.
+    #[cfg(all(feature = "wgpu", not(feature = "wgpu-fusion")))]
+    Gpu(super::gpu::GpuKv),
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +71,8 @@ impl KvCache {
                     v.truncate(len * width);
                     Some(Kv::Host { k, v, width })
                 }
+                #[cfg(all(feature = "wgpu", not(feature = "wgpu-fusion")))]
+                Some(Kv::Gpu(kv)) => Some(Kv::Gpu(kv)),
                 None => None,
             };
         }
@@ -91,7 +97,7 @@ impl KvCache {
         let kv = match self.layers[layer].take() {
             None => (k, v),
             Some(Kv::Tensor(ck, cv)) => (Tensor::cat(vec![ck, k], 1), Tensor::cat(vec![cv, v], 1)),
-            Some(Kv::Host { .. }) => return Err(other_backend()),
+            _ => return Err(other_backend()),
         };
         self.layers[layer] = Some(Kv::Tensor(kv.0.clone(), kv.1.clone()));
         Ok(kv)
@@ -123,6 +129,34 @@ impl KvCache {
                 ck.extend_from_slice(k);
                 cv.extend_from_slice(v);
                 Ok((&ck[..], &cv[..]))
+            }
+            _ => Err(other_backend()),
+        }
+    }
+
+    /// The layer's device buffers, with room for `tokens` tokens (the first `len()` kept).
+    #[cfg(all(feature = "wgpu", not(feature = "wgpu-fusion")))]
+    pub(crate) fn reserve_gpu(
+        &mut self,
+        layer: usize,
+        client: &cubecl::client::Client,
+        tokens: usize,
+        width: usize,
+    ) -> Result<(super::gpu::KvArg, super::gpu::KvArg)> {
+        let keep = self.tokens.len();
+        let slot = &mut self.layers[layer];
+        if slot.is_none() {
+            // Room for a typical answer; it doubles when full.
+            *slot = Some(Kv::Gpu(super::gpu::GpuKv::new(
+                client,
+                tokens.max(128),
+                width,
+            )));
+        }
+        match slot {
+            Some(Kv::Gpu(kv)) if kv.width() == width => {
+                kv.reserve(tokens, keep);
+                Ok(kv.bufs())
             }
             _ => Err(other_backend()),
         }

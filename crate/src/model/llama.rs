@@ -135,7 +135,7 @@ pub enum Logits {
 
 impl Logits {
     /// The first row of `t` new tokens that gets logits.
-    fn first_row(self, t: usize) -> usize {
+    pub(crate) fn first_row(self, t: usize) -> usize {
         match self {
             Logits::Last => t - 1,
             Logits::All => 0,
@@ -210,6 +210,9 @@ pub struct Llama {
     rope: Rope,
     /// A LoRA adapter applied on every path (the aligner); `None` is the base model.
     adapter: Option<std::sync::Arc<Adapter>>,
+    /// The weights (and the adapter) for the GPU kernels, on a wgpu device.
+    #[cfg(all(feature = "wgpu", not(feature = "wgpu-fusion")))]
+    gpu: Option<std::sync::Arc<(super::gpu::Weights, Option<super::gpu::GpuLora>)>>,
 }
 
 impl Llama {
@@ -241,13 +244,39 @@ impl Llama {
             Ok(_) => load_linear(g, "output.weight", c.vocab, d, device)?,
             Err(_) => QLinear::new(embed.clone(), device),
         };
+        let norm = load_norm(g, "output_norm.weight", d, device)?;
+        #[cfg(all(feature = "wgpu", not(feature = "wgpu-fusion")))]
+        let gpu = match device.gpu_kernels() {
+            true => {
+                let sources: Vec<_> = layers
+                    .iter()
+                    .map(|l| super::gpu::LayerSource {
+                        attn_norm: l.attn_norm.host(),
+                        ffn_norm: l.ffn_norm.host(),
+                        matrices: [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                            .map(|m| &m.weight),
+                    })
+                    .collect();
+                let w = super::gpu::Weights::upload(
+                    &device.device,
+                    &c,
+                    &sources,
+                    norm.host(),
+                    &head.weight,
+                )?;
+                Some(std::sync::Arc::new((w, None)))
+            }
+            false => None,
+        };
         Ok(Self {
-            norm: load_norm(g, "output_norm.weight", d, device)?,
+            norm,
             rope: Rope::new(c.head_dim, c.context, c.rope_base, &device.device),
             embed,
             layers,
             head,
             adapter: None,
+            #[cfg(all(feature = "wgpu", not(feature = "wgpu-fusion")))]
+            gpu,
             device: device.clone(),
             config: c,
         })
@@ -268,8 +297,15 @@ impl Llama {
         } else {
             adapter.to_device(&self.config, &self.device.device)?
         };
+        #[cfg(all(feature = "wgpu", not(feature = "wgpu-fusion")))]
+        let gpu = self.gpu.as_ref().map(|g| {
+            let lora = g.0.upload_lora(&adapter, &self.config);
+            std::sync::Arc::new((g.0.clone(), Some(lora)))
+        });
         Ok(Self {
             adapter: Some(std::sync::Arc::new(adapter)),
+            #[cfg(all(feature = "wgpu", not(feature = "wgpu-fusion")))]
+            gpu,
             ..self.clone()
         })
     }
@@ -306,6 +342,12 @@ impl Llama {
         logits: Logits,
     ) -> Result<Tensor<2>> {
         self.check(ids, cache)?;
+        #[cfg(all(feature = "wgpu", not(feature = "wgpu-fusion")))]
+        if let Some(g) = &self.gpu {
+            let rows = ids.len() - logits.first_row(ids.len());
+            let data = self.run_gpu(g, ids, cache, logits).await?;
+            return Ok(Tensor::from_host(data, rows, &self.device.device));
+        }
         let lora = self.adapter.as_deref().map(Lora::own);
         if self.device.quantized_kernels() {
             let y: Host = on_kernel_threads(self.run(ids, cache, logits, lora)).await?;
@@ -323,6 +365,10 @@ impl Llama {
     ) -> Result<Vec<f32>> {
         self.check(ids, cache)?;
         crate::platform::yield_now().await;
+        #[cfg(all(feature = "wgpu", not(feature = "wgpu-fusion")))]
+        if let Some(g) = &self.gpu {
+            return self.run_gpu(g, ids, cache, logits).await;
+        }
         let lora = self.adapter.as_deref().map(Lora::own);
         if self.device.quantized_kernels() {
             let y: Host = on_kernel_threads(self.run(ids, cache, logits, lora)).await?;
@@ -345,6 +391,22 @@ impl Llama {
         self.check(ids, &cache)?;
         let lora = Some(Lora { adapter, weights });
         self.run(ids, &mut cache, Logits::From(from), lora).await
+    }
+
+    /// The layers in the GPU kernels (`gpu`), the tokens' keys and values appended to `cache`.
+    #[cfg(all(feature = "wgpu", not(feature = "wgpu-fusion")))]
+    async fn run_gpu(
+        &self,
+        g: &(super::gpu::Weights, Option<super::gpu::GpuLora>),
+        ids: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+    ) -> Result<Vec<f32>> {
+        let out =
+            g.0.logits(&self.config, &self.embed, ids, cache, logits, g.1.as_ref())
+                .await?;
+        cache.push_tokens(ids);
+        Ok(out)
     }
 
     /// `embed -> layers -> norm -> head` on activations of kind `A`: host rows around the

@@ -2,6 +2,8 @@
 
 pub mod device;
 pub mod gguf;
+#[cfg(all(feature = "wgpu", not(feature = "wgpu-fusion")))]
+pub mod gpu;
 pub mod int8;
 pub mod kernels;
 pub mod kv_cache;

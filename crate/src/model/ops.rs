@@ -358,7 +358,8 @@ pub struct QLinear {
 
 impl QLinear {
     pub fn new(weight: QMatrix, dev: &EngineDevice) -> Self {
-        let dense_t = (!dev.quantized_kernels()).then(|| match dev.backend {
+        // The CPU kernels and the GPU kernels multiply with the blocks themselves.
+        let dense_t = (!dev.quantized_kernels() && !dev.gpu_kernels()).then(|| match dev.backend {
             // On the GPU the weights stay quantized: GGML's 4-bit blocks carry an offset that
             // burn's symmetric schemes lack, so each block of 32 inputs is requantized to
             // symmetric 8 bits (an error ~10x below Q4_1's own step), and burn's quantized
@@ -401,6 +402,11 @@ pub struct Norm {
 }
 
 impl Norm {
+    /// The weights on the host.
+    pub fn host(&self) -> &[f32] {
+        &self.host
+    }
+
     pub fn new(host: Vec<f32>, device: &Device) -> Self {
         let n = host.len();
         Self {

@@ -323,7 +323,10 @@ pub(super) fn tell(rng: &mut SmallRng) -> Option<(String, Vec<Step>, i64)> {
                     let second = lower_first(&second);
                     story.step(&format!("Then {second}"), story.value, op, k, thing)?;
                     told += 1;
-                    story.text.push(format!("{first}, and then {second}."));
+                    // Told with or without the comma: a solution splits the sentence at
+                    // "and then" either way, instead of quoting it whole.
+                    let join = [", and then", " and then", ", then"][(k as usize + told) % 3];
+                    story.text.push(format!("{first}{join} {second}."));
                 }
                 None => story.text.push(format!("{first}.")),
             }

@@ -1,0 +1,381 @@
+//! The decode kernels of the GPU path, in CubeCL (WGSL in the browser, SPIR-V on Vulkan).
+//!
+//! A layer is twelve launches with an adapter, eight without: RMSNorm, the adapter's `x·A` for
+//! the matrices that share an input, one quantized product for Q, K and V together, RoPE with
+//! the write of K and V into the preallocated cache, grouped-query attention, the output product
+//! with the residual in its epilogue, RMSNorm, gate and up together with SwiGLU in the epilogue,
+//! and the down product with the residual (llama.cpp's Vulkan backend runs 14 a layer).
+//!
+//! Weights stay in their GGML blocks as `u32` words ([`super::GpuMatrix`]): Q4_1 as GGUF stores
+//! it (`d`, `m` as f16, 16 bytes of nibbles: 0.625 bytes a weight), Q8_0 with its scale widened
+//! to a word (1.125 bytes a weight), anything else as f32 words. Every product accumulates in
+//! f32 from f32 activations, as the CPU's exact path (`cpu-f32`) does.
+
+use cubecl::prelude::*;
+
+/// How a matrix's words hold its weights (a comptime parameter: one shader each).
+pub const Q4_1: u32 = 0;
+pub const Q8_0: u32 = 1;
+pub const F32: u32 = 2;
+
+/// What the product kernel writes.
+pub const PLAIN: u32 = 0;
+/// `out = residual + x·Wᵀ`.
+pub const RESIDUAL: u32 = 1;
+/// Rows `0..n` are the gate, `n..2n` the up projection: `out = silu(gate) · up`, n wide.
+pub const SWIGLU: u32 = 2;
+
+/// Units a cube of the row kernels (RMSNorm, `x·A`, attention: one head's width).
+pub const ROW_UNITS: u32 = 64;
+/// Lanes that share one output row of a product, and rows a cube.
+pub const LANES: u32 = 16;
+pub const ROWS: u32 = 16;
+/// Keys scored at a time by the attention kernel (its shared memory).
+pub const KEY_CHUNK: u32 = 256;
+
+/// An IEEE half (the low 16 bits of `h`) widened to f32, with integer operations only: WebGPU
+/// adapters without `shader-f16` (SwiftShader) have no f16 type.
+#[cube]
+fn f16_to_f32(h: u32) -> f32 {
+    let sign = (h & 0x8000u32) << 16u32;
+    let e = (h >> 10u32) & 0x1fu32;
+    let m = h & 0x3ffu32;
+    let mut bits = sign | ((e + 112u32) << 23u32) | (m << 13u32);
+    if e == 0u32 {
+        // Zero and subnormals: m · 2⁻²⁴, exact in f32.
+        bits = sign | u32::reinterpret(f32::cast_from(m) * 5.9604645e-8f32);
+    } else if e == 31u32 {
+        bits = sign | 0x7f80_0000u32 | (m << 13u32);
+    }
+    f32::reinterpret(bits)
+}
+
+/// The sum of `partial[0..n]` (every unit reads it; called after a `sync_cube`).
+#[cube]
+fn total(partial: &Shared<[f32]>, #[comptime] n: usize) -> f32 {
+    let mut s = 0.0f32;
+    for j in 0..n {
+        s += partial[j];
+    }
+    s
+}
+
+/// RMSNorm of each row (one cube a row): `x / sqrt(mean(x²) + eps) · w`.
+#[cube(launch)]
+pub fn rms_norm(x: &[f32], w: &[f32], out: &mut [f32], width: u32, eps: f32) {
+    let width = width as usize;
+    let base = CUBE_POS_X as usize * width;
+    let u = UNIT_POS_X as usize;
+    let units = ROW_UNITS as usize;
+    let mut partial = Shared::<[f32]>::new_slice(ROW_UNITS as usize);
+    let mut s = 0.0f32;
+    let mut i = u;
+    while i < width {
+        let v = x[base + i];
+        s += v * v;
+        i += units;
+    }
+    partial[u] = s;
+    sync_cube();
+    let ms = total(&partial, ROW_UNITS as usize) / f32::cast_from(width as u32);
+    let inv = 1.0f32 / (ms + eps).sqrt();
+    let mut i = u;
+    while i < width {
+        out[base + i] = x[base + i] * inv * w[i];
+        i += units;
+    }
+}
+
+/// The adapter's first factor for every matrix that reads `h`: `xa[t, c] = h[t]·A[:, c]` with
+/// the matrices' `A` side by side ([cols, rank_total]). One cube an output (c, t).
+#[cube(launch)]
+pub fn lora_xa(h: &[f32], a: &[f32], xa: &mut [f32], cols: u32, rank_total: u32) {
+    let (cols, rt) = (cols as usize, rank_total as usize);
+    let (c, t) = (CUBE_POS_X as usize, CUBE_POS_Y as usize);
+    let u = UNIT_POS_X as usize;
+    let units = ROW_UNITS as usize;
+    let mut partial = Shared::<[f32]>::new_slice(ROW_UNITS as usize);
+    let mut s = 0.0f32;
+    let mut i = u;
+    while i < cols {
+        s += h[t * cols + i] * a[i * rt + c];
+        i += units;
+    }
+    partial[u] = s;
+    sync_cube();
+    if u == 0 {
+        xa[t * rt + c] = total(&partial, ROW_UNITS as usize);
+    }
+}
+
+/// `x[t] · W[row]` over blocks `lane, lane + LANES, …` of the row (a lane's share).
+#[cube]
+fn row_dot(
+    w: &[u32],
+    x: &[f32],
+    row: usize,
+    t: usize,
+    cols: usize,
+    lane: usize,
+    #[comptime] format: u32,
+) -> f32 {
+    let nb = cols / 32;
+    let mut acc = 0.0f32;
+    let mut b = lane;
+    while b < nb {
+        let xb = t * cols + b * 32;
+        if comptime![format == Q4_1] {
+            let base = (row * nb + b) * 5;
+            let dm = w[base];
+            let d = f16_to_f32(dm & 0xffffu32);
+            let m = f16_to_f32(dm >> 16u32);
+            let mut dot = 0.0f32;
+            let mut sum = 0.0f32;
+            for j in 0..4usize {
+                let q = w[base + 1 + j];
+                #[unroll]
+                for k in 0..4usize {
+                    let byte = (q >> (8 * k as u32)) & 0xffu32;
+                    let lo = x[xb + j * 4 + k];
+                    let hi = x[xb + j * 4 + k + 16];
+                    dot += f32::cast_from(byte & 0xfu32) * lo + f32::cast_from(byte >> 4u32) * hi;
+                    sum += lo + hi;
+                }
+            }
+            acc += d * dot + m * sum;
+        } else if comptime![format == Q8_0] {
+            let base = (row * nb + b) * 9;
+            let d = f32::reinterpret(w[base]);
+            let mut dot = 0.0f32;
+            for j in 0..8usize {
+                let q = w[base + 1 + j];
+                #[unroll]
+                for k in 0..4usize {
+                    let byte = (q >> (8 * k as u32)) & 0xffu32;
+                    let mut v = f32::cast_from(byte);
+                    if byte > 127u32 {
+                        v -= 256.0f32;
+                    }
+                    dot += v * x[xb + j * 4 + k];
+                }
+            }
+            acc += d * dot;
+        } else {
+            let base = row * cols + b * 32;
+            for k in 0..32usize {
+                acc += f32::reinterpret(w[base + k]) * x[xb + k];
+            }
+        }
+        b += LANES as usize;
+    }
+    acc
+}
+
+/// The adapter's update of output `row`: `xa[t] · Bt[row]` (`Bt` [rows, rank_total], scaled
+/// by alpha/rank and zero outside the row's own matrix).
+#[cube]
+fn lora_row(xa: &[f32], bt: &[f32], row: usize, t: usize, #[comptime] rank_total: usize) -> f32 {
+    let mut s = 0.0f32;
+    #[unroll]
+    for c in 0..rank_total {
+        s += xa[t * rank_total + c] * bt[row * rank_total + c];
+    }
+    s
+}
+
+/// `x·Wᵀ` for the matrices stacked in `w` (rows `0..rows`), token `t` = `CUBE_POS_Y`, input row
+/// `x_row0 + t`; `LANES` lanes a row, `ROWS` rows a cube. With `rank_total > 0` it adds the
+/// adapter's update; `mode` says what is written ([`PLAIN`], [`RESIDUAL`], [`SWIGLU`]).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn qmatvec(
+    w: &[u32],
+    x: &[f32],
+    xa: &[f32],
+    bt: &[f32],
+    residual: &[f32],
+    out: &mut [f32],
+    rows: u32,
+    cols: u32,
+    x_row0: u32,
+    #[comptime] format: u32,
+    #[comptime] mode: u32,
+    #[comptime] rank_total: usize,
+) {
+    let (rows, cols) = (rows as usize, cols as usize);
+    let lane = UNIT_POS_X as usize;
+    let r_local = UNIT_POS_Y as usize;
+    let row = CUBE_POS_X as usize * ROWS as usize + r_local;
+    let t = CUBE_POS_Y as usize;
+    let xt = x_row0 as usize + t;
+    // With SwiGLU a unit computes gate row `row` and up row `row + n`.
+    let n = if comptime![mode == SWIGLU] {
+        rows / 2
+    } else {
+        rows
+    };
+    let mut partial = Shared::<[f32]>::new_slice((LANES * ROWS * 2) as usize);
+    let slot = (r_local * LANES as usize + lane) * 2;
+    let mut a = 0.0f32;
+    let mut b = 0.0f32;
+    if row < n {
+        a = row_dot(w, x, row, xt, cols, lane, format);
+        if comptime![mode == SWIGLU] {
+            b = row_dot(w, x, row + n, xt, cols, lane, format);
+        }
+    }
+    partial[slot] = a;
+    partial[slot + 1] = b;
+    sync_cube();
+    if lane == 0 && row < n {
+        let mut ya = 0.0f32;
+        let mut yb = 0.0f32;
+        for j in 0..LANES as usize {
+            ya += partial[(r_local * LANES as usize + j) * 2];
+            yb += partial[(r_local * LANES as usize + j) * 2 + 1];
+        }
+        if comptime![rank_total > 0] {
+            ya += lora_row(xa, bt, row, t, rank_total);
+            if comptime![mode == SWIGLU] {
+                yb += lora_row(xa, bt, row + n, t, rank_total);
+            }
+        }
+        if comptime![mode == SWIGLU] {
+            out[t * n + row] = ya / (1.0f32 + (-ya).exp()) * yb;
+        } else if comptime![mode == RESIDUAL] {
+            out[t * n + row] = residual[t * n + row] + ya;
+        } else {
+            out[t * n + row] = ya;
+        }
+    }
+}
+
+/// RoPE on the queries (in place) and keys of token `t` = `CUBE_POS_Y`, at position `pos + t`,
+/// and the write of its keys and values into the cache rows `pos + t` (adjacent pairs rotate,
+/// as GGUF's llama layout wants). `qkv` rows are `[q | k | v]`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn rope_kv(
+    qkv: &mut [f32],
+    cos: &[f32],
+    sin: &[f32],
+    k_cache: &mut [f32],
+    v_cache: &mut [f32],
+    pos: u32,
+    q_width: u32,
+    kv_width: u32,
+    head_dim: u32,
+) {
+    let (qw, kvw, hd) = (q_width as usize, kv_width as usize, head_dim as usize);
+    let t = CUBE_POS_Y as usize;
+    let p = pos as usize + t;
+    let half = hd / 2;
+    let row = t * (qw + 2 * kvw);
+    let units = CUBE_DIM_X as usize;
+    // Pairs of the queries then of the keys.
+    let pairs = (qw + kvw) / 2;
+    let mut i = UNIT_POS_X as usize;
+    while i < pairs {
+        let e = i * 2;
+        let f = (e % hd) / 2;
+        let (c, s) = (cos[p * half + f], sin[p * half + f]);
+        let x0 = qkv[row + e];
+        let x1 = qkv[row + e + 1];
+        let r0 = x0 * c - x1 * s;
+        let r1 = x0 * s + x1 * c;
+        if e < qw {
+            qkv[row + e] = r0;
+            qkv[row + e + 1] = r1;
+        } else {
+            let kc = p * kvw + e - qw;
+            k_cache[kc] = r0;
+            k_cache[kc + 1] = r1;
+        }
+        i += units;
+    }
+    let mut j = UNIT_POS_X as usize;
+    while j < kvw {
+        v_cache[p * kvw + j] = qkv[row + qw + kvw + j];
+        j += units;
+    }
+}
+
+/// Causal grouped-query attention of head `h` = `CUBE_POS_X` of token `t` = `CUBE_POS_Y` (at
+/// position `pos + t`) over the cache, one unit a dimension of the head (`head_dim` units): keys are scored
+/// `KEY_CHUNK` at a time into shared memory, with a running maximum and sum (online softmax).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    qkv: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    out: &mut [f32],
+    pos: u32,
+    n_head: u32,
+    group: u32,
+    kv_width: u32,
+    scale: f32,
+    #[comptime] head_dim: usize,
+) {
+    let hd = head_dim;
+    let (h, t) = (CUBE_POS_X as usize, CUBE_POS_Y as usize);
+    let u = UNIT_POS_X as usize;
+    let (nh, kvw) = (n_head as usize, kv_width as usize);
+    let qw = nh * hd;
+    let kv_off = (h / group as usize) * hd;
+    let len = pos as usize + t + 1;
+    let mut q = Shared::<[f32]>::new_slice(head_dim);
+    let mut scores = Shared::<[f32]>::new_slice(KEY_CHUNK as usize);
+    q[u] = qkv[t * (qw + 2 * kvw) + h * hd + u] * scale;
+    sync_cube();
+    let mut m = f32::new(-1.0e30);
+    let mut l = 0.0f32;
+    let mut acc = 0.0f32;
+    let mut c0 = 0usize;
+    while c0 < len {
+        let n = if len - c0 < KEY_CHUNK as usize {
+            len - c0
+        } else {
+            KEY_CHUNK as usize
+        };
+        let mut j = u;
+        while j < n {
+            let kb = (c0 + j) * kvw + kv_off;
+            let mut s = 0.0f32;
+            for d in 0..head_dim {
+                s += q[d] * k_cache[kb + d];
+            }
+            scores[j] = s;
+            j += hd;
+        }
+        sync_cube();
+        let mut cm = m;
+        for j in 0..n {
+            let s = scores[j];
+            if s > cm {
+                cm = s;
+            }
+        }
+        let alpha = (m - cm).exp();
+        acc *= alpha;
+        l *= alpha;
+        for j in 0..n {
+            let p = (scores[j] - cm).exp();
+            l += p;
+            acc += p * v_cache[(c0 + j) * kvw + kv_off + u];
+        }
+        m = cm;
+        sync_cube();
+        c0 += KEY_CHUNK as usize;
+    }
+    out[t * qw + h * hd + u] = acc / l;
+}
+
+/// `dst[i] = src[i]` for `i < n`: a cache grown to a larger buffer.
+#[cube(launch)]
+pub fn copy(src: &[f32], dst: &mut [f32], n: u32) {
+    let i = ABSOLUTE_POS as usize;
+    if i < n as usize {
+        dst[i] = src[i];
+    }
+}

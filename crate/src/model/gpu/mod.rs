@@ -1,0 +1,609 @@
+//! The GPU path (wgpu: WebGPU in the browser, Vulkan/Metal natively): the layer in hand-written
+//! CubeCL kernels ([`kernels`]), twelve launches a layer with an adapter, with the weights in
+//! their GGML blocks and the KV cache preallocated on the device.
+//!
+//! The layer is the one of [`super::llama`], fused: what the burn tensor path runs as ~60
+//! operations a layer, this runs as [`Weights::logits`] lists it. The burn path stays the
+//! differentiable reference (training, `cpu-reference`), and the tests hold this one to the
+//! CPU's exact path (`cpu-f32`).
+
+mod kernels;
+
+use burn::tensor::{Device, Tensor};
+use cubecl::client::Client;
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+
+use super::kernels::embedding_rows;
+use super::kv_cache::KvCache;
+use super::llama::{LlamaConfig, Logits};
+use super::lora::{Adapter, Target};
+use super::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QMatrix, blocks, dequantize};
+use crate::error::{Error, Result};
+
+/// The matrices of a layer that read the same input, multiplied in one launch (rows stacked).
+pub const GROUPS: [&[Target]; 4] = [
+    &[Target::Q, Target::K, Target::V],
+    &[Target::O],
+    &[Target::Gate, Target::Up],
+    &[Target::Down],
+];
+
+/// An f32 buffer on the device.
+#[derive(Debug, Clone)]
+struct Buf {
+    handle: Handle,
+    len: usize,
+}
+
+impl Buf {
+    fn from_f32(client: &Client, data: &[f32]) -> Self {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Self {
+            handle: client.create_from_slice(&bytes),
+            len: data.len(),
+        }
+    }
+
+    fn empty(client: &Client, len: usize) -> Self {
+        Self {
+            handle: client.empty(len.max(1) * 4),
+            len: len.max(1),
+        }
+    }
+
+    fn arg(&self) -> BufferArg {
+        // SAFETY: the handle holds `len` f32s (it was made for them).
+        unsafe { BufferArg::from_raw_parts(self.handle.clone(), self.len) }
+    }
+
+    async fn read(&self, client: &Client) -> Result<Vec<f32>> {
+        let bytes = client
+            .read_async(vec![self.handle.clone()])
+            .await
+            .map_err(|e| Error::Device(format!("reading a GPU buffer: {e:?}")))?;
+        let b: &[u8] = &bytes[0];
+        Ok(b.chunks_exact(4)
+            .take(self.len)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+}
+
+/// A matrix (or matrices stacked by rows) in its GGML blocks, as `u32` words.
+#[derive(Debug, Clone)]
+struct Matrix {
+    words: Handle,
+    len: usize,
+    rows: usize,
+    cols: usize,
+    format: u32,
+}
+
+impl Matrix {
+    /// `parts` stacked by rows; they share one type and width. Q4_1 keeps GGUF's bytes, Q4_0
+    /// becomes Q4_1 (`m = -8d`, exact), Q8_0 gets its scale widened to a word, anything else
+    /// is dequantized to f32.
+    fn upload(client: &Client, parts: &[&QMatrix]) -> Result<Self> {
+        let (ty, cols) = (parts[0].ty, parts[0].cols);
+        if parts.iter().any(|p| p.ty != ty || p.cols != cols) || cols % 32 != 0 {
+            return Err(Error::Config(format!(
+                "GPU matrices must share a type and a width that is a multiple of 32 ({cols})"
+            )));
+        }
+        let rows = parts.iter().map(|p| p.rows).sum();
+        let mut words: Vec<u32> = Vec::new();
+        let format = match ty {
+            GgmlType::Q4_1 => {
+                for p in parts {
+                    for b in blocks::<BlockQ4_1>(&p.data) {
+                        words.push(
+                            u16::from_le_bytes(b.d.0) as u32
+                                | (u16::from_le_bytes(b.m.0) as u32) << 16,
+                        );
+                        words.extend(
+                            b.qs.chunks_exact(4)
+                                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                        );
+                    }
+                }
+                kernels::Q4_1
+            }
+            GgmlType::Q4_0 => {
+                for p in parts {
+                    for b in blocks::<BlockQ4_0>(&p.data) {
+                        let d = half::f16::from_le_bytes(b.d.0);
+                        let m = half::f16::from_f32(-8.0 * d.to_f32());
+                        words.push(d.to_bits() as u32 | (m.to_bits() as u32) << 16);
+                        words.extend(
+                            b.qs.chunks_exact(4)
+                                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                        );
+                    }
+                }
+                kernels::Q4_1
+            }
+            GgmlType::Q8_0 => {
+                for p in parts {
+                    for b in blocks::<BlockQ8_0>(&p.data) {
+                        words.push(b.d.to_f32().to_bits());
+                        words.extend(b.qs.chunks_exact(4).map(|c| {
+                            u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8])
+                        }));
+                    }
+                }
+                kernels::Q8_0
+            }
+            _ => {
+                for p in parts {
+                    words.extend(
+                        dequantize(p.ty, &p.data, p.rows * p.cols)
+                            .iter()
+                            .map(|v| v.to_bits()),
+                    );
+                }
+                kernels::F32
+            }
+        };
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        Ok(Self {
+            words: client.create_from_slice(&bytes),
+            len: words.len(),
+            rows,
+            cols,
+            format,
+        })
+    }
+
+    fn arg(&self) -> BufferArg {
+        // SAFETY: the handle holds `len` words.
+        unsafe { BufferArg::from_raw_parts(self.words.clone(), self.len) }
+    }
+}
+
+/// One layer's weights on the device.
+#[derive(Debug, Clone)]
+struct Layer {
+    attn_norm: Buf,
+    /// Q, K, V stacked, then O, gate and up stacked, then down: [`GROUPS`]' order.
+    groups: [Matrix; 4],
+    ffn_norm: Buf,
+}
+
+/// The adapter's update of one group: `A`s side by side ([cols, rank_total]) and `B`s
+/// transposed, scaled and stacked ([rows, rank_total], zero outside each matrix's own block).
+#[derive(Debug, Clone)]
+struct LoraGroup {
+    a: Buf,
+    bt: Buf,
+    rank_total: usize,
+}
+
+/// An adapter on the device, by layer and group (`None` where it targets none of a group).
+#[derive(Debug, Clone)]
+pub struct GpuLora {
+    layers: Vec<[Option<LoraGroup>; 4]>,
+    /// The widest group's ranks together (the size of `x·A` a token).
+    rank_total: usize,
+}
+
+/// The model's weights on the device and the client that runs the kernels.
+#[derive(Clone)]
+pub struct Weights {
+    client: Client,
+    layers: Vec<Layer>,
+    norm: Buf,
+    head: Matrix,
+    cos: Buf,
+    sin: Buf,
+    /// Bound where a kernel's argument is unused (WebGPU forbids binding one buffer twice
+    /// when a binding is writable).
+    unused: [Buf; 3],
+}
+
+/// The compute client of a wgpu `device` (the one burn's tensors on it use).
+fn client(device: &Device) -> Result<Client> {
+    let t = Tensor::<1>::zeros([1], device);
+    t.try_into_primitive::<burn::backend::Wgpu>()
+        .map(|p| p.client)
+        .map_err(|e| Error::Device(format!("not a wgpu device: {e:?}")))
+}
+
+/// What the layer's loader hands over: per layer the norms and the matrices by GGUF name.
+pub struct LayerSource<'a> {
+    pub attn_norm: &'a [f32],
+    pub ffn_norm: &'a [f32],
+    /// q, k, v, o, gate, up, down.
+    pub matrices: [&'a QMatrix; 7],
+}
+
+impl Weights {
+    pub fn upload(
+        device: &Device,
+        c: &LlamaConfig,
+        layers: &[LayerSource<'_>],
+        norm: &[f32],
+        head: &QMatrix,
+    ) -> Result<Self> {
+        let client = client(device)?;
+        let mut out = Vec::with_capacity(layers.len());
+        for l in layers {
+            let [q, k, v, o, gate, up, down] = l.matrices;
+            out.push(Layer {
+                attn_norm: Buf::from_f32(&client, l.attn_norm),
+                groups: [
+                    Matrix::upload(&client, &[q, k, v])?,
+                    Matrix::upload(&client, &[o])?,
+                    Matrix::upload(&client, &[gate, up])?,
+                    Matrix::upload(&client, &[down])?,
+                ],
+                ffn_norm: Buf::from_f32(&client, l.ffn_norm),
+            });
+        }
+        let half = c.head_dim / 2;
+        let (mut cos, mut sin) = (
+            Vec::with_capacity(c.context * half),
+            Vec::with_capacity(c.context * half),
+        );
+        for p in 0..c.context {
+            for i in 0..half {
+                let theta =
+                    p as f64 * (c.rope_base as f64).powf(-2.0 * i as f64 / c.head_dim as f64);
+                cos.push(theta.cos() as f32);
+                sin.push(theta.sin() as f32);
+            }
+        }
+        Ok(Self {
+            norm: Buf::from_f32(&client, norm),
+            head: Matrix::upload(&client, &[head])?,
+            cos: Buf::from_f32(&client, &cos),
+            sin: Buf::from_f32(&client, &sin),
+            unused: [0; 3].map(|_| Buf::empty(&client, 1)),
+            layers: out,
+            client,
+        })
+    }
+
+    /// `adapter` on the device, for [`Self::logits`].
+    pub fn upload_lora(&self, adapter: &Adapter, c: &LlamaConfig) -> GpuLora {
+        let scale = adapter.config.scale();
+        let r = adapter.config.rank;
+        let layers = (0..c.n_layer)
+            .map(|i| {
+                GROUPS.map(|targets| {
+                    let pairs: Vec<Option<usize>> =
+                        targets.iter().map(|&t| adapter.pair(i, t)).collect();
+                    if pairs.iter().all(Option::is_none) {
+                        return None;
+                    }
+                    let rt = r * targets.len();
+                    let cols = match targets[0] {
+                        Target::Down => c.ffn,
+                        _ => c.d_model,
+                    };
+                    let rows: Vec<usize> = targets
+                        .iter()
+                        .map(|t| match t {
+                            Target::K | Target::V => c.n_kv_head * c.head_dim,
+                            Target::Gate | Target::Up => c.ffn,
+                            _ => c.d_model,
+                        })
+                        .collect();
+                    let total_rows: usize = rows.iter().sum();
+                    let mut a = vec![0.0f32; cols * rt];
+                    let mut bt = vec![0.0f32; total_rows * rt];
+                    let mut row0 = 0;
+                    for (m, (pair, &n)) in pairs.iter().zip(&rows).enumerate() {
+                        if let Some(p) = *pair {
+                            let (pa, pb) = adapter.host_pair(p);
+                            for i in 0..cols {
+                                for k in 0..r {
+                                    a[i * rt + m * r + k] = pa[i * r + k];
+                                }
+                            }
+                            for k in 0..r {
+                                for j in 0..n {
+                                    bt[(row0 + j) * rt + m * r + k] = scale * pb[k * n + j];
+                                }
+                            }
+                        }
+                        row0 += n;
+                    }
+                    Some(LoraGroup {
+                        a: Buf::from_f32(&self.client, &a),
+                        bt: Buf::from_f32(&self.client, &bt),
+                        rank_total: rt,
+                    })
+                })
+            })
+            .collect();
+        GpuLora {
+            layers,
+            rank_total: r * 3,
+        }
+    }
+
+    /// Runs `ids` after what `cache` holds, appends their keys and values to it, and reads
+    /// back the logits (row-major) of the rows `logits` asks for.
+    pub async fn logits(
+        &self,
+        c: &LlamaConfig,
+        embed: &QMatrix,
+        ids: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+        lora: Option<&GpuLora>,
+    ) -> Result<Vec<f32>> {
+        let client = &self.client;
+        let (t, d) = (ids.len(), c.d_model);
+        let pos = cache.len();
+        let (qw, kvw) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
+        let mut x = Buf::from_f32(client, &embedding_rows(embed, ids));
+        let h = Buf::empty(client, t * d);
+        let qkv = Buf::empty(client, t * (qw + 2 * kvw));
+        let att = Buf::empty(client, t * qw);
+        let mlp = Buf::empty(client, t * c.ffn);
+        let rank_total = lora.map_or(1, |g| g.rank_total);
+        let xa = Buf::empty(client, t * rank_total);
+        for (i, l) in self.layers.iter().enumerate() {
+            let lora = lora.map(|g| &g.layers[i]);
+            let (kc, vc) = cache.reserve_gpu(i, client, pos + t, kvw)?;
+            self.rms_norm(&x, &l.attn_norm, &h, t, d, c.eps);
+            let group = |j: usize| lora.and_then(|g| g[j].as_ref());
+            self.matvec(
+                &l.groups[0],
+                &h,
+                group(0),
+                &xa,
+                None,
+                &qkv,
+                t,
+                0,
+                kernels::PLAIN,
+            );
+            kernels::rope_kv::launch(
+                client,
+                CubeCount::Static(1, t as u32, 1),
+                CubeDim::new_1d(256),
+                qkv.arg(),
+                self.cos.arg(),
+                self.sin.arg(),
+                kc.arg(),
+                vc.arg(),
+                pos as u32,
+                qw as u32,
+                kvw as u32,
+                c.head_dim as u32,
+            );
+            kernels::attention::launch(
+                client,
+                CubeCount::Static(c.n_head as u32, t as u32, 1),
+                CubeDim::new_1d(c.head_dim as u32),
+                qkv.arg(),
+                kc.arg(),
+                vc.arg(),
+                att.arg(),
+                pos as u32,
+                c.n_head as u32,
+                (c.n_head / c.n_kv_head) as u32,
+                kvw as u32,
+                1.0 / (c.head_dim as f32).sqrt(),
+                c.head_dim,
+            );
+            let x2 = Buf::empty(client, t * d);
+            self.matvec(
+                &l.groups[1],
+                &att,
+                group(1),
+                &xa,
+                Some(&x),
+                &x2,
+                t,
+                0,
+                kernels::RESIDUAL,
+            );
+            self.rms_norm(&x2, &l.ffn_norm, &h, t, d, c.eps);
+            self.matvec(
+                &l.groups[2],
+                &h,
+                group(2),
+                &xa,
+                None,
+                &mlp,
+                t,
+                0,
+                kernels::SWIGLU,
+            );
+            x = Buf::empty(client, t * d);
+            self.matvec(
+                &l.groups[3],
+                &mlp,
+                group(3),
+                &xa,
+                Some(&x2),
+                &x,
+                t,
+                0,
+                kernels::RESIDUAL,
+            );
+        }
+        let first = logits.first_row(t);
+        self.rms_norm(&x, &self.norm, &h, t, d, c.eps);
+        let out = Buf::empty(client, (t - first) * c.vocab);
+        self.matvec(
+            &self.head,
+            &h,
+            None,
+            &xa,
+            None,
+            &out,
+            t - first,
+            first,
+            kernels::PLAIN,
+        );
+        out.read(client).await
+    }
+
+    fn rms_norm(&self, x: &Buf, w: &Buf, out: &Buf, rows: usize, width: usize, eps: f32) {
+        kernels::rms_norm::launch(
+            &self.client,
+            CubeCount::Static(rows as u32, 1, 1),
+            CubeDim::new_1d(kernels::ROW_UNITS),
+            x.arg(),
+            w.arg(),
+            out.arg(),
+            width as u32,
+            eps,
+        );
+    }
+
+    /// `out = x·Wᵀ` (+ the adapter's update) for `tokens` rows of `x` from `x_row0` on, written
+    /// as `mode` says.
+    #[allow(clippy::too_many_arguments)]
+    fn matvec(
+        &self,
+        w: &Matrix,
+        x: &Buf,
+        lora: Option<&LoraGroup>,
+        xa: &Buf,
+        residual: Option<&Buf>,
+        out: &Buf,
+        tokens: usize,
+        x_row0: usize,
+        mode: u32,
+    ) {
+        let client = &self.client;
+        let rank_total = lora.map_or(0, |g| g.rank_total);
+        if let Some(g) = lora {
+            kernels::lora_xa::launch(
+                client,
+                CubeCount::Static(rank_total as u32, tokens as u32, 1),
+                CubeDim::new_1d(kernels::ROW_UNITS),
+                x.arg(),
+                g.a.arg(),
+                xa.arg(),
+                w.cols as u32,
+                rank_total as u32,
+            );
+        }
+        let n = if mode == kernels::SWIGLU {
+            w.rows / 2
+        } else {
+            w.rows
+        };
+        let cubes = n.div_ceil(kernels::ROWS as usize) as u32;
+        let [no_xa, no_bt, no_residual] = &self.unused;
+        let (xa, bt) = match lora {
+            Some(g) => (xa, &g.bt),
+            None => (no_xa, no_bt),
+        };
+        kernels::qmatvec::launch(
+            client,
+            CubeCount::Static(cubes, tokens as u32, 1),
+            CubeDim::new_2d(kernels::LANES, kernels::ROWS),
+            w.arg(),
+            x.arg(),
+            xa.arg(),
+            bt.arg(),
+            residual.unwrap_or(no_residual).arg(),
+            out.arg(),
+            w.rows as u32,
+            w.cols as u32,
+            x_row0 as u32,
+            w.format,
+            mode,
+            rank_total,
+        );
+    }
+}
+
+/// One layer's keys and values on the device: rows of `width` for up to `capacity` tokens.
+pub struct GpuKv {
+    client: Client,
+    k: Buf,
+    v: Buf,
+    capacity: usize,
+    width: usize,
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "gpu::Weights({} layers)", self.layers.len())
+    }
+}
+
+impl std::fmt::Debug for GpuKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuKv({} tokens of {})", self.capacity, self.width)
+    }
+}
+
+impl GpuKv {
+    pub fn new(client: &Client, capacity: usize, width: usize) -> Self {
+        Self {
+            client: client.clone(),
+            k: Buf::empty(client, capacity * width),
+            v: Buf::empty(client, capacity * width),
+            capacity,
+            width,
+        }
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Room for `tokens` tokens, keeping the first `keep`: a full cache moves to a buffer twice
+    /// as large.
+    pub fn reserve(&mut self, tokens: usize, keep: usize) {
+        if tokens <= self.capacity {
+            return;
+        }
+        let capacity = tokens.max(2 * self.capacity);
+        let grown = Self::new(&self.client, capacity, self.width);
+        let n = keep * self.width;
+        for (src, dst) in [(&self.k, &grown.k), (&self.v, &grown.v)] {
+            copy(&self.client, src, dst, n);
+        }
+        *self = grown;
+    }
+}
+
+fn copy(client: &Client, src: &Buf, dst: &Buf, n: usize) {
+    if n == 0 {
+        return;
+    }
+    kernels::copy::launch(
+        client,
+        CubeCount::Static((n as u32).div_ceil(256), 1, 1),
+        CubeDim::new_1d(256),
+        src.arg(),
+        dst.arg(),
+        n as u32,
+    );
+}
+
+impl Clone for GpuKv {
+    /// A copy of its own: the kernels write into a cache in place.
+    fn clone(&self) -> Self {
+        let c = Self::new(&self.client, self.capacity, self.width);
+        copy(&self.client, &self.k, &c.k, self.capacity * self.width);
+        copy(&self.client, &self.v, &c.v, self.capacity * self.width);
+        c
+    }
+}
+
+impl GpuKv {
+    pub(crate) fn bufs(&self) -> (KvArg, KvArg) {
+        (KvArg(self.k.clone()), KvArg(self.v.clone()))
+    }
+}
+
+/// One of a cache's buffers, as a kernel argument.
+pub struct KvArg(Buf);
+
+impl KvArg {
+    fn arg(&self) -> BufferArg {
+        self.0.arg()
+    }
+}
