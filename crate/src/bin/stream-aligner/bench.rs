@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// Sentences per answer in --loop
     #[arg(long, default_value_t = 5)]
     sentences: usize,
+    /// Measure the aligner: the base with this LoRA adapter (safetensors)
+    #[arg(long)]
+    adapter: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -87,6 +90,14 @@ fn dispatches_per_token(args: &BenchArgs) -> Result<f64> {
             .arg(&model)
             .args(["--prompt-tokens", &args.prompt_tokens.to_string()])
             .args(["--gen-tokens", &tokens.to_string()])
+            .args(args.adapter.iter().flat_map(|a| {
+                [
+                    "--adapter".into(),
+                    std::fs::canonicalize(a)
+                        .unwrap_or(a.clone())
+                        .into_os_string(),
+                ]
+            }))
             .output()
             .context("running the launch-counting bench")?;
         anyhow::ensure!(
@@ -110,7 +121,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn measure(args: &BenchArgs, backend: Backend) -> Result<Row> {
     let mut margs = args.model.clone();
     margs.backend = backend;
-    let engine = margs.load()?;
+    let mut engine = margs.load()?;
+    if let Some(a) = &args.adapter {
+        let bytes = std::fs::read(a).with_context(|| format!("reading {}", a.display()))?;
+        engine = engine.with_adapter_bytes(&bytes)?;
+    }
     let text = "The quick brown fox jumps over the lazy dog while the sea keeps its slow rhythm against the harbour wall. ";
     let mut ids = Vec::new();
     while ids.len() < args.prompt_tokens {

@@ -30,6 +30,9 @@ pub const ROW_UNITS: u32 = 64;
 /// Lanes that share one output row of a product, and rows a cube.
 pub const LANES: u32 = 16;
 pub const ROWS: u32 = 16;
+/// Tokens a cube of the product kernel multiplies with each block of weights it reads (prefill;
+/// decode has one).
+pub const TOKEN_TILE: usize = 8;
 /// Keys scored at a time by the attention kernel (its shared memory).
 pub const KEY_CHUNK: u32 = 256;
 
@@ -108,45 +111,60 @@ pub fn lora_xa(h: &[f32], a: &[f32], xa: &mut [f32], cols: u32, rank_total: u32)
     }
 }
 
-/// `x[t] · W[row]` over blocks `lane, lane + LANES, …` of the row (a lane's share).
+/// Adds `x[t] · W[row]` for the tokens `t = t0 .. t0 + tile` (clamped to the last, `last`) to
+/// `acc[t - t0]`, over blocks `lane, lane + LANES, …` of the row (a lane's share): each block
+/// of weights is read once for the whole tile of tokens.
 #[cube]
+#[allow(clippy::too_many_arguments)]
 fn row_dot(
     w: &[u32],
     x: &[f32],
     row: usize,
-    t: usize,
+    t0: usize,
+    last: usize,
     cols: usize,
     lane: usize,
+    acc: &mut Array<f32>,
     #[comptime] format: u32,
-) -> f32 {
+    #[comptime] tile: usize,
+) {
     let nb = cols / 32;
-    let mut acc = 0.0f32;
+    let mut dot = Array::<f32>::new(tile);
+    let mut sum = Array::<f32>::new(tile);
     let mut b = lane;
     while b < nb {
-        let xb = t * cols + b * 32;
+        #[unroll]
+        for i in 0..tile {
+            dot[i] = 0.0f32;
+            sum[i] = 0.0f32;
+        }
         if comptime![format == Q4_1] {
             let base = (row * nb + b) * 5;
             let dm = w[base];
-            let d = f16_to_f32(dm & 0xffffu32);
-            let m = f16_to_f32(dm >> 16u32);
-            let mut dot = 0.0f32;
-            let mut sum = 0.0f32;
             for j in 0..4usize {
                 let q = w[base + 1 + j];
                 #[unroll]
                 for k in 0..4usize {
                     let byte = (q >> (8 * k as u32)) & 0xffu32;
-                    let lo = x[xb + j * 4 + k];
-                    let hi = x[xb + j * 4 + k + 16];
-                    dot += f32::cast_from(byte & 0xfu32) * lo + f32::cast_from(byte >> 4u32) * hi;
-                    sum += lo + hi;
+                    let lo = f32::cast_from(byte & 0xfu32);
+                    let hi = f32::cast_from(byte >> 4u32);
+                    #[unroll]
+                    for i in 0..tile {
+                        let xb = clamp_token(t0 + i, last) * cols + b * 32 + j * 4 + k;
+                        let (xl, xh) = (x[xb], x[xb + 16]);
+                        dot[i] += lo * xl + hi * xh;
+                        sum[i] += xl + xh;
+                    }
                 }
             }
-            acc += d * dot + m * sum;
+            let d = f16_to_f32(dm & 0xffffu32);
+            let m = f16_to_f32(dm >> 16u32);
+            #[unroll]
+            for i in 0..tile {
+                acc[i] += d * dot[i] + m * sum[i];
+            }
         } else if comptime![format == Q8_0] {
             let base = (row * nb + b) * 9;
-            let d = f32::reinterpret(w[base]);
-            let mut dot = 0.0f32;
             for j in 0..8usize {
                 let q = w[base + 1 + j];
                 #[unroll]
@@ -156,19 +174,35 @@ fn row_dot(
                     if byte > 127u32 {
                         v -= 256.0f32;
                     }
-                    dot += v * x[xb + j * 4 + k];
+                    #[unroll]
+                    for i in 0..tile {
+                        dot[i] += v * x[clamp_token(t0 + i, last) * cols + b * 32 + j * 4 + k];
+                    }
                 }
             }
-            acc += d * dot;
+            let d = f32::reinterpret(w[base]);
+            #[unroll]
+            for i in 0..tile {
+                acc[i] += d * dot[i];
+            }
         } else {
             let base = row * cols + b * 32;
             for k in 0..32usize {
-                acc += f32::reinterpret(w[base + k]) * x[xb + k];
+                let v = f32::reinterpret(w[base + k]);
+                #[unroll]
+                for i in 0..tile {
+                    acc[i] += v * x[clamp_token(t0 + i, last) * cols + b * 32 + k];
+                }
             }
         }
         b += LANES as usize;
     }
-    acc
+}
+
+/// Token `t`, or `last` past it (a tile's spare rows compute a copy nobody writes).
+#[cube]
+fn clamp_token(t: usize, last: usize) -> usize {
+    if t < last { t } else { last }
 }
 
 /// The adapter's update of output `row`: `xa[t] · Bt[row]` (`Bt` [rows, rank_total], scaled
@@ -183,9 +217,10 @@ fn lora_row(xa: &[f32], bt: &[f32], row: usize, t: usize, #[comptime] rank_total
     s
 }
 
-/// `x·Wᵀ` for the matrices stacked in `w` (rows `0..rows`), token `t` = `CUBE_POS_Y`, input row
-/// `x_row0 + t`; `LANES` lanes a row, `ROWS` rows a cube. With `rank_total > 0` it adds the
-/// adapter's update; `mode` says what is written ([`PLAIN`], [`RESIDUAL`], [`SWIGLU`]).
+/// `x·Wᵀ` for the matrices stacked in `w` (rows `0..rows`) and `tokens` tokens, `tile` of them a
+/// cube (`CUBE_POS_Y`), token `t` reading input row `x_row0 + t`; `LANES` lanes a row, `ROWS`
+/// rows a cube. With `rank_total > 0` it adds the adapter's update; `mode` says what is written
+/// ([`PLAIN`], [`RESIDUAL`], [`SWIGLU`]).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn qmatvec(
@@ -197,56 +232,90 @@ pub fn qmatvec(
     out: &mut [f32],
     rows: u32,
     cols: u32,
+    tokens: u32,
     x_row0: u32,
     #[comptime] format: u32,
     #[comptime] mode: u32,
     #[comptime] rank_total: usize,
+    #[comptime] tile: usize,
 ) {
-    let (rows, cols) = (rows as usize, cols as usize);
+    let (rows, cols, tokens) = (rows as usize, cols as usize, tokens as usize);
     let lane = UNIT_POS_X as usize;
     let r_local = UNIT_POS_Y as usize;
     let row = CUBE_POS_X as usize * ROWS as usize + r_local;
-    let t = CUBE_POS_Y as usize;
-    let xt = x_row0 as usize + t;
+    let t0 = CUBE_POS_Y as usize * tile;
+    let x0 = x_row0 as usize;
     // With SwiGLU a unit computes gate row `row` and up row `row + n`.
     let n = if comptime![mode == SWIGLU] {
         rows / 2
     } else {
         rows
     };
-    let mut partial = Shared::<[f32]>::new_slice((LANES * ROWS * 2) as usize);
-    let slot = (r_local * LANES as usize + lane) * 2;
-    let mut a = 0.0f32;
-    let mut b = 0.0f32;
+    let mut a = Array::<f32>::new(tile);
+    let mut b = Array::<f32>::new(tile);
+    #[unroll]
+    for i in 0..tile {
+        a[i] = 0.0f32;
+        b[i] = 0.0f32;
+    }
     if row < n {
-        a = row_dot(w, x, row, xt, cols, lane, format);
+        row_dot(
+            w,
+            x,
+            row,
+            x0 + t0,
+            x0 + tokens - 1,
+            cols,
+            lane,
+            &mut a,
+            format,
+            tile,
+        );
         if comptime![mode == SWIGLU] {
-            b = row_dot(w, x, row + n, xt, cols, lane, format);
+            row_dot(
+                w,
+                x,
+                row + n,
+                x0 + t0,
+                x0 + tokens - 1,
+                cols,
+                lane,
+                &mut b,
+                format,
+                tile,
+            );
         }
     }
-    partial[slot] = a;
-    partial[slot + 1] = b;
-    sync_cube();
-    if lane == 0 && row < n {
-        let mut ya = 0.0f32;
-        let mut yb = 0.0f32;
-        for j in 0..LANES as usize {
-            ya += partial[(r_local * LANES as usize + j) * 2];
-            yb += partial[(r_local * LANES as usize + j) * 2 + 1];
-        }
-        if comptime![rank_total > 0] {
-            ya += lora_row(xa, bt, row, t, rank_total);
+    let mut partial = Shared::<[f32]>::new_slice((LANES * ROWS * 2) as usize);
+    let slot = (r_local * LANES as usize + lane) * 2;
+    #[unroll]
+    for i in 0..tile {
+        partial[slot] = a[i];
+        partial[slot + 1] = b[i];
+        sync_cube();
+        let t = t0 + i;
+        if lane == 0 && row < n && t < tokens {
+            let mut ya = 0.0f32;
+            let mut yb = 0.0f32;
+            for j in 0..LANES as usize {
+                ya += partial[(r_local * LANES as usize + j) * 2];
+                yb += partial[(r_local * LANES as usize + j) * 2 + 1];
+            }
+            if comptime![rank_total > 0] {
+                ya += lora_row(xa, bt, row, t, rank_total);
+                if comptime![mode == SWIGLU] {
+                    yb += lora_row(xa, bt, row + n, t, rank_total);
+                }
+            }
             if comptime![mode == SWIGLU] {
-                yb += lora_row(xa, bt, row + n, t, rank_total);
+                out[t * n + row] = ya / (1.0f32 + (-ya).exp()) * yb;
+            } else if comptime![mode == RESIDUAL] {
+                out[t * n + row] = residual[t * n + row] + ya;
+            } else {
+                out[t * n + row] = ya;
             }
         }
-        if comptime![mode == SWIGLU] {
-            out[t * n + row] = ya / (1.0f32 + (-ya).exp()) * yb;
-        } else if comptime![mode == RESIDUAL] {
-            out[t * n + row] = residual[t * n + row] + ya;
-        } else {
-            out[t * n + row] = ya;
-        }
+        sync_cube();
     }
 }
 

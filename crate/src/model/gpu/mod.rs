@@ -492,6 +492,8 @@ impl Weights {
             w.rows
         };
         let cubes = n.div_ceil(kernels::ROWS as usize) as u32;
+        // Two shaders: one token (decode) or a tile of them (prefill, verification).
+        let tile = if tokens == 1 { 1 } else { kernels::TOKEN_TILE };
         let [no_xa, no_bt, no_residual] = &self.unused;
         let (xa, bt) = match lora {
             Some(g) => (xa, &g.bt),
@@ -499,7 +501,7 @@ impl Weights {
         };
         kernels::qmatvec::launch(
             client,
-            CubeCount::Static(cubes, tokens as u32, 1),
+            CubeCount::Static(cubes, tokens.div_ceil(tile) as u32, 1),
             CubeDim::new_2d(kernels::LANES, kernels::ROWS),
             w.arg(),
             x.arg(),
@@ -509,10 +511,12 @@ impl Weights {
             out.arg(),
             w.rows as u32,
             w.cols as u32,
+            tokens as u32,
             x_row0 as u32,
             w.format,
             mode,
             rank_total,
+            tile,
         );
     }
 }
