@@ -87,32 +87,34 @@ test('without WebGPU, the demo answers a word problem sentence by sentence on th
   await p.close();
 });
 
-test('a software WebGPU adapter (SwiftShader) gets the CPU with a notice; forced, our WebGPU kernels correct a sentence as the CPU does', { timeout: 600_000 }, async (t) => {
+test('a software WebGPU adapter (SwiftShader) gets the CPU with a notice; forced, our WebGPU kernels continue a prompt as the CPU does', { timeout: 600_000 }, async (t) => {
   const p = await page();
   await p.goto(`${origin}/www/stream-aligner.js`);
   const r = await p.evaluate(async () => {
     const { StreamAligner } = await import('/www/stream-aligner.js');
     const aligner = { base: '/models/SmolLM2-135M-Instruct.Q4_1.gguf', adapter: '/models/aligner/lora/adapter.safetensors' };
-    const query = 'Mia has 12 apples. She buys 5 more and then gives away 3. How many apples does she have?';
-    const prefix = 'Mia has 12 apples. She buys 5 more, so 12 + 5 = 17 apples.';
-    const wrong = ' She gives away 3, so 17 - 3 = 15 apples are left.';
     const byDefault = await StreamAligner.load({ aligner });
-    const onCpu = await byDefault.correctSentence(query, prefix, wrong);
+    const onCpu = await byDefault.generate('The capital of France is', { maxTokens: 4 });
     const t0 = performance.now();
     const a = await StreamAligner.load({ aligner, webgpu: 'force' });
     const loadMs = performance.now() - t0;
-    const t1 = performance.now();
-    const onGpu = await a.correctSentence(query, prefix, wrong);
+    // The first run compiles the shaders; the second is timed.
+    const first = await a.generate('The capital of France is', { maxTokens: 4 });
+    const onGpu = await a.generate('The capital of France is', { maxTokens: 4 });
     return { chosen: byDefault.backend, notice: byDefault.notice, backend: a.backend, loadMs,
-      correctMs: performance.now() - t1, onCpu: onCpu.text, onGpu: onGpu.text };
+      cpu: onCpu.text, first: first.text, gpu: onGpu.text, prefillMs: onGpu.prefillMs, decodeMs: onGpu.decodeMs,
+      generated: onGpu.generatedTokens };
   });
   assert.equal(r.chosen, 'cpu');
   assert.match(r.notice, /software renderer/);
   assert.equal(r.backend, 'webgpu');
-  // The kernels compute in f32 as the CPU's exact path does: the same greedy correction.
-  assert.match(r.onGpu, /17 - 3 = 14/, JSON.stringify(r));
-  assert.equal(r.onGpu, r.onCpu);
-  t.diagnostic(`WebGPU (SwiftShader): load ${r.loadMs.toFixed(0)} ms, one correction ${r.correctMs.toFixed(0)} ms`);
+  // Our kernels run in WGSL on Chromium's WebGPU and agree with the CPU's greedy continuation
+  // (four tokens: the fifth is a near tie that the CPU's 8-bit activations flip; the f32 paths
+  // and numpy agree with WebGPU there, see tests/engine.rs).
+  assert.match(r.gpu, /Paris/, JSON.stringify(r));
+  assert.equal(r.gpu, r.cpu);
+  assert.equal(r.first, r.gpu);
+  t.diagnostic(`WebGPU (SwiftShader): load ${r.loadMs.toFixed(0)} ms; 5-token prompt ${r.prefillMs.toFixed(0)} ms, ${r.generated} tokens ${r.decodeMs.toFixed(0)} ms`);
   assert.deepEqual(p.errors, []);
   await p.close();
 });
