@@ -2,10 +2,11 @@
 //!
 //! `Cpu` runs burn's Flex backend with the hand-written quantized kernels for the matrix
 //! products (weights stay in their GGML blocks, activations are quantized to 8 bits as
-//! llama.cpp does); `CpuF32` runs the same kernels with f32 activations, the exact option. `CpuReference` runs the same model with the
-//! weights dequantized to f32 and burn's own matmul: the differentiable path used for training
-//! and as the reference the fast kernels are checked against. `Wgpu` runs burn's wgpu backend
-//! (WebGPU in the browser, Vulkan/Metal natively).
+//! llama.cpp does); `CpuF32` runs the same kernels with f32 activations, the exact option.
+//! `CpuReference` runs the same model with the weights dequantized to f32 and burn's own
+//! matmul: the differentiable path used for training and as the reference the fast kernels are
+//! checked against. `Wgpu` runs our CubeCL kernels on burn's wgpu device (WebGPU in the
+//! browser, Vulkan/Metal natively; `model::gpu`), `WgpuBurn` burn's own operations there.
 
 use burn::tensor::{Device, Tensor};
 
@@ -17,7 +18,23 @@ pub enum Backend {
     Cpu,
     CpuF32,
     CpuReference,
+    /// Our CubeCL kernels (`model::gpu`) on wgpu.
     Wgpu,
+    /// burn's own tensor operations on wgpu: the reference the kernels are measured against.
+    WgpuBurn,
+}
+
+impl Backend {
+    /// The name `FromStr` reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::CpuF32 => "cpu-f32",
+            Self::CpuReference => "cpu-reference",
+            Self::Wgpu => "wgpu",
+            Self::WgpuBurn => "wgpu-burn",
+        }
+    }
 }
 
 impl std::str::FromStr for Backend {
@@ -28,8 +45,9 @@ impl std::str::FromStr for Backend {
             "cpu-f32" => Ok(Self::CpuF32),
             "cpu-reference" => Ok(Self::CpuReference),
             "wgpu" => Ok(Self::Wgpu),
+            "wgpu-burn" => Ok(Self::WgpuBurn),
             _ => Err(format!(
-                "unknown backend '{s}' (cpu, cpu-f32, cpu-reference, wgpu)"
+                "unknown backend '{s}' (cpu, cpu-f32, cpu-reference, wgpu, wgpu-burn)"
             )),
         }
     }
@@ -107,6 +125,10 @@ impl EngineDevice {
             Backend::CpuF32 => Ok(Self::cpu_f32()),
             Backend::CpuReference => Ok(Self::cpu_reference()),
             Backend::Wgpu => Self::wgpu().await,
+            Backend::WgpuBurn => Ok(Self {
+                backend: Backend::WgpuBurn,
+                ..Self::wgpu().await?
+            }),
         }
     }
 

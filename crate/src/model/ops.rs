@@ -364,7 +364,7 @@ impl QLinear {
             // burn's symmetric schemes lack, so each block of 32 inputs is requantized to
             // symmetric 8 bits (an error ~10x below Q4_1's own step), and burn's quantized
             // matmul dequantizes on the fly.
-            Backend::Wgpu => dense_matrix(&weight, &dev.device)
+            Backend::Wgpu | Backend::WgpuBurn => dense_matrix(&weight, &dev.device)
                 .quantize_dynamic(&gpu_scheme())
                 .transpose(),
             _ => dense_matrix(&weight, &dev.device).transpose(),

@@ -60,7 +60,7 @@ const COUNTING: &str = "STREAM_ALIGNER_COUNTING_LAUNCHES";
 /// bench (a warm-up and a measured round each) decode `a` and `b` tokens, with cubecl logging
 /// every launch (a `cubecl.toml` in their working folder); the logs differ by the launches of
 /// 2 (b - a) decoded tokens.
-fn dispatches_per_token(args: &BenchArgs) -> Result<f64> {
+fn dispatches_per_token(args: &BenchArgs, backend: Backend) -> Result<f64> {
     let model = std::fs::canonicalize(args.model.path()?)?;
     let exe = std::env::current_exe()?;
     let (a, b) = (3, 6);
@@ -81,7 +81,7 @@ fn dispatches_per_token(args: &BenchArgs) -> Result<f64> {
             .args([
                 "bench",
                 "--backends",
-                "wgpu",
+                backend.name(),
                 "--reps",
                 "1",
                 "--json",
@@ -152,13 +152,14 @@ fn measure(args: &BenchArgs, backend: Backend) -> Result<Row> {
             dec.push(args.gen_tokens as f64 / decode);
         }
     }
-    let counted = backend == Backend::Wgpu && std::env::var_os(COUNTING).is_none();
+    let counted = matches!(backend, Backend::Wgpu | Backend::WgpuBurn)
+        && std::env::var_os(COUNTING).is_none();
     Ok(Row {
         name: format!("stream-aligner {backend:?}"),
         prefill_tok_s: median(pre),
         decode_tok_s: median(dec),
         dispatches_per_token: if counted {
-            Some(dispatches_per_token(args)?)
+            Some(dispatches_per_token(args, backend)?)
         } else {
             None
         },

@@ -40,7 +40,7 @@ pub(crate) struct ModelArgs {
     /// Folder holding manifest.json and the fetched models
     #[arg(long, env = "STREAM_ALIGNER_MODELS", default_value = "models")]
     pub models_dir: PathBuf,
-    /// cpu (quantized kernels, 8-bit activations), cpu-f32 (quantized kernels, f32 activations), cpu-reference (dequantized f32, burn matmul) or wgpu
+    /// cpu (quantized kernels, 8-bit activations), cpu-f32 (quantized kernels, f32 activations), cpu-reference (dequantized f32, burn matmul), wgpu (our GPU kernels) or wgpu-burn (burn's operations on wgpu)
     #[arg(long, default_value = "cpu")]
     pub backend: Backend,
 }
