@@ -190,12 +190,18 @@ pub struct GpuLora {
 /// The model's weights on the device and the client that runs the kernels.
 #[derive(Clone)]
 pub struct Weights {
-    client: Client,
+    k: Launcher,
     layers: Vec<Layer>,
     norm: Buf,
     head: Matrix,
     cos: Buf,
     sin: Buf,
+}
+
+/// Launches the kernels that need more than their arguments: RMSNorm and the product.
+#[derive(Clone)]
+struct Launcher {
+    client: Client,
     /// Bound where a kernel's argument is unused (WebGPU forbids binding one buffer twice
     /// when a binding is writable).
     unused: [Buf; 3],
@@ -258,9 +264,11 @@ impl Weights {
             head: Matrix::upload(&client, &[head])?,
             cos: Buf::from_f32(&client, &cos),
             sin: Buf::from_f32(&client, &sin),
-            unused: [0; 3].map(|_| Buf::empty(&client, 1)),
             layers: out,
-            client,
+            k: Launcher {
+                unused: [0; 3].map(|_| Buf::empty(&client, 1)),
+                client,
+            },
         })
     }
 
@@ -310,8 +318,8 @@ impl Weights {
                         row0 += n;
                     }
                     Some(LoraGroup {
-                        a: Buf::from_f32(&self.client, &a),
-                        bt: Buf::from_f32(&self.client, &bt),
+                        a: Buf::from_f32(&self.k.client, &a),
+                        bt: Buf::from_f32(&self.k.client, &bt),
                         rank_total: rt,
                     })
                 })
@@ -334,7 +342,7 @@ impl Weights {
         logits: Logits,
         lora: Option<&GpuLora>,
     ) -> Result<Vec<f32>> {
-        let client = &self.client;
+        let client = &self.k.client;
         let (t, d) = (ids.len(), c.d_model);
         let pos = cache.len();
         let (qw, kvw) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
@@ -348,9 +356,9 @@ impl Weights {
         for (i, l) in self.layers.iter().enumerate() {
             let lora = lora.map(|g| &g.layers[i]);
             let (kc, vc) = cache.reserve_gpu(i, client, pos + t, kvw)?;
-            self.rms_norm(&x, &l.attn_norm, &h, t, d, c.eps);
+            self.k.rms_norm(&x, &l.attn_norm, &h, t, d, c.eps);
             let group = |j: usize| lora.and_then(|g| g[j].as_ref());
-            self.matvec(
+            self.k.matvec(
                 &l.groups[0],
                 &h,
                 group(0),
@@ -391,7 +399,7 @@ impl Weights {
                 c.head_dim,
             );
             let x2 = Buf::empty(client, t * d);
-            self.matvec(
+            self.k.matvec(
                 &l.groups[1],
                 &att,
                 group(1),
@@ -402,8 +410,8 @@ impl Weights {
                 0,
                 kernels::RESIDUAL,
             );
-            self.rms_norm(&x2, &l.ffn_norm, &h, t, d, c.eps);
-            self.matvec(
+            self.k.rms_norm(&x2, &l.ffn_norm, &h, t, d, c.eps);
+            self.k.matvec(
                 &l.groups[2],
                 &h,
                 group(2),
@@ -415,7 +423,7 @@ impl Weights {
                 kernels::SWIGLU,
             );
             x = Buf::empty(client, t * d);
-            self.matvec(
+            self.k.matvec(
                 &l.groups[3],
                 &mlp,
                 group(3),
@@ -428,9 +436,9 @@ impl Weights {
             );
         }
         let first = logits.first_row(t);
-        self.rms_norm(&x, &self.norm, &h, t, d, c.eps);
+        self.k.rms_norm(&x, &self.norm, &h, t, d, c.eps);
         let out = Buf::empty(client, (t - first) * c.vocab);
-        self.matvec(
+        self.k.matvec(
             &self.head,
             &h,
             None,
@@ -443,7 +451,9 @@ impl Weights {
         );
         out.read(client).await
     }
+}
 
+impl Launcher {
     fn rms_norm(&self, x: &Buf, w: &Buf, out: &Buf, rows: usize, width: usize, eps: f32) {
         kernels::rms_norm::launch(
             &self.client,
@@ -609,5 +619,131 @@ pub struct KvArg(Buf);
 impl KvArg {
     fn arg(&self) -> BufferArg {
         self.0.arg()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::EngineDevice;
+
+    /// The kernels on the machine's wgpu adapter (lavapipe where there is no GPU).
+    fn launcher() -> Option<Launcher> {
+        if std::env::var("STREAM_ALIGNER_SKIP_WGPU").as_deref() == Ok("1") {
+            return None;
+        }
+        let d = futures::executor::block_on(EngineDevice::wgpu()).expect(
+            "a wgpu adapter (lavapipe: apt-get install mesa-vulkan-drivers), or \
+             STREAM_ALIGNER_SKIP_WGPU=1",
+        );
+        let client = client(&d.device).unwrap();
+        Some(Launcher {
+            unused: [0; 3].map(|_| Buf::empty(&client, 1)),
+            client,
+        })
+    }
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 37 + seed * 11) % 101) as f32 - 50.0) / 40.0)
+            .collect()
+    }
+
+    /// The product kernel against the dequantized product on the host (f64), for every weight
+    /// format, one token and more than a tile of them, each epilogue, with and without an
+    /// adapter's update.
+    #[test]
+    fn the_product_kernel_matches_the_dequantized_product() {
+        let Some(k) = launcher() else { return };
+        let (rows, cols, rt) = (40, 96, 4);
+        let f32_bytes: Vec<u8> = values(rows * cols, 9)
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let f16_bytes: Vec<u8> = values(rows * cols, 8)
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        let dense = |ty, data: Vec<u8>| QMatrix {
+            ty,
+            rows,
+            cols,
+            data: data.into(),
+        };
+        for w in [
+            QMatrix::random(GgmlType::Q4_1, rows, cols, 3),
+            QMatrix::random(GgmlType::Q4_0, rows, cols, 4),
+            QMatrix::random(GgmlType::Q8_0, rows, cols, 5),
+            dense(GgmlType::F32, f32_bytes),
+            dense(GgmlType::F16, f16_bytes),
+        ] {
+            let wf = w.dequantize();
+            let gw = Matrix::upload(&k.client, &[&w]).unwrap();
+            for tokens in [1, 11] {
+                let (x, a, bt) = (
+                    values(tokens * cols, 1),
+                    values(cols * rt, 2),
+                    values(rows * rt, 3),
+                );
+                let xa = |t: usize, j: usize| -> f64 {
+                    (0..cols)
+                        .map(|c| x[t * cols + c] as f64 * a[c * rt + j] as f64)
+                        .sum()
+                };
+                let group = LoraGroup {
+                    a: Buf::from_f32(&k.client, &a),
+                    bt: Buf::from_f32(&k.client, &bt),
+                    rank_total: rt,
+                };
+                for mode in [kernels::PLAIN, kernels::RESIDUAL, kernels::SWIGLU] {
+                    for lora in [false, true] {
+                        let n = if mode == kernels::SWIGLU {
+                            rows / 2
+                        } else {
+                            rows
+                        };
+                        let residual = values(tokens * n, 4);
+                        let dot = |t: usize, r: usize| -> f64 {
+                            let base: f64 = (0..cols)
+                                .map(|c| wf[r * cols + c] as f64 * x[t * cols + c] as f64)
+                                .sum();
+                            let delta: f64 =
+                                (0..rt).map(|j| xa(t, j) * bt[r * rt + j] as f64).sum();
+                            base + if lora { delta } else { 0.0 }
+                        };
+                        let out = Buf::empty(&k.client, tokens * n);
+                        let (xb, rb) = (
+                            Buf::from_f32(&k.client, &x),
+                            Buf::from_f32(&k.client, &residual),
+                        );
+                        let xab = Buf::empty(&k.client, tokens * rt);
+                        let res = (mode == kernels::RESIDUAL).then_some(&rb);
+                        let g = lora.then_some(&group);
+                        k.matvec(&gw, &xb, g, &xab, res, &out, tokens, 0, mode);
+                        let got = futures::executor::block_on(out.read(&k.client)).unwrap();
+                        for t in 0..tokens {
+                            for r in 0..n {
+                                let want = match mode {
+                                    kernels::PLAIN => dot(t, r),
+                                    kernels::RESIDUAL => residual[t * n + r] as f64 + dot(t, r),
+                                    _ => {
+                                        let g = dot(t, r);
+                                        g / (1.0 + (-g).exp()) * dot(t, r + n)
+                                    }
+                                };
+                                let err = (got[t * n + r] as f64 - want).abs();
+                                assert!(
+                                    err <= 1e-4 * (1.0 + want.abs()),
+                                    "{:?}, {tokens} tokens, mode {mode}, lora {lora}, ({t}, {r}): \
+                                     {} against {want}",
+                                    w.ty,
+                                    got[t * n + r]
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
