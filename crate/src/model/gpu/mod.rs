@@ -18,7 +18,7 @@ use super::kernels::embedding_rows;
 use super::kv_cache::KvCache;
 use super::llama::{LlamaConfig, Logits};
 use super::lora::{Adapter, Target};
-use super::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QMatrix, blocks, dequantize};
+use super::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, F16Le, GgmlType, QMatrix, blocks, dequantize};
 use crate::error::{Error, Result};
 
 /// The matrices of a layer that read the same input, multiplied in one launch (rows stacked).
@@ -94,31 +94,25 @@ impl Matrix {
         let rows = parts.iter().map(|p| p.rows).sum();
         let mut words: Vec<u32> = Vec::new();
         let format = match ty {
-            GgmlType::Q4_1 => {
+            GgmlType::Q4_1 | GgmlType::Q4_0 => {
+                // A Q4_1 block: `d` and `m` as f16 in one word, then the 16 bytes of nibbles.
+                let mut push = |d: half::f16, m: half::f16, qs: &[u8]| {
+                    words.push(d.to_bits() as u32 | (m.to_bits() as u32) << 16);
+                    words.extend(
+                        qs.chunks_exact(4)
+                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                    );
+                };
+                let f16 = |b: F16Le| half::f16::from_le_bytes(b.0);
                 for p in parts {
-                    for b in blocks::<BlockQ4_1>(&p.data) {
-                        words.push(
-                            u16::from_le_bytes(b.d.0) as u32
-                                | (u16::from_le_bytes(b.m.0) as u32) << 16,
-                        );
-                        words.extend(
-                            b.qs.chunks_exact(4)
-                                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                        );
-                    }
-                }
-                kernels::Q4_1
-            }
-            GgmlType::Q4_0 => {
-                for p in parts {
-                    for b in blocks::<BlockQ4_0>(&p.data) {
-                        let d = half::f16::from_le_bytes(b.d.0);
-                        let m = half::f16::from_f32(-8.0 * d.to_f32());
-                        words.push(d.to_bits() as u32 | (m.to_bits() as u32) << 16);
-                        words.extend(
-                            b.qs.chunks_exact(4)
-                                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                        );
+                    if ty == GgmlType::Q4_1 {
+                        for b in blocks::<BlockQ4_1>(&p.data) {
+                            push(f16(b.d), f16(b.m), &b.qs);
+                        }
+                    } else {
+                        for b in blocks::<BlockQ4_0>(&p.data) {
+                            push(f16(b.d), half::f16::from_f32(-8.0 * b.d.to_f32()), &b.qs);
+                        }
                     }
                 }
                 kernels::Q4_1
