@@ -30,6 +30,7 @@ pub enum Kind {
     PrematureAnswer,
     Narration,
     OtherProblem,
+    MergedEvents,
 }
 
 /// Relative weights of the kinds: about half the sentences are right.
@@ -46,6 +47,7 @@ const KINDS: &[(Kind, u32)] = &[
     (Kind::PrematureAnswer, 8),
     (Kind::Narration, 4),
     (Kind::OtherProblem, 4),
+    (Kind::MergedEvents, 6),
 ];
 
 const OPENINGS: &[&str] = &[
@@ -210,7 +212,12 @@ fn record(rng: &mut SmallRng, r: &Reference, other: &Reference) -> Option<(Kind,
         .to_string();
     (!original.is_empty() && original != step || matches!(kind, Kind::ReferenceStep))
         .then_some(())?;
-    let corrected = GroundedOracle::decide(r, &prefix, &original);
+    // A merged sentence's numbers all lie on the path, so the oracle would keep it: it is
+    // labelled here, rewritten into the step it only half tells.
+    let corrected = match kind {
+        Kind::MergedEvents => step.to_string(),
+        _ => GroundedOracle::decide(r, &prefix, &original),
+    };
     debug_assert!(next_index(r, &prefix) <= r.steps.len());
     Some((
         kind,
@@ -282,6 +289,17 @@ fn upstream_sentence(
         }
         Kind::Narration => pick(rng, NARRATION).to_string(),
         Kind::OtherProblem => other.steps[rng.random_range(0..other.steps.len())].clone(),
+        // "She buys 5 more and then gives away 3, so 12 + 5 = 17 apples.": the question's
+        // sentence quoted whole where it tells two events, with the arithmetic of the first.
+        Kind::MergedEvents => {
+            let (event, math) = step.split_once(", so ")?;
+            let told = r
+                .question
+                .split_inclusive(". ")
+                .map(|s| s.trim().trim_end_matches('.'))
+                .find(|s| s.starts_with(event) && s[event.len()..].contains(" then "))?;
+            format!("{told}, so {math}")
+        }
     })
 }
 
@@ -299,6 +317,40 @@ pub fn records(refs: &[Reference], per_problem: usize, seed: u64) -> Vec<(Kind, 
             if let Some(rec) = record(&mut rng, r, other) {
                 out.push(rec);
                 made += 1;
+            }
+        }
+    }
+    out
+}
+
+/// For every step of `refs` that the question tells joined to the next event ("She buys 5 more
+/// and then gives away 3."), the merged sentence to rewrite and the step itself to keep: the
+/// pair that makes quoting the question's sentence wrong and telling one event right.
+pub fn merged_records(refs: &[Reference]) -> Vec<(Kind, Record)> {
+    let mut rng = SmallRng::seed_from_u64(0);
+    let mut out = Vec::new();
+    for r in refs {
+        for k in 0..r.steps.len() {
+            let Some(merged) = upstream_sentence(&mut rng, Kind::MergedEvents, r, r, k) else {
+                continue;
+            };
+            let prefix = r.steps[..k].join(" ");
+            for (kind, original) in [
+                (Kind::MergedEvents, merged),
+                (Kind::ReferenceStep, r.steps[k].clone()),
+            ] {
+                out.push((
+                    kind,
+                    Record {
+                        question: r.question.clone(),
+                        prefix: prefix.clone(),
+                        copy: kind == Kind::ReferenceStep,
+                        original,
+                        corrected: r.steps[k].clone(),
+                        family: FAMILY,
+                        seed: r.index as u64,
+                    },
+                ));
             }
         }
     }
@@ -338,6 +390,29 @@ mod tests {
         }
         let copies = recs.iter().filter(|(_, r)| r.copy).count() as f64 / recs.len() as f64;
         assert!((0.35..0.7).contains(&copies), "{copies}");
+    }
+
+    #[test]
+    fn a_sentence_that_tells_two_events_and_computes_one_is_rewritten() {
+        let r = Reference {
+            question: "Mia has 12 apples. She buys 5 more and then gives away 3. How many?".into(),
+            steps: vec![
+                "She buys 5 more, so 12 + 5 = 17 apples.".into(),
+                "Then she gives away 3, so 17 - 3 = 14 apples.".into(),
+            ],
+            answer: 14.0,
+            index: 0,
+        };
+        let recs = merged_records(&[r]);
+        assert_eq!(recs.len(), 2, "{recs:?}");
+        let (kind, merged) = &recs[0];
+        assert_eq!(*kind, Kind::MergedEvents);
+        assert_eq!(
+            merged.original,
+            "She buys 5 more and then gives away 3, so 12 + 5 = 17 apples."
+        );
+        assert_eq!(merged.corrected, "She buys 5 more, so 12 + 5 = 17 apples.");
+        assert!(!merged.copy && recs[1].1.copy);
     }
 
     #[test]

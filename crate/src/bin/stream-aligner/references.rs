@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use stream_aligner::train::gsm8k::{self, Reference};
-use stream_aligner::train::synthetic;
+use stream_aligner::train::{generate, synthetic};
 
 #[derive(clap::Args, Clone)]
 pub struct SplitArgs {
@@ -62,6 +62,16 @@ pub struct ReferencesArgs {
     limit: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Write records from N of the generator's problems instead (their canonical solutions as
+    /// the references; no GSM8K split is written)
+    #[arg(long)]
+    generated: Option<usize>,
+    /// With --generated: problem i has seed `generated_seed + i`
+    #[arg(long, default_value_t = 70_000)]
+    generated_seed: u64,
+    /// With --generated: the story families (default: all)
+    #[arg(long, value_delimiter = ',')]
+    families: Vec<usize>,
 }
 
 fn create(p: &Path) -> Result<std::fs::File> {
@@ -72,6 +82,13 @@ fn create(p: &Path) -> Result<std::fs::File> {
 }
 
 pub fn run(args: ReferencesArgs) -> Result<()> {
+    if let Some(n) = args.generated {
+        let out = args.out.as_ref().context("--generated needs --out")?;
+        let refs: Vec<Reference> = (0..n as u64)
+            .map(|i| Reference::from_problem(&generate(args.generated_seed + i, &args.families)))
+            .collect();
+        return write_records(&refs, &args, out);
+    }
     let (mut train, val, dropped) = args.split.split()?;
     let mut f = create(&args.val_out)?;
     for l in &val {
@@ -89,7 +106,15 @@ pub fn run(args: ReferencesArgs) -> Result<()> {
     if let Some(n) = args.limit {
         train.truncate(n);
     }
-    let records = synthetic::records(&train, args.per_problem, args.seed);
+    write_records(&train, &args, out)
+}
+
+/// `per_problem` records about each of `train` into `out`, with a count by kind.
+fn write_records(train: &[Reference], args: &ReferencesArgs, out: &Path) -> Result<()> {
+    let mut records = synthetic::records(train, args.per_problem, args.seed);
+    if args.generated.is_some() {
+        records.extend(synthetic::merged_records(train));
+    }
     let mut f = create(out)?;
     let mut by_kind: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for (kind, r) in &records {
