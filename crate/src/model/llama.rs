@@ -245,6 +245,7 @@ impl Llama {
             Err(_) => QLinear::new(embed.clone(), device),
         };
         let norm = load_norm(g, "output_norm.weight", d, device)?;
+        let rope = Rope::new(c.head_dim, c.context, c.rope_base, &device.device);
         #[cfg(all(feature = "wgpu", not(feature = "wgpu-fusion")))]
         let gpu = match device.gpu_kernels() {
             true => {
@@ -259,10 +260,10 @@ impl Llama {
                     .collect();
                 let w = super::gpu::Weights::upload(
                     &device.device,
-                    &c,
                     &sources,
                     norm.host(),
                     &head.weight,
+                    &rope,
                 )?;
                 Some(std::sync::Arc::new((w, None)))
             }
@@ -270,7 +271,7 @@ impl Llama {
         };
         Ok(Self {
             norm,
-            rope: Rope::new(c.head_dim, c.context, c.rope_base, &device.device),
+            rope,
             embed,
             layers,
             head,

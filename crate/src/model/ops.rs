@@ -427,6 +427,16 @@ pub struct Rope {
 }
 
 impl Rope {
+    /// cos θ of position p and pair i at `p * head_dim / 2 + i`, on the host.
+    pub fn cos_host(&self) -> &[f32] {
+        &self.cos_host
+    }
+
+    /// sin θ, as [`Self::cos_host`].
+    pub fn sin_host(&self) -> &[f32] {
+        &self.sin_host
+    }
+
     pub fn new(head_dim: usize, context: usize, base: f32, device: &Device) -> Self {
         let half = head_dim / 2;
         let (mut cos, mut sin) = (

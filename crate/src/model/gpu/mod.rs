@@ -17,7 +17,8 @@ use cubecl::server::Handle;
 use super::kernels::embedding_rows;
 use super::kv_cache::KvCache;
 use super::llama::{LlamaConfig, Logits};
-use super::lora::{Adapter, Target};
+use super::lora::{Adapter, BaseShape, Target};
+use super::ops::Rope;
 use super::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, F16Le, GgmlType, QMatrix, blocks, dequantize};
 use crate::error::{Error, Result};
 
@@ -220,10 +221,10 @@ pub struct LayerSource<'a> {
 impl Weights {
     pub fn upload(
         device: &Device,
-        c: &LlamaConfig,
         layers: &[LayerSource<'_>],
         norm: &[f32],
         head: &QMatrix,
+        rope: &Rope,
     ) -> Result<Self> {
         let client = client(device)?;
         let mut out = Vec::with_capacity(layers.len());
@@ -240,24 +241,11 @@ impl Weights {
                 ffn_norm: Buf::from_f32(&client, l.ffn_norm),
             });
         }
-        let half = c.head_dim / 2;
-        let (mut cos, mut sin) = (
-            Vec::with_capacity(c.context * half),
-            Vec::with_capacity(c.context * half),
-        );
-        for p in 0..c.context {
-            for i in 0..half {
-                let theta =
-                    p as f64 * (c.rope_base as f64).powf(-2.0 * i as f64 / c.head_dim as f64);
-                cos.push(theta.cos() as f32);
-                sin.push(theta.sin() as f32);
-            }
-        }
         Ok(Self {
             norm: Buf::from_f32(&client, norm),
             head: Matrix::upload(&client, &[head])?,
-            cos: Buf::from_f32(&client, &cos),
-            sin: Buf::from_f32(&client, &sin),
+            cos: Buf::from_f32(&client, rope.cos_host()),
+            sin: Buf::from_f32(&client, rope.sin_host()),
             layers: out,
             k: Launcher {
                 unused: [0; 3].map(|_| Buf::empty(&client, 1)),
@@ -279,18 +267,9 @@ impl Weights {
                         return None;
                     }
                     let rt = r * targets.len();
-                    let cols = match targets[0] {
-                        Target::Down => c.ffn,
-                        _ => c.d_model,
-                    };
-                    let rows: Vec<usize> = targets
-                        .iter()
-                        .map(|t| match t {
-                            Target::K | Target::V => c.n_kv_head * c.head_dim,
-                            Target::Gate | Target::Up => c.ffn,
-                            _ => c.d_model,
-                        })
-                        .collect();
+                    let shape = BaseShape::from(c);
+                    let cols = targets[0].dims(&shape).0;
+                    let rows: Vec<usize> = targets.iter().map(|t| t.dims(&shape).1).collect();
                     let total_rows: usize = rows.iter().sum();
                     let mut a = vec![0.0f32; cols * rt];
                     let mut bt = vec![0.0f32; total_rows * rt];
@@ -321,7 +300,7 @@ impl Weights {
             .collect();
         GpuLora {
             layers,
-            rank_total: r * 3,
+            rank_total: r * GROUPS.iter().map(|g| g.len()).max().unwrap_or(1),
         }
     }
 
