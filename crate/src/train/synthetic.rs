@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::grounded::{GroundedOracle, next_index};
+use super::story::lower_first;
 use super::gsm8k::{FAMILY, Reference, known_numbers, other_number};
 use super::trainer::Record;
 use crate::text::arithmetic::{claims, format_number, numbers, pending_value, same};
@@ -31,6 +32,8 @@ pub enum Kind {
     Narration,
     OtherProblem,
     MergedEvents,
+    TwoStepsWrong,
+    TwoStepsRight,
 }
 
 /// Relative weights of the kinds: about half the sentences are right.
@@ -114,10 +117,7 @@ fn paraphrase(rng: &mut SmallRng, s: &str) -> String {
             ]
             .contains(&first);
             let body = if lower {
-                let mut cs = s.chars();
-                cs.next()
-                    .map(|f| f.to_lowercase().collect::<String>() + cs.as_str())
-                    .unwrap_or_default()
+                lower_first(s)
             } else {
                 s.to_string()
             };
@@ -300,6 +300,7 @@ fn upstream_sentence(
                 .find(|s| s.starts_with(event) && s[event.len()..].contains(" then "))?;
             format!("{told}, so {math}")
         }
+        Kind::TwoStepsWrong | Kind::TwoStepsRight => two_steps(rng, r, k, kind == Kind::TwoStepsRight)?,
     })
 }
 
@@ -323,34 +324,89 @@ pub fn records(refs: &[Reference], per_problem: usize, seed: u64) -> Vec<(Kind, 
     out
 }
 
-/// For every step of `refs` that the question tells joined to the next event ("She buys 5 more
-/// and then gives away 3."), the merged sentence to rewrite and the step itself to keep: the
-/// pair that makes quoting the question's sentence wrong and telling one event right.
+/// Steps `k` and `k + 1` told as one sentence in an upstream's own words, with the second
+/// applied to the first's result: "She buys 5 more and she gives away 3, so 12 + 5 - 3 = 14
+/// apples." (right), or the same with a wrong result, or chained ("12 + 5 - 3 = 17 - 3 = 9").
+/// None unless both steps read "<event>, so <expression> = <result>..." and the second's
+/// expression starts with the first's result.
+fn two_steps(rng: &mut SmallRng, r: &Reference, k: usize, right: bool) -> Option<String> {
+    let (first, second) = (r.steps.get(k)?, r.steps.get(k + 1)?);
+    let (event1, math1) = first.split_once(", so ")?;
+    let (event2, math2) = second.split_once(", so ")?;
+    let event2 = event2.strip_prefix("Then ").unwrap_or(event2);
+    let event2 = lower_first(event2.strip_prefix("then ").unwrap_or(event2));
+    // "and she gives away 3" or, as often, "and gives away 3".
+    let event2 = match event2.split_once(' ') {
+        Some((he, rest)) if ["he", "she", "they"].contains(&he) && rng.random_bool(0.5) => {
+            rest.to_string()
+        }
+        _ => event2,
+    };
+    let (eq1, eq2) = (math1.find('=')?, math2.find('=')?);
+    let expr1 = math1[expression_start(math1, eq1)..eq1].trim();
+    let start2 = expression_start(math2, eq2);
+    (start2 == 0).then_some(())?;
+    let v1 = format_number(claims(first).last()?.1);
+    let tail = math2[..eq2].trim().strip_prefix(v1.as_str())?.trim();
+    (!tail.is_empty() && !tail.contains(['(', ')'])).then_some(())?;
+    // "(68 - 29) / 3": the first step's sum first.
+    let expr1 = if tail.starts_with(['*', '/', 'x', '×', '÷']) && expr1[1..].contains(['+', '-']) {
+        format!("({expr1})")
+    } else {
+        expr1.to_string()
+    };
+    let right_text = format!("{event1} and {event2}, so {expr1} {tail} ={}", &math2[eq2 + 1..]);
+    let (_, v2) = *claims(second).last()?;
+    if right {
+        return Some(right_text);
+    }
+    let mut avoid = known_numbers(r);
+    avoid.extend(claims(&r.steps.join(" ")).into_iter().map(|(_, c)| c));
+    let wrong = other_number(rng, v2, &avoid);
+    let eq = right_text.rfind('=')?;
+    if rng.random_bool(0.5) {
+        with_claim(&right_text, eq, wrong)
+    } else {
+        let chained = format!("{} {v1} {tail} ={}", &right_text[..=eq], &right_text[eq + 1..]);
+        with_claim(&chained, chained.rfind('=')?, wrong)
+    }
+}
+
+/// Records about sentences that tell two events at once, for every step of `refs` where one
+/// fits: the question's joined sentence ("She buys 5 more and then gives away 3.") quoted whole
+/// with the first event's arithmetic, rewritten into the step (it is labelled here: its numbers
+/// all lie on the path), beside the step itself to keep; and two steps told as one in other
+/// words, kept when the combined arithmetic is right and rewritten into the first step when it
+/// is wrong (labelled by the oracle).
 pub fn merged_records(refs: &[Reference]) -> Vec<(Kind, Record)> {
     let mut rng = SmallRng::seed_from_u64(0);
     let mut out = Vec::new();
     for r in refs {
         for k in 0..r.steps.len() {
-            let Some(merged) = upstream_sentence(&mut rng, Kind::MergedEvents, r, r, k) else {
-                continue;
-            };
             let prefix = r.steps[..k].join(" ");
-            for (kind, original) in [
-                (Kind::MergedEvents, merged),
-                (Kind::ReferenceStep, r.steps[k].clone()),
-            ] {
+            let mut push = |kind: Kind, original: String, corrected: String| {
                 out.push((
                     kind,
                     Record {
                         question: r.question.clone(),
                         prefix: prefix.clone(),
-                        copy: kind == Kind::ReferenceStep,
+                        copy: corrected == original,
                         original,
-                        corrected: r.steps[k].clone(),
+                        corrected,
                         family: FAMILY,
                         seed: r.index as u64,
                     },
-                ));
+                ))
+            };
+            if let Some(merged) = upstream_sentence(&mut rng, Kind::MergedEvents, r, r, k) {
+                push(Kind::MergedEvents, merged, r.steps[k].clone());
+                push(Kind::ReferenceStep, r.steps[k].clone(), r.steps[k].clone());
+            }
+            for (kind, right) in [(Kind::TwoStepsRight, true), (Kind::TwoStepsWrong, false)] {
+                if let Some(original) = two_steps(&mut rng, r, k, right) {
+                    let corrected = GroundedOracle::decide(r, &prefix, &original);
+                    push(kind, original, corrected);
+                }
             }
         }
     }
@@ -404,7 +460,7 @@ mod tests {
             index: 0,
         };
         let recs = merged_records(&[r]);
-        assert_eq!(recs.len(), 2, "{recs:?}");
+        assert_eq!(recs.len(), 4, "{recs:?}");
         let (kind, merged) = &recs[0];
         assert_eq!(*kind, Kind::MergedEvents);
         assert_eq!(
@@ -413,6 +469,27 @@ mod tests {
         );
         assert_eq!(merged.corrected, "She buys 5 more, so 12 + 5 = 17 apples.");
         assert!(!merged.copy && recs[1].1.copy);
+        // The two steps told as one in other words: kept when right, the first step when wrong.
+        let (kind, right) = &recs[2];
+        assert_eq!(*kind, Kind::TwoStepsRight);
+        assert!(
+            [
+                "She buys 5 more and she gives away 3, so 12 + 5 - 3 = 14 apples.",
+                "She buys 5 more and gives away 3, so 12 + 5 - 3 = 14 apples."
+            ]
+            .contains(&right.original.as_str()),
+            "{right:?}"
+        );
+        assert!(right.copy, "{right:?}");
+        let (kind, wrong) = &recs[3];
+        assert_eq!(*kind, Kind::TwoStepsWrong);
+        assert!(
+            wrong.original.starts_with("She buys 5 more and ")
+                && wrong.original.contains("gives away 3, so 12 + 5 - 3 = "),
+            "{wrong:?}"
+        );
+        assert!(!wrong.original.ends_with("= 14 apples."), "{wrong:?}");
+        assert_eq!(wrong.corrected, "She buys 5 more, so 12 + 5 = 17 apples.");
     }
 
     #[test]
