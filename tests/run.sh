@@ -11,6 +11,7 @@ bash tests/gateway/setup.sh
 cargo test --release --workspace
 bash www/build.sh
 bash www/build.sh cpu
+bash www/build.sh threads
 bash www/extension/build.sh
 [ -d tests/browser/node_modules ] || bash tests/browser/setup.sh
 bash www/edge/setup.sh

@@ -7,19 +7,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 variant="${1:-webgpu}"
-read -r out features opt < <(python3 - "$variant" <<'PY'
+IFS=$'\t' read -r out features opt toolchain rustflags buildstd < <(python3 - "$variant" <<'PY'
 import sys, tomllib
 profiles = tomllib.load(open("wasm-pack.toml", "rb"))["profile"]
 name = sys.argv[1]
 if name not in profiles:
     sys.exit(f"no profile '{name}' in wasm-pack.toml (have: {', '.join(profiles)})")
 p = profiles[name]
-print(p["out-dir"], ",".join(p.get("features", [])) or "-", " ".join(p.get("wasm-opt", [])) or "-")
+print("\t".join([p["out-dir"], ",".join(p.get("features", [])) or "-", " ".join(p.get("wasm-opt", [])) or "-",
+                 p.get("toolchain", "-"), "\x1f".join(p.get("rustflags", [])) or "-", ",".join(p.get("build-std", [])) or "-"]))
 PY
 )
 args=(--no-default-features)
 [ "$features" != "-" ] && args+=(--features "$features")
-wasm-pack build crate --release --target web --out-dir "../$out" --out-name stream_aligner -- "${args[@]}"
+env=()
+if [ "$toolchain" != "-" ]; then
+  env+=(RUSTUP_TOOLCHAIN="$toolchain")
+  # Another compiler and other flags: its own target folder, so the other builds stay incremental.
+  env+=(CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/$variant")
+fi
+[ "$rustflags" != "-" ] && env+=(CARGO_ENCODED_RUSTFLAGS="$rustflags")
+[ "$buildstd" != "-" ] && args+=(-Z "build-std=$buildstd")
+env "${env[@]}" wasm-pack build crate --release --target web --out-dir "../$out" --out-name stream_aligner -- "${args[@]}"
 wasm="$out/stream_aligner_bg.wasm"
 before=$(stat -c %s "$wasm")
 if [ "$opt" != "-" ]; then

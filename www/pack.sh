@@ -17,6 +17,12 @@ rm -rf "$stage"
 mkdir -p "$stage/pkg"
 cp www/stream-aligner.js www/stream-aligner.d.ts www/stream-aligner-worker.js www/stream-aligner-worker.d.ts www/worker.js "$stage/"
 cp "$pkg/stream_aligner.js" "$pkg/stream_aligner.d.ts" "$pkg/stream_aligner_bg.wasm" "$stage/pkg/"
+# The threads package (cross-origin isolated pages pick it for the CPU), with its worker snippet.
+if [ -f www/pkg-threads/stream_aligner_bg.wasm ]; then
+  mkdir -p "$stage/pkg-threads"
+  cp -r www/pkg-threads/stream_aligner.js www/pkg-threads/stream_aligner.d.ts www/pkg-threads/stream_aligner_bg.wasm \
+    www/pkg-threads/snippets "$stage/pkg-threads/"
+fi
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' crate/Cargo.toml | head -1)
 cat > "$stage/package.json" <<JSON
 {
@@ -31,7 +37,7 @@ cat > "$stage/package.json" <<JSON
     ".": { "types": "./stream-aligner.d.ts", "default": "./stream-aligner.js" },
     "./worker": { "types": "./stream-aligner-worker.d.ts", "default": "./stream-aligner-worker.js" }
   },
-  "files": ["*.js", "*.d.ts", "pkg/"],
+  "files": ["*.js", "*.d.ts", "pkg/", "pkg-threads/"],
   "sideEffects": false
 }
 JSON

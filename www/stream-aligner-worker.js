@@ -15,6 +15,7 @@ export class StreamAlignerWorker extends EventTarget {
   #worker;
   #handlers = new Map();
   backend;
+  threads = 1;
 
   constructor(worker) {
     super();
@@ -48,6 +49,7 @@ export class StreamAlignerWorker extends EventTarget {
     }));
     a.backend = loaded.backend;
     a.notice = loaded.notice;
+    a.threads = loaded.threads;
     a.remote = !!options.upstream?.remote;
     return a;
   }
@@ -80,15 +82,25 @@ export class StreamAlignerWorker extends EventTarget {
     }
   }
 
-  correct(query, answer, { signal, ...options } = {}) {
+  /** A request answered by one 'done' (its result), with 'event's on the way. */
+  #request(msg, signal) {
+    if (signal?.aborted) return Promise.reject(new DOMException('aborted', 'AbortError'));
     return new Promise((resolve, reject) => {
-      const id = this.#call({ type: 'correct', query, answer, options }, (d) => {
+      const id = this.#call(msg, (d) => {
         if (d.type === 'event') this.dispatchEvent(new CustomEvent('sentence', { detail: d.event }));
         else if (d.type === 'done') resolve(d.result);
         else if (d.type === 'error') reject(failure(d));
       });
       signal?.addEventListener('abort', () => this.#worker.postMessage({ id: nextId++, type: 'abort', target: id }), { once: true });
     });
+  }
+
+  correct(query, answer, { signal, ...options } = {}) {
+    return this.#request({ type: 'correct', query, answer, options }, signal);
+  }
+
+  generate(prompt, { signal, ...options } = {}) {
+    return this.#request({ type: 'generate', prompt, options }, signal);
   }
 
   terminate() {

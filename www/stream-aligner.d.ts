@@ -21,6 +21,17 @@ export interface LoadOptions {
   webgpu?: boolean | 'force';
   /** Where the .wasm is, when not beside pkg/stream_aligner.js. */
   wasm?: string | URL;
+  /** Threads for the CPU kernels (default: navigator.hardwareConcurrency). More than one needs
+   * a cross-origin isolated page (COOP/COEP) and the threads package (pkg-threads/); else one. */
+  threads?: number;
+}
+
+export interface Generation {
+  text: string;
+  promptTokens: number;
+  generatedTokens: number;
+  prefillMs: number;
+  decodeMs: number;
 }
 
 export interface SentenceEvent {
@@ -65,6 +76,10 @@ export interface Api extends EventTarget {
   /** Why the CPU runs instead of WebGPU, or null on WebGPU. */
   readonly notice: string | null;
   readonly upstream: 'local' | 'remote';
+  /** How many threads run the CPU kernels (1 on WebGPU). */
+  readonly threads: number;
+  /** The upstream model's greedy continuation of `prompt` as it is (no chat template), with its timings. */
+  generate(prompt: string, options?: { maxTokens?: number; signal?: AbortSignal }): Promise<Generation>;
   stream(query: string, options?: StreamOptions): AsyncGenerator<SentenceEvent, void, void>;
   correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; copyMargin?: number; signal?: AbortSignal; onEvent?: (ev: SentenceEvent) => void }): Promise<Answer>;
   addEventListener(type: 'sentence', listener: (e: CustomEvent<SentenceEvent>) => void, options?: boolean | AddEventListenerOptions): void;
@@ -80,8 +95,6 @@ export declare class StreamAligner {
   static splitSentences(text: string, finished?: boolean): string[];
   /** The largest gap between the CPU path's SIMD kernels and their scalar definition, relative to each product's scale (about 1e-7 when they agree). */
   static kernelSelfCheck(options?: { wasm?: string | URL }): Promise<number>;
-  /** The upstream model's greedy continuation of `prompt` as it is (no chat template), with its timings. */
-  generate(prompt: string, options?: { maxTokens?: number; signal?: AbortSignal }): Promise<{ text: string; promptTokens: number; generatedTokens: number; prefillMs: number; decodeMs: number }>;
   /** One sentence corrected after `prefix` (the corrected text before it). */
   correctSentence(query: string, prefix: string, sentence: string, options?: { calculator?: boolean; signal?: AbortSignal }): Promise<{ text: string; changed: boolean }>;
 }

@@ -7,10 +7,40 @@
 //
 // Weights are fetched with progress and kept in Cache Storage (a reload reads them from there).
 // The upstream and the aligner share one base model, held once; the aligner is the base plus a
-// LoRA adapter. WebGPU is used when the browser offers an adapter, else burn's CPU backend runs
-// in wasm (`aligner.backend` says which).
+// LoRA adapter. WebGPU is used when the browser offers an adapter, else our CPU kernels run
+// in wasm (`aligner.backend` says which): on several threads when the page is cross-origin
+// isolated and the threads package (pkg-threads/, built by `www/build.sh threads`) is there,
+// else on one (`aligner.threads` says how many).
 
-import init, { Session, Cancel, splitSentences, kernelSelfCheck } from './pkg/stream_aligner.js';
+import * as single from './pkg/stream_aligner.js';
+
+/** The threads package, initialized with its pool of Web Workers (once a page: rayon's pool is global). */
+let threaded;
+/** The package whose splitSentences serves the static method: the first one loaded. */
+let loaded;
+
+async function singlePackage(wasm) {
+  await single.default(wasm ? { module_or_path: wasm } : undefined);
+  loaded ??= single;
+  return single;
+}
+
+/** The threads package with `n` threads, or null when the page is not isolated or it is missing. */
+async function threadsPackage(n) {
+  if (!globalThis.crossOriginIsolated || n <= 1) return null;
+  threaded ??= (async () => {
+    const pkg = await import('./pkg-threads/stream_aligner.js');
+    await pkg.default();
+    await pkg.initThreadPool(n);
+    return pkg;
+  })().catch((e) => {
+    console.warn(`stream-aligner: no wasm threads here (${e.message}); the CPU path runs on one thread`);
+    return null;
+  });
+  const pkg = await threaded;
+  if (pkg) loaded ??= pkg;
+  return pkg;
+}
 
 const CACHE = 'stream-aligner-weights-v1';
 
@@ -79,11 +109,13 @@ async function chooseBackend(webgpu) {
 export class StreamAligner extends EventTarget {
   #session;
   #remote;
+  #pkg;
 
-  constructor(session, remote) {
+  constructor(session, remote, pkg) {
     super();
     this.#session = session;
     this.#remote = remote;
+    this.#pkg = pkg;
   }
 
   /**
@@ -94,7 +126,7 @@ export class StreamAligner extends EventTarget {
    * offers a hardware adapter; a software one (SwiftShader, llvmpipe: seconds a token) gets the
    * CPU path and a `notice` saying so, unless `webgpu: 'force'`. `webgpu: false` forces the CPU.
    */
-  static async load({ upstream = {}, aligner = {}, onProgress, webgpu = true, wasm } = {}) {
+  static async load({ upstream = {}, aligner = {}, onProgress, webgpu = true, wasm, threads } = {}) {
     if (upstream.remote && !upstream.remote.baseUrl) {
       throw new Error('upstream.remote needs a baseUrl (e.g. http://127.0.0.1:8080/v1)');
     }
@@ -103,11 +135,12 @@ export class StreamAligner extends EventTarget {
     if (upstream.local && aligner.base && upstream.local !== aligner.base) {
       throw new Error('upstream.local and aligner.base must be the same base model: it is held once');
     }
-    await init(wasm);
+    const { gpu, notice } = await chooseBackend(webgpu);
+    const cores = threads ?? globalThis.navigator?.hardwareConcurrency ?? 1;
+    const pkg = (!gpu && await threadsPackage(cores)) || await singlePackage(wasm);
     const base = await fetchCached(baseUrl, 'base model', onProgress);
     const adapter = aligner.adapter ? await fetchCached(aligner.adapter, 'adapter', onProgress) : undefined;
-    const { gpu, notice } = await chooseBackend(webgpu);
-    const a = new StreamAligner(await Session.create(base, adapter, gpu), upstream.remote);
+    const a = new StreamAligner(await pkg.Session.create(base, adapter, gpu), upstream.remote, pkg);
     // The session falls back to the CPU when WebGPU fails to start: the notice follows the backend.
     a.notice = a.backend === 'webgpu' ? null : notice ?? 'WebGPU could not be started here: running on the CPU in WebAssembly (slower).';
     return a;
@@ -119,6 +152,11 @@ export class StreamAligner extends EventTarget {
   /** 'webgpu', or 'cpu' when WebGPU is unavailable. */
   get backend() {
     return this.#session.backend;
+  }
+
+  /** How many threads run the CPU kernels (1 on WebGPU, and where the page is not cross-origin isolated). */
+  get threads() {
+    return this.backend === 'cpu' ? this.#pkg.kernelThreads() : 1;
   }
 
   /** 'remote' when a remote upstream was given, else 'local'. */
@@ -145,7 +183,7 @@ export class StreamAligner extends EventTarget {
   /** `work(cancel)` with a Cancel that `signal` triggers; an abort rejects with an AbortError. */
   async #cancellable(signal, work) {
     if (signal?.aborted) throw new DOMException('aborted', 'AbortError');
-    const cancel = new Cancel();
+    const cancel = new this.#pkg.Cancel();
     const abort = () => cancel.cancel();
     signal?.addEventListener('abort', abort, { once: true });
     try {
@@ -205,7 +243,8 @@ export class StreamAligner extends EventTarget {
    * `finished`, a last sentence whose end is not yet certain is left out. Needs `load()` first.
    */
   static splitSentences(text, finished = false) {
-    return splitSentences(text, finished);
+    if (!loaded) throw new Error('StreamAligner.splitSentences: load() first');
+    return loaded.splitSentences(text, finished);
   }
 
   /**
@@ -213,8 +252,7 @@ export class StreamAligner extends EventTarget {
    * to each product's scale (about 1e-7 when they agree); `wasm` as in `load()`.
    */
   static async kernelSelfCheck({ wasm } = {}) {
-    await init(wasm);
-    return kernelSelfCheck();
+    return (await singlePackage(wasm)).kernelSelfCheck();
   }
 
   /**

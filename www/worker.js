@@ -11,7 +11,7 @@ self.onmessage = async ({ data }) => {
   try {
     if (type === 'load') {
       aligner = await StreamAligner.load({ ...data.options, onProgress: (progress) => reply({ type: 'progress', progress }) });
-      reply({ type: 'loaded', backend: aligner.backend, notice: aligner.notice });
+      reply({ type: 'loaded', backend: aligner.backend, notice: aligner.notice, threads: aligner.threads });
     } else if (type === 'stream') {
       const ctl = new AbortController();
       running.set(id, ctl);
@@ -24,12 +24,16 @@ self.onmessage = async ({ data }) => {
       running.set(id, ctl);
       const onEvent = (event) => reply({ type: 'event', event });
       reply({ type: 'done', result: await aligner.correct(data.query, data.answer, { ...data.options, signal: ctl.signal, onEvent }) });
+    } else if (type === 'generate') {
+      const ctl = new AbortController();
+      running.set(id, ctl);
+      reply({ type: 'done', result: await aligner.generate(data.prompt, { ...data.options, signal: ctl.signal }) });
     } else if (type === 'abort') {
       running.get(data.target)?.abort();
     }
   } catch (e) {
     reply({ type: 'error', name: e?.name ?? 'Error', message: e?.message ?? String(e) });
   } finally {
-    if (type === 'stream' || type === 'correct') running.delete(id);
+    running.delete(id);
   }
 };

@@ -259,6 +259,20 @@ pub fn kernel_self_check() -> f32 {
     crate::model::int8::simd_disagreement()
 }
 
+/// Starts `n` Web Workers as rayon's pool for the CPU kernels (the `threads` build only; the
+/// page must be cross-origin isolated). Resolves when they are ready.
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
+/// How many threads run the CPU kernels: rayon's pool in the `threads` build, else 1.
+#[wasm_bindgen(js_name = kernelThreads)]
+pub fn kernel_threads() -> usize {
+    #[cfg(feature = "threads")]
+    return rayon::current_num_threads();
+    #[cfg(not(feature = "threads"))]
+    1
+}
+
 /// The complete sentences of `text` (each with its leading whitespace; they concatenate back to
 /// the text they cover). Unless `finished`, a last sentence whose end is not yet certain is
 /// left out: more text may still come.

@@ -1,13 +1,16 @@
 // Prefill and decode speed of the CPU path in Debian's headless Chromium, against wllama
 // (llama.cpp compiled to wasm, npm `@wllama/wllama`, a dev dependency used only here): the same
-// GGUF, the same prompt, greedy, one thread each, measured side by side in one run (under load
-// the figures move together). Each side's own timings: ours from `StreamAligner.generate`,
-// wllama's from llama.cpp's (`timings` of its completion).
+// GGUF, the same prompt, greedy, the same number of threads, measured side by side in one run
+// (under load the figures move together). Both run in Web Workers on a cross-origin isolated
+// page (tests/browser/serve.mjs sends COOP/COEP): ours in StreamAlignerWorker (with more than one
+// thread, the threads package: rayon's pool over wasm threads), wllama in its own worker (its
+// pthreads build). Each side's own timings: ours from `generate`, wllama's from llama.cpp's
+// (`timings` of its completion).
 //
-//   node tests/browser/bench.mjs [--json] [--reps 3] [--gen 64]
+//   node tests/browser/bench.mjs [--json] [--reps 3] [--gen 64] [--threads 2]
 //
-// Needs the www/ package built (bash www/build.sh) and the model fetched. Prints medians, and the
-// ratio ours ÷ wllama (above 1.0: we are faster).
+// Needs the www/ packages built (bash www/build.sh; bash www/build.sh threads) and the model
+// fetched. Prints medians, and the ratio ours ÷ wllama (above 1.0: we are faster).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,10 +23,12 @@ const { values: opts } = parseArgs({
     json: { type: 'boolean', default: false },
     reps: { type: 'string', default: '3' },
     gen: { type: 'string', default: '64' },
+    threads: { type: 'string', default: '2' },
   },
 });
 const reps = Number(opts.reps);
 const gen = Number(opts.gen);
+const threads = Number(opts.threads);
 const MODEL = '/models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const WLLAMA = '/tests/browser/node_modules/@wllama/wllama/esm';
 // A 38-token prompt (the chat template around one question), as TOOLCHAIN.md's wllama figures.
@@ -43,13 +48,14 @@ try {
   const page = await browser.newPage();
   page.on('pageerror', (e) => console.error('page error:', e.message));
   await page.goto(`${origin}/tests/browser/bench.html`);
-  const runs = await page.evaluate(async ({ model, wllamaDir, prompt, gen, reps }) => {
-    const { StreamAligner } = await import('/www/stream-aligner.js');
+  const runs = await page.evaluate(async ({ model, wllamaDir, prompt, gen, reps, threads }) => {
+    const { StreamAlignerWorker } = await import('/www/stream-aligner-worker.js');
     const { Wllama } = await import(`${wllamaDir}/index.js`);
-    const ours = await StreamAligner.load({ aligner: { base: model }, webgpu: false });
+    const ours = await StreamAlignerWorker.load({ aligner: { base: model }, webgpu: false, threads });
     const wllama = new Wllama({ default: `${wllamaDir}/wasm/wllama.wasm` });
-    await wllama.loadModelFromUrl(new URL(model, location.href).href, { n_threads: 1, n_ctx: 512, n_gpu_layers: 0, useCache: false });
-    const out = { ours: [], wllama: [] };
+    await wllama.loadModelFromUrl(new URL(model, location.href).href, { n_threads: threads, n_ctx: 512, n_gpu_layers: 0, useCache: false });
+    const out = { ours: [], wllama: [], threads: { ours: ours.threads, wllama: wllama.getNumThreads() },
+      isolated: crossOriginIsolated };
     const oursOnce = async (n) => {
       const g = await ours.generate(prompt, { maxTokens: n });
       return {
@@ -72,8 +78,13 @@ try {
       out.ours.push(await oursOnce(gen));
       out.wllama.push(await wllamaOnce(gen));
     }
+    ours.terminate();
     return out;
-  }, { model: MODEL, wllamaDir: WLLAMA, prompt: PROMPT, gen, reps });
+  }, { model: MODEL, wllamaDir: WLLAMA, prompt: PROMPT, gen, reps, threads });
+  // Same thread counts, or the comparison means nothing.
+  if (runs.threads.ours !== threads || runs.threads.wllama !== threads) {
+    throw new Error(`asked for ${threads} threads, ran ours on ${runs.threads.ours} and wllama on ${runs.threads.wllama} (isolated: ${runs.isolated})`);
+  }
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const summary = (rs) => ({
     decode_tok_s: median(rs.map((r) => r.decode_tok_s)),
@@ -82,7 +93,7 @@ try {
   const result = {
     ours: summary(runs.ours),
     wllama: summary(runs.wllama),
-    threads: 1,
+    threads,
     reps,
     gen_tokens: gen,
     same_text: runs.ours[0].text === runs.wllama[0].text,
@@ -95,7 +106,7 @@ try {
     console.log(JSON.stringify(result));
   } else {
     const f = (x) => x.toFixed(1).padStart(8);
-    console.log(`headless Chromium, CPU, 1 thread, ${gen} tokens, median of ${reps}`);
+    console.log(`headless Chromium, CPU, ${threads} thread${threads > 1 ? 's' : ''} each, ${gen} tokens, median of ${reps}`);
     console.log('                      prefill tok/s   decode tok/s');
     console.log(`stream-aligner (wasm) ${f(result.ours.prefill_tok_s)}        ${f(result.ours.decode_tok_s)}`);
     console.log(`wllama (llama.cpp)    ${f(result.wllama.prefill_tok_s)}        ${f(result.wllama.decode_tok_s)}`);

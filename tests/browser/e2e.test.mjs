@@ -238,3 +238,51 @@ test('a remote upstream over fetch: our serve answers; a failing one rejects cle
     failing.close();
   }
 });
+
+test('on a cross-origin isolated page the CPU kernels run on wasm threads and continue a prompt as one thread does', { timeout: 600_000 }, async (t) => {
+  const prompt = 'The capital of France is';
+  const run = (p) => p.evaluate(async (prompt) => {
+    const { StreamAligner } = await import('/www/stream-aligner.js');
+    const { StreamAlignerWorker } = await import('/www/stream-aligner-worker.js');
+    const aligner = { base: '/models/SmolLM2-135M-Instruct.Q4_1.gguf' };
+    // In a worker (as the demo runs the CPU path): its thread sleeps while the pool works.
+    const w = await StreamAlignerWorker.load({ aligner, webgpu: false });
+    const threaded = await w.generate(prompt, { maxTokens: 8 });
+    const threads = w.threads;
+    w.terminate();
+    const one = await StreamAligner.load({ aligner, webgpu: false, threads: 1 });
+    const single = await one.generate(prompt, { maxTokens: 8 });
+    return { isolated: crossOriginIsolated, cores: navigator.hardwareConcurrency, threads, oneThread: one.threads,
+      threaded: threaded.text, single: single.text, decodeMs: [threaded.decodeMs, single.decodeMs] };
+  }, prompt);
+
+  const p = await page();
+  await p.goto(`${origin}/www/stream-aligner.js`);
+  const r = await run(p);
+  assert.equal(r.isolated, true, 'serve.mjs sends COOP/COEP');
+  assert.equal(r.threads, Math.max(1, r.cores), JSON.stringify(r));
+  assert.ok(r.threads > 1 || r.cores === 1, `${r.threads} threads on ${r.cores} cores`);
+  assert.equal(r.oneThread, 1);
+  // The rows of each product are split between threads, each row computed as on one thread:
+  // the same bits, so the same greedy tokens.
+  assert.match(r.single, /Paris/, JSON.stringify(r));
+  assert.equal(r.threaded, r.single);
+  t.diagnostic(`${r.threads} threads: 7 tokens decoded in ${r.decodeMs[0].toFixed(0)} ms; one thread ${r.decodeMs[1].toFixed(0)} ms`);
+  assert.deepEqual(p.errors, []);
+  await p.close();
+
+  // Without COOP/COEP there is no SharedArrayBuffer: one thread, the same text.
+  const plain = await serve(0, { isolated: false });
+  try {
+    const q = await page();
+    await q.goto(`http://127.0.0.1:${plain.address().port}/www/stream-aligner.js`);
+    const s = await run(q);
+    assert.equal(s.isolated, false);
+    assert.equal(s.threads, 1);
+    assert.equal(s.threaded, r.single);
+    assert.deepEqual(q.errors, []);
+    await q.close();
+  } finally {
+    plain.close();
+  }
+});

@@ -11,7 +11,12 @@ const types = {
   '.json': 'application/json', '.css': 'text/css', '.png': 'image/png',
 };
 
-export function serve(port = 0) {
+// Pages are cross-origin isolated (COOP/COEP), so the CPU path may run on wasm threads
+// (SharedArrayBuffer); `isolated: false` serves them without, as most sites do.
+const ISOLATION = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
+
+export function serve(port = 0, { isolated = true } = {}) {
+  const headers = isolated ? ISOLATION : {};
   const server = createServer((req, res) => {
     const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname));
     let file = join(root, path);
@@ -19,7 +24,7 @@ export function serve(port = 0) {
     try {
       if (statSync(file).isDirectory()) file = join(file, 'index.html');
       const size = statSync(file).size;
-      res.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream', 'content-length': size });
+      res.writeHead(200, { ...headers, 'content-type': types[extname(file)] ?? 'application/octet-stream', 'content-length': size });
       createReadStream(file).pipe(res);
     } catch {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');

@@ -259,14 +259,15 @@ fn block_sums(x: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// Runs `f(first_row, rows_out)` over disjoint chunks of `out` (rows × `n` each), in parallel natively.
+/// Runs `f(first_row, rows_out)` over disjoint chunks of `out` (rows × `n` each): on rayon's
+/// threads natively and in wasm built with threads (`threads` feature), else on this thread.
 pub(crate) fn par_rows(
     out: &mut [f32],
     n: usize,
     rows: usize,
     f: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     {
         use rayon::prelude::*;
         let threads = rayon::current_num_threads().max(1);
@@ -275,7 +276,7 @@ pub(crate) fn par_rows(
             .enumerate()
             .for_each(|(i, o)| f(i * chunk, o));
     }
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
     {
         let _ = (n, rows);
         f(0, out)
