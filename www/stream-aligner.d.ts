@@ -22,7 +22,8 @@ export interface LoadOptions {
   /** Where the .wasm is, when not beside pkg/stream_aligner.js. */
   wasm?: string | URL;
   /** Threads for the CPU kernels (default: navigator.hardwareConcurrency). More than one needs
-   * a cross-origin isolated page (COOP/COEP) and the threads package (pkg-threads/); else one. */
+   * a cross-origin isolated page (COOP/COEP) and the threads package (pkg-threads/); else one.
+   * The pool is made by the first load that uses it; later loads in the page share it. */
   threads?: number;
 }
 
