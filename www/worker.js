@@ -8,26 +8,26 @@ const running = new Map();
 self.onmessage = async ({ data }) => {
   const { id, type } = data;
   const reply = (msg) => self.postMessage({ id, ...msg });
+  // The signal of a request that an 'abort' message naming its id stops.
+  const abortable = () => {
+    const ctl = new AbortController();
+    running.set(id, ctl);
+    return ctl.signal;
+  };
   try {
     if (type === 'load') {
       aligner = await StreamAligner.load({ ...data.options, onProgress: (progress) => reply({ type: 'progress', progress }) });
       reply({ type: 'loaded', backend: aligner.backend, notice: aligner.notice, threads: aligner.threads });
     } else if (type === 'stream') {
-      const ctl = new AbortController();
-      running.set(id, ctl);
-      for await (const event of aligner.stream(data.query, { ...data.options, signal: ctl.signal })) {
+      for await (const event of aligner.stream(data.query, { ...data.options, signal: abortable() })) {
         reply({ type: 'event', event });
       }
       reply({ type: 'done' });
     } else if (type === 'correct') {
-      const ctl = new AbortController();
-      running.set(id, ctl);
       const onEvent = (event) => reply({ type: 'event', event });
-      reply({ type: 'done', result: await aligner.correct(data.query, data.answer, { ...data.options, signal: ctl.signal, onEvent }) });
+      reply({ type: 'done', result: await aligner.correct(data.query, data.answer, { ...data.options, signal: abortable(), onEvent }) });
     } else if (type === 'generate') {
-      const ctl = new AbortController();
-      running.set(id, ctl);
-      reply({ type: 'done', result: await aligner.generate(data.prompt, { ...data.options, signal: ctl.signal }) });
+      reply({ type: 'done', result: await aligner.generate(data.prompt, { ...data.options, signal: abortable() }) });
     } else if (type === 'abort') {
       running.get(data.target)?.abort();
     }

@@ -233,6 +233,13 @@ fn record(rng: &mut SmallRng, r: &Reference, other: &Reference) -> Option<(Kind,
     ))
 }
 
+/// The numbers a wrong value must not be: the known ones and every step's result.
+fn path_numbers(r: &Reference) -> Vec<f64> {
+    let mut numbers = known_numbers(r);
+    numbers.extend(claims(&r.steps.join(" ")).into_iter().map(|(_, c)| c));
+    numbers
+}
+
 /// The "upstream" sentence of a record of `kind` after `r`'s first `k` steps (`other` lends a
 /// sentence about another problem); None when the kind doesn't fit the step.
 fn upstream_sentence(
@@ -243,8 +250,7 @@ fn upstream_sentence(
     k: usize,
 ) -> Option<String> {
     let step = r.steps.get(k).map(String::as_str).unwrap_or("");
-    let mut avoid = known_numbers(r);
-    avoid.extend(claims(&r.steps.join(" ")).into_iter().map(|(_, c)| c));
+    let mut avoid = path_numbers(r);
     avoid.push(r.answer);
     Some(match kind {
         Kind::ReferenceStep => step.to_string(),
@@ -360,9 +366,7 @@ fn two_steps(rng: &mut SmallRng, r: &Reference, k: usize, right: bool) -> Option
     if right {
         return Some(right_text);
     }
-    let mut avoid = known_numbers(r);
-    avoid.extend(claims(&r.steps.join(" ")).into_iter().map(|(_, c)| c));
-    let wrong = other_number(rng, v2, &avoid);
+    let wrong = other_number(rng, v2, &path_numbers(r));
     let eq = right_text.rfind('=')?;
     if rng.random_bool(0.5) {
         with_claim(&right_text, eq, wrong)
