@@ -20,9 +20,10 @@ use std::sync::OnceLock;
 
 use futures::executor::block_on;
 use serde::Deserialize;
+use stream_aligner::align::Aligner;
 use stream_aligner::model::read_f32;
 use stream_aligner::model::sampler::argmax;
-use stream_aligner::model::{EngineDevice, Gguf, Logits};
+use stream_aligner::model::{EngineDevice, Gguf, Logits, Readback, Scores};
 use stream_aligner::text::{Message, StreamDecoder};
 use stream_aligner::{Engine, Error, GenerateOptions};
 
@@ -469,4 +470,68 @@ fn gpu_kernels_match_the_reference() {
     );
     eprintln!("wgpu with the adapter against cpu-f32: max |Δlogit| {worst:.5}");
     assert!(worst <= 0.02, "wgpu with the adapter: max |Δlogit| {worst}");
+
+    // The reduced readback (decoding's): each row's best 8 and a gathered logit, computed on
+    // the device, are the host's top 8 of the same rows read back whole, to the bit.
+    let gather: Vec<Option<u32>> = (0..other.len())
+        .map(|i| (i % 3 != 2).then(|| other[(i * 7 + 1) % other.len()]))
+        .collect();
+    let (mut whole, mut top) = (gpu.model.new_cache(), gpu.model.new_cache());
+    let rows = block_on(gpu.model.logits(&other, &mut whole, Logits::All)).unwrap();
+    let reduced = block_on(gpu.model.scores(
+        &other,
+        &mut top,
+        Logits::All,
+        &Readback::Top {
+            k: 8,
+            gather: gather.clone(),
+        },
+    ))
+    .unwrap();
+    assert_eq!(reduced.len(), other.len());
+    for (i, r) in reduced.iter().enumerate() {
+        let want = Scores::top_of(&rows[i * vocab..(i + 1) * vocab], 8, gather[i]);
+        assert_eq!(r, &want, "row {i}");
+    }
+    assert_eq!(top.len(), whole.len(), "both caches hold the tokens run");
+
+    // The aligner's decoding on the reduced readback: the draft verified in one pass and token
+    // by token decide the same revision, with a copy margin and the calculator (which rejects
+    // the false sums' drafts from their first wrong digit), and it is cpu-f32's.
+    let (gpu, cpu) = (std::sync::Arc::new(gpu), std::sync::Arc::new(cpu));
+    let aligner = |e: &std::sync::Arc<Engine>, speculate: bool| {
+        let mut a = Aligner::new(e.clone());
+        a.copy_margin = 3.0;
+        a.speculate = speculate;
+        a.calculator = true;
+        a
+    };
+    let (mut fast, mut plain, mut reference) = (
+        aligner(&gpu, true),
+        aligner(&gpu, false),
+        aligner(&cpu, true),
+    );
+    let q =
+        "Mia has 12 apples. She buys 5 more and then gives away 3. How many apples does she have?";
+    for o in [
+        "She buys 5 more, so she has 12 + 5 = 17 apples.",
+        "She buys 5 more apples and gives away 3 apples, so she has 12 + 5 - 3 = 7 apples.",
+        "She buys 5 more, so she has 12 + 5 = 71 apples.",
+    ] {
+        let a = block_on(fast.correct(q, "", o)).unwrap();
+        let b = block_on(plain.correct(q, "", o)).unwrap();
+        let c = block_on(reference.correct(q, "", o)).unwrap();
+        eprintln!(
+            "wgpu aligner: {o:?} -> {:?} ({} of {} tokens from the draft)",
+            a.text, a.accepted, a.tokens
+        );
+        assert_eq!(a.text, b.text, "{o:?}: one pass and token by token");
+        assert_eq!(a.text, c.text, "{o:?}: wgpu and cpu-f32");
+        let right = o.contains("= 17 ");
+        assert_eq!(
+            a.accepted == a.tokens,
+            right,
+            "{o:?}: only the right sentence is copied whole"
+        );
+    }
 }

@@ -16,7 +16,7 @@ use web_time::Instant;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::{KvCache, Logits, Sampler, SamplerConfig};
+use crate::model::{KvCache, Logits, Readback, Sampler, SamplerConfig, Scores};
 use crate::text::{Calculator, StreamDecoder};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,21 +120,23 @@ impl Choice<'_> {
         (self.draft.len() > out.len() && self.draft.starts_with(out)).then(|| self.draft[out.len()])
     }
 
-    /// The token decoding picks after `logits`: the calculator's if it is writing a value, else
+    /// What to read back of the rows whose next tokens follow `gather` (the draft's tokens
+    /// there): only the best candidates the sampler needs and those tokens' logits, unless the
+    /// sampler needs every logit.
+    fn readback(&self, gather: Vec<Option<u32>>) -> Readback {
+        Readback::top(self.sampler.needs(), gather)
+    }
+
+    /// The token decoding picks after `scores`: the calculator's if it is writing a value, else
     /// the sampler's, unless the draft's token is within `copy_margin` of it.
-    fn next(&mut self, logits: &[f32]) -> u32 {
+    fn next(&mut self, scores: &Scores) -> u32 {
         if let Some(id) = self.calculator.forced() {
             return id;
         }
-        let chosen = self.sampler.sample(logits, &self.history);
+        let chosen = self.sampler.pick(scores, &self.history);
         match self.draft_next() {
             Some(d) if self.copy_margin > 0.0 && d != chosen => {
-                let logit = |id: u32| {
-                    logits
-                        .get(id as usize)
-                        .copied()
-                        .unwrap_or(f32::NEG_INFINITY)
-                };
+                let logit = |id: u32| scores.logit(id).unwrap_or(f32::NEG_INFINITY);
                 if logit(d) + self.copy_margin >= logit(chosen) {
                     d
                 } else {
@@ -163,8 +165,8 @@ impl Choice<'_> {
 
 /// How a draft's verification ended.
 struct Verified {
-    /// The logits after the last accepted token.
-    logits: Vec<f32>,
+    /// The scores after the last accepted token.
+    scores: Scores,
     /// The token decoding chose where the draft differs.
     differs: Option<u32>,
     stop: Option<StopReason>,
@@ -205,29 +207,36 @@ impl Engine {
         };
         let t0 = Instant::now();
         let reused = cache.common_prefix(prompt).min(prompt.len() - 1);
-        let logits = self.model.prefill(prompt, cache).await?;
+        let first = choice.readback(vec![draft.first().copied()]);
+        let scores = self.model.prefill_scores(prompt, cache, &first).await?;
         let prefill_ms = ms(t0);
         let t1 = Instant::now();
         let v = self
             .verify(
                 if opts.speculate { draft } else { &[] },
-                logits,
+                scores,
                 opts.max_tokens,
                 &mut choice,
                 cache,
                 &mut on_token,
             )
             .await?;
-        let (mut logits, mut differs, mut stop, mut passes) =
-            (v.logits, v.differs, v.stop, v.passes);
+        let (mut scores, mut differs, mut stop, mut passes) =
+            (v.scores, v.differs, v.stop, v.passes);
         let accepted = choice.out().len();
         while stop.is_none() && choice.room(opts.max_tokens) {
-            let id = differs.take().unwrap_or_else(|| choice.next(&logits));
+            let id = differs.take().unwrap_or_else(|| choice.next(&scores));
             stop = choice.take(id, &mut on_token)?;
             if stop.is_some() || !choice.room(opts.max_tokens) || cache.len() + 1 >= ctx {
                 break;
             }
-            logits = self.model.logits(&[id], cache, Logits::Last).await?;
+            let readback = choice.readback(vec![choice.draft_next()]);
+            scores = self
+                .model
+                .scores(&[id], cache, Logits::Last, &readback)
+                .await?
+                .pop()
+                .ok_or(Error::EmptyInput("no tokens to run"))?;
             passes += 1;
         }
         let stats = GenerationStats {
@@ -251,7 +260,7 @@ impl Engine {
     async fn verify(
         &self,
         draft: &[u32],
-        logits: Vec<f32>,
+        scores: Scores,
         max_tokens: usize,
         choice: &mut Choice<'_>,
         cache: &mut KvCache,
@@ -262,18 +271,26 @@ impl Engine {
         let (mut differs, mut stop) = (None, None);
         if draft.is_empty() {
             return Ok(Verified {
-                logits,
+                scores,
                 differs,
                 stop,
                 passes: 0,
             });
         }
         let base = cache.len();
-        let rows = self.model.logits(draft, cache, Logits::All).await?;
-        let vocab = self.model.config.vocab;
-        let row = |i: usize| &rows[i * vocab..(i + 1) * vocab];
+        // Row i decides the token after draft[i]: its comparison is with the draft's next one
+        // (read from the whole draft: the last row's may lie past what is verified here).
+        let readback = choice.readback(
+            (1..=draft.len())
+                .map(|i| choice.draft.get(i).copied())
+                .collect(),
+        );
+        let mut rows = self
+            .model
+            .scores(draft, cache, Logits::All, &readback)
+            .await?;
         for (i, &token) in draft.iter().enumerate() {
-            let chosen = choice.next(if i == 0 { &logits } else { row(i - 1) });
+            let chosen = choice.next(if i == 0 { &scores } else { &rows[i - 1] });
             if chosen != token {
                 differs = Some(chosen);
                 break;
@@ -286,7 +303,11 @@ impl Engine {
         let n = choice.out().len();
         cache.truncate(base + n);
         Ok(Verified {
-            logits: if n == 0 { logits } else { row(n - 1).to_vec() },
+            scores: if n == 0 {
+                scores
+            } else {
+                rows.swap_remove(n - 1)
+            },
             differs,
             stop,
             passes: 1,

@@ -16,6 +16,7 @@ use super::kv_cache::KvCache;
 use super::lora::{Adapter, BaseShape, Lora, LoraWeights, Target};
 use super::ops::{Activations, Heads, Host, Norm, QLinear, Rope};
 use super::quant::{GgmlType, QMatrix, dequantize};
+use super::scores::{Readback, Scores};
 use crate::error::{Error, Result};
 use crate::platform::on_kernel_threads;
 
@@ -379,6 +380,39 @@ impl Llama {
         read_f32(y).await
     }
 
+    /// As [`Self::logits`], a [`Scores`] a row, with only what `readback` asks for read back
+    /// from the GPU: a `Top` request is reduced on the device. The CPU's rows are whole.
+    pub async fn scores(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+        readback: &Readback,
+    ) -> Result<Vec<Scores>> {
+        #[cfg(all(feature = "wgpu", not(feature = "wgpu-fusion")))]
+        if let (Some(g), Readback::Top { k, gather }) = (&self.gpu, readback) {
+            self.check(ids, cache)?;
+            crate::platform::yield_now().await;
+            let rows =
+                g.0.top(
+                    &self.config,
+                    &self.embed,
+                    ids,
+                    cache,
+                    logits,
+                    g.1.as_ref(),
+                    *k,
+                    gather,
+                )
+                .await?;
+            cache.push_tokens(ids);
+            return Ok(rows);
+        }
+        let _ = readback;
+        let rows = self.logits(ids, cache, logits).await?;
+        Ok(Scores::split(&rows, self.config.vocab))
+    }
+
     /// Training: logits of positions `from..` of `ids` (a fresh sequence) with the adapter's
     /// configuration and the live, differentiable `weights`. Runs on an autodiff device.
     pub async fn forward_train(
@@ -496,14 +530,35 @@ impl Llama {
     /// Runs `ids` reusing the longest cached prefix: rolls the cache back to where `ids` and the
     /// cache diverge and prefills only the rest. Returns the last position's logits.
     pub async fn prefill(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
-        if ids.is_empty() {
-            return Err(Error::EmptyInput("no tokens to run"));
-        }
-        // Keep at least one token to run so there are logits to return.
-        let keep = cache.common_prefix(ids).min(ids.len() - 1);
-        cache.truncate(keep);
+        let keep = reuse(ids, cache)?;
         self.logits(&ids[keep..], cache, Logits::Last).await
     }
+
+    /// As [`Self::prefill`], the last position's [`Scores`] as `readback` asks (its `gather`:
+    /// one token).
+    pub async fn prefill_scores(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        readback: &Readback,
+    ) -> Result<Scores> {
+        let keep = reuse(ids, cache)?;
+        self.scores(&ids[keep..], cache, Logits::Last, readback)
+            .await?
+            .pop()
+            .ok_or(Error::EmptyInput("no tokens to run"))
+    }
+}
+
+/// Rolls `cache` back to where it and `ids` diverge, keeping at least one token of `ids` to run
+/// so there are logits to return; the number of tokens kept.
+fn reuse(ids: &[u32], cache: &mut KvCache) -> Result<usize> {
+    if ids.is_empty() {
+        return Err(Error::EmptyInput("no tokens to run"));
+    }
+    let keep = cache.common_prefix(ids).min(ids.len() - 1);
+    cache.truncate(keep);
+    Ok(keep)
 }
 
 /// The `N` results of a [`Llama::linear`] of `N` matrices.

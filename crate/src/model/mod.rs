@@ -12,6 +12,7 @@ pub mod lora;
 pub mod ops;
 pub mod quant;
 pub mod sampler;
+pub mod scores;
 
 pub use device::{Backend, EngineDevice, read_f32};
 pub use gguf::Gguf;
@@ -19,3 +20,4 @@ pub use kv_cache::KvCache;
 pub use llama::{Llama, LlamaConfig, Logits};
 pub use lora::{Adapter, BaseShape, LoraConfig, LoraWeights, Target};
 pub use sampler::{Sampler, SamplerConfig};
+pub use scores::{Readback, Scores};

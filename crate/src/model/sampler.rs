@@ -2,6 +2,7 @@
 
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
+use super::scores::{MAX_TOP, Scores};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,10 +99,49 @@ impl Sampler {
             idx.truncate(c.top_k);
         }
         idx.sort_unstable_by(by_logit);
-        let max = l[idx[0] as usize];
-        let mut probs: Vec<f32> = idx
+        let candidates: Vec<(u32, f32)> = idx.iter().map(|&i| (i, l[i as usize])).collect();
+        self.draw(&candidates)
+    }
+
+    /// How many of a row's best tokens decide what [`Self::pick`] takes: 1 for greedy, `top_k`
+    /// for top-k sampling up to [`MAX_TOP`]. None: it needs every logit (a repetition penalty
+    /// reorders the row; an unbounded top-k samples from all of it).
+    pub fn needs(&self) -> Option<usize> {
+        let c = &self.config;
+        if c.repetition_penalty != 1.0 {
+            return None;
+        }
+        if c.temperature == 0.0 {
+            return Some(1);
+        }
+        (c.top_k > 0 && c.top_k <= MAX_TOP).then_some(c.top_k)
+    }
+
+    /// [`Self::sample`] on a row's scores: a `Top` row (as [`Self::needs`] asked for) picks
+    /// among its best tokens exactly as the whole row would.
+    pub fn pick(&mut self, scores: &Scores, history: &[u32]) -> u32 {
+        match scores {
+            Scores::Full(l) => self.sample(l, history),
+            Scores::Top { .. } if self.config.temperature == 0.0 => scores.argmax(),
+            Scores::Top { best, .. } => {
+                let k = match self.config.top_k {
+                    0 => best.len(),
+                    k => k.min(best.len()),
+                };
+                self.draw(&best[..k])
+            }
+        }
+    }
+
+    /// Draws from `candidates` (best first) at the temperature, within the nucleus `top_p`.
+    fn draw(&mut self, candidates: &[(u32, f32)]) -> u32 {
+        let c = &self.config;
+        let Some(&(first, max)) = candidates.first() else {
+            return 0;
+        };
+        let mut probs: Vec<f32> = candidates
             .iter()
-            .map(|&i| ((l[i as usize] - max) / c.temperature).exp())
+            .map(|&(_, v)| ((v - max) / c.temperature).exp())
             .collect();
         let total: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
@@ -116,13 +156,13 @@ impl Sampler {
         }
         let total: f32 = probs.iter().sum();
         let mut r = self.rng.random::<f32>() * total;
-        for (p, &i) in probs.iter().zip(&idx) {
+        for (p, &(i, _)) in probs.iter().zip(candidates) {
             r -= p;
             if r <= 0.0 {
                 return i;
             }
         }
-        idx[probs.len() - 1]
+        candidates.get(probs.len() - 1).map_or(first, |c| c.0)
     }
 }
 
@@ -200,6 +240,44 @@ mod tests {
         })
         .unwrap();
         assert!((0..200).all(|_| matches!(s.sample(&logits(), &[]), 1 | 4)));
+    }
+
+    #[test]
+    fn a_top_row_picks_as_the_whole_row() {
+        let l = logits();
+        for (config, k) in [
+            (SamplerConfig::greedy(), 1),
+            (
+                SamplerConfig {
+                    temperature: 0.8,
+                    top_k: 3,
+                    top_p: 0.9,
+                    seed: 5,
+                    ..Default::default()
+                },
+                3,
+            ),
+        ] {
+            let (mut whole, mut top) = (
+                Sampler::new(config.clone()).unwrap(),
+                Sampler::new(config).unwrap(),
+            );
+            assert_eq!(top.needs(), Some(k));
+            let row = Scores::top_of(&l, k, None);
+            for _ in 0..100 {
+                assert_eq!(top.pick(&row, &[]), whole.sample(&l, &[]));
+            }
+        }
+        let penalized = Sampler::new(SamplerConfig {
+            repetition_penalty: 1.2,
+            ..SamplerConfig::greedy()
+        })
+        .unwrap();
+        assert_eq!(
+            penalized.needs(),
+            None,
+            "a penalty reorders the row: it needs all of it"
+        );
     }
 
     #[test]

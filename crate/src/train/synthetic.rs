@@ -10,8 +10,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::grounded::{GroundedOracle, next_index};
-use super::story::lower_first;
 use super::gsm8k::{FAMILY, Reference, known_numbers, other_number};
+use super::story::lower_first;
 use super::trainer::Record;
 use crate::text::arithmetic::{claims, format_number, numbers, pending_value, same};
 
@@ -34,6 +34,16 @@ pub enum Kind {
     MergedEvents,
     TwoStepsWrong,
     TwoStepsRight,
+}
+
+impl Kind {
+    /// The record's `kind` field: the variant in snake case.
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
 }
 
 /// Relative weights of the kinds: about half the sentences are right.
@@ -116,11 +126,7 @@ fn paraphrase(rng: &mut SmallRng, s: &str) -> String {
                 "He", "She", "They", "The", "There", "It", "We", "This", "That",
             ]
             .contains(&first);
-            let body = if lower {
-                lower_first(s)
-            } else {
-                s.to_string()
-            };
+            let body = if lower { lower_first(s) } else { s.to_string() };
             format!("{c} {body}")
         }
         1 => s
@@ -229,6 +235,7 @@ fn record(rng: &mut SmallRng, r: &Reference, other: &Reference) -> Option<(Kind,
             corrected,
             family: FAMILY,
             seed: r.index as u64,
+            kind: kind.name(),
         },
     ))
 }
@@ -306,7 +313,9 @@ fn upstream_sentence(
                 .find(|s| s.starts_with(event) && s[event.len()..].contains(" then "))?;
             format!("{told}, so {math}")
         }
-        Kind::TwoStepsWrong | Kind::TwoStepsRight => two_steps(rng, r, k, kind == Kind::TwoStepsRight)?,
+        Kind::TwoStepsWrong | Kind::TwoStepsRight => {
+            two_steps(rng, r, k, kind == Kind::TwoStepsRight)?
+        }
     })
 }
 
@@ -356,12 +365,16 @@ fn two_steps(rng: &mut SmallRng, r: &Reference, k: usize, right: bool) -> Option
     let tail = math2[..eq2].trim().strip_prefix(v1.as_str())?.trim();
     (!tail.is_empty() && !tail.contains(['(', ')'])).then_some(())?;
     // "(68 - 29) / 3": the first step's sum first.
-    let expr1 = if tail.starts_with(['*', '/', 'x', '×', '÷']) && expr1[1..].contains(['+', '-']) {
+    let expr1 = if tail.starts_with(['*', '/', 'x', '×', '÷']) && expr1[1..].contains(['+', '-'])
+    {
         format!("({expr1})")
     } else {
         expr1.to_string()
     };
-    let right_text = format!("{event1} and {event2}, so {expr1} {tail} ={}", &math2[eq2 + 1..]);
+    let right_text = format!(
+        "{event1} and {event2}, so {expr1} {tail} ={}",
+        &math2[eq2 + 1..]
+    );
     let (_, v2) = *claims(second).last()?;
     if right {
         return Some(right_text);
@@ -371,7 +384,11 @@ fn two_steps(rng: &mut SmallRng, r: &Reference, k: usize, right: bool) -> Option
     if rng.random_bool(0.5) {
         with_claim(&right_text, eq, wrong)
     } else {
-        let chained = format!("{} {v1} {tail} ={}", &right_text[..=eq], &right_text[eq + 1..]);
+        let chained = format!(
+            "{} {v1} {tail} ={}",
+            &right_text[..=eq],
+            &right_text[eq + 1..]
+        );
         with_claim(&chained, chained.rfind('=')?, wrong)
     }
 }
@@ -399,6 +416,7 @@ pub fn merged_records(refs: &[Reference]) -> Vec<(Kind, Record)> {
                         corrected,
                         family: FAMILY,
                         seed: r.index as u64,
+                        kind: kind.name(),
                     },
                 ))
             };

@@ -42,6 +42,10 @@ pub struct Record {
     pub family: usize,
     #[serde(default)]
     pub seed: u64,
+    /// What the record teaches (`reference_step`, `wrong_result`, ...: synthetic records name it;
+    /// datagen's rounds leave it empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
 }
 
 /// Reads JSONL records; a bad line is an error naming it.

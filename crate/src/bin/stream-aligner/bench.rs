@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use stream_aligner::model::sampler::argmax;
-use stream_aligner::model::{Backend, Logits};
+use stream_aligner::model::{Backend, KvCache, Logits, Readback, Scores};
 use web_time::Instant;
 
 use crate::ModelArgs;
@@ -51,6 +50,10 @@ struct Row {
     /// GPU kernels launched per decoded token (wgpu rows): counted by cubecl's profiling log.
     #[serde(skip_serializing_if = "Option::is_none")]
     dispatches_per_token: Option<f64>,
+    /// Bytes read back from the device per decoded token (wgpu rows): the greedy pick's
+    /// candidate and logit with our kernels, every logit with burn's path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    readback_bytes_per_token: Option<f64>,
 }
 
 /// Set in the child runs that count launches, so they do not count again.
@@ -134,17 +137,26 @@ fn measure(args: &BenchArgs, backend: Backend) -> Result<Row> {
     ids.truncate(args.prompt_tokens);
     let m = &engine.model;
     let (mut pre, mut dec) = (Vec::new(), Vec::new());
+    // Greedy decoding, as `generate` reads it back: the best token of each row.
+    let greedy = Readback::top(Some(1), vec![None]);
+    let step = |ids: &[u32], cache: &mut KvCache| -> Result<Scores> {
+        futures::executor::block_on(m.scores(ids, cache, Logits::Last, &greedy))?
+            .pop()
+            .context("no logits")
+    };
+    let mut read_bytes = 0;
     // One unmeasured round first: shader compilation, allocator warm-up.
     for rep in 0..=args.reps {
         let mut cache = m.new_cache();
         let t = Instant::now();
-        let logits = futures::executor::block_on(m.logits(&ids, &mut cache, Logits::Last))?;
+        let mut next = step(&ids, &mut cache)?.argmax();
         let prefill = t.elapsed().as_secs_f64();
-        let mut next = argmax(&logits);
         let t = Instant::now();
+        read_bytes = 0;
         for _ in 0..args.gen_tokens {
-            let l = futures::executor::block_on(m.logits(&[next], &mut cache, Logits::Last))?;
-            next = argmax(&l);
+            let row = step(&[next], &mut cache)?;
+            read_bytes += row.readback_bytes();
+            next = row.argmax();
         }
         let decode = t.elapsed().as_secs_f64();
         if rep > 0 {
@@ -163,6 +175,8 @@ fn measure(args: &BenchArgs, backend: Backend) -> Result<Row> {
         } else {
             None
         },
+        readback_bytes_per_token: matches!(backend, Backend::Wgpu | Backend::WgpuBurn)
+            .then(|| read_bytes as f64 / args.gen_tokens.max(1) as f64),
     })
 }
 
@@ -202,6 +216,7 @@ fn llama_bench(args: &BenchArgs, bin: &PathBuf) -> Result<Row> {
         prefill_tok_s: ts(true)?,
         decode_tok_s: ts(false)?,
         dispatches_per_token: None,
+        readback_bytes_per_token: None,
     })
 }
 
@@ -252,6 +267,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             r.dispatches_per_token
                 .map_or(String::new(), |d| format!("  {d:.0} kernel launches/token")),
         );
+        if let Some(b) = r.readback_bytes_per_token {
+            println!("{:32} {b:.0} bytes read back/token", "");
+        }
     }
     println!(
         "(ratio = {} / row: above 1.0 means {} is faster)",

@@ -117,13 +117,10 @@ fn write_records(train: &[Reference], args: &ReferencesArgs, out: &Path) -> Resu
     }
     let mut f = create(out)?;
     let mut by_kind: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for (kind, r) in &records {
-        let mut line = serde_json::to_value(r)?;
-        line["kind"] = serde_json::to_value(kind)?;
-        writeln!(f, "{line}")?;
-        let e = by_kind
-            .entry(serde_json::to_string(kind)?.trim_matches('"').to_string())
-            .or_default();
+    for (_, r) in &records {
+        // Through a JSON value, whose keys are sorted, as the committed files are.
+        writeln!(f, "{}", serde_json::to_value(r)?)?;
+        let e = by_kind.entry(r.kind.clone()).or_default();
         e.0 += 1;
         e.1 += r.copy as usize;
     }

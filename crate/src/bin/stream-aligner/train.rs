@@ -29,6 +29,9 @@ pub struct TrainArgs {
         default_value = "models/aligner/onpolicy-train.jsonl,models/aligner/onpolicy-natural.jsonl"
     )]
     data: Vec<PathBuf>,
+    /// Leave out the records of these kinds (their `kind` field, e.g. two_steps_right)
+    #[arg(long, value_delimiter = ',')]
+    skip_kinds: Vec<String>,
     /// Output folder: adapter.safetensors (f16), config.json, train-log.jsonl, checkpoint/
     #[arg(long, default_value = "models/aligner/lora")]
     out: PathBuf,
@@ -80,7 +83,7 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let engine = Engine::load(&args.model.path()?, &EngineDevice::training())?;
-    let records = read_data(&args.data)?;
+    let records = read_data(&args.data, &args.skip_kinds)?;
     let split = Split::new(
         &engine,
         &AlignerPrompt::default(),
@@ -114,6 +117,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let started = Instant::now();
     let (end, last_eval) = train(&args, &mut trainer, &split, &mut log, started)?;
     let base = write_adapter(&args, &trainer)?;
+    write_summary(&args, &trainer, &split, &base, last_eval, end)?;
     if end == RunEnd::Stopped {
         eprintln!(
             "stopped at step {} after {:.1} min (adapter.safetensors written); continue with --resume",
@@ -122,7 +126,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
         return Ok(());
     }
-    write_summary(&args, &trainer, &split, &base, last_eval)?;
     eprintln!(
         "wrote {} (step {}, held-out loss {})",
         args.out.join("adapter.safetensors").display(),
@@ -163,13 +166,14 @@ impl TrainArgs {
     }
 }
 
-/// The records of every data file, in order.
-fn read_data(paths: &[PathBuf]) -> Result<Vec<Record>> {
+/// The records of every data file, in order, less those of a skipped kind.
+fn read_data(paths: &[PathBuf], skip_kinds: &[String]) -> Result<Vec<Record>> {
     let mut records = Vec::new();
     for path in paths {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        records.extend(read_records(&text).with_context(|| format!("in {}", path.display()))?);
+        let read = read_records(&text).with_context(|| format!("in {}", path.display()))?;
+        records.extend(read.into_iter().filter(|r| !skip_kinds.contains(&r.kind)));
     }
     Ok(records)
 }
@@ -294,23 +298,26 @@ fn write_adapter(args: &TrainArgs, trainer: &Trainer) -> Result<String> {
     Ok(adapter.base)
 }
 
-/// config.json: how the adapter was trained.
+/// config.json: how the adapter was trained (a run stopped by `--minutes` says so).
 fn write_summary(
     args: &TrainArgs,
     trainer: &Trainer,
     split: &Split,
     base: &str,
     last_eval: Option<f64>,
+    end: RunEnd,
 ) -> Result<()> {
     let summary = serde_json::json!({
         "config": trainer.config,
         "base": base,
         "data": args.data,
+        "skip_kinds": args.skip_kinds,
         "init": args.init,
         "train_examples": split.train.len(),
         "held_out_examples": split.held.len(),
         "holdout": format!("problems with seed % {} == {}", args.holdout_every, args.holdout_every - 1),
         "steps": trainer.state.step,
+        "stopped_by_time_limit": end == RunEnd::Stopped,
         "tokens_seen": trainer.state.tokens_seen,
         "held_out_loss": last_eval,
     });

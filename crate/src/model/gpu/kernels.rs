@@ -448,3 +448,114 @@ pub fn copy(src: &[f32], dst: &mut [f32], n: u32) {
         dst[i] = src[i];
     }
 }
+
+/// Whether candidate `(av, ai)` ranks before `(bv, bi)`: the higher logit, then the lower id
+/// (the host's `argmax` keeps the first maximum).
+#[cube]
+fn ranks_before(av: f32, ai: u32, bv: f32, bi: u32) -> bool {
+    av > bv || (av == bv && ai < bi)
+}
+
+/// The `k` best tokens of each row of `logits` (one cube a row, `ROW_UNITS` units), best first,
+/// and the logit of `gather[row]`: what decoding reads back instead of the row. Each unit keeps
+/// the best `k` of its strided share in registers; the units' lists are then merged pairwise in
+/// workgroup memory (`ROW_UNITS · k` candidates, 8 KB at k = 16).
+#[cube(launch)]
+pub fn top_k(
+    logits: &[f32],
+    gather: &[u32],
+    best_ids: &mut [u32],
+    best_values: &mut [f32],
+    gathered: &mut [f32],
+    vocab: u32,
+    #[comptime] k: usize,
+) {
+    let row = CUBE_POS_X as usize;
+    let u = UNIT_POS_X as usize;
+    let units = ROW_UNITS as usize;
+    let n = vocab as usize;
+    let base = row * n;
+    let mut vals = Array::<f32>::new(k);
+    let mut ids = Array::<u32>::new(k);
+    for j in 0..k {
+        vals[j] = f32::new(-3.0e38);
+        ids[j] = 0xffff_ffffu32;
+    }
+    // A unit's share, in increasing id: a tie never displaces the earlier id.
+    let mut i = u;
+    while i < n {
+        let v = logits[base + i];
+        if v > vals[k - 1] {
+            let mut j = (k - 1).runtime();
+            let mut moving = true;
+            while moving {
+                if j == 0 {
+                    moving = false;
+                } else if v > vals[j - 1] {
+                    let pv = vals[j - 1];
+                    let pi = ids[j - 1];
+                    vals[j] = pv;
+                    ids[j] = pi;
+                    j -= 1;
+                } else {
+                    moving = false;
+                }
+            }
+            vals[j] = v;
+            ids[j] = i as u32;
+        }
+        i += units;
+    }
+    let mut sv = Shared::<[f32]>::new_slice(ROW_UNITS as usize * k);
+    let mut si = Shared::<[u32]>::new_slice(ROW_UNITS as usize * k);
+    for j in 0..k {
+        let v = vals[j];
+        let id = ids[j];
+        sv[u * k + j] = v;
+        si[u * k + j] = id;
+    }
+    sync_cube();
+    // Unit u < stride merges its list with list u + stride, keeping the best k.
+    let mut stride = (units / 2).runtime();
+    while stride > 0 {
+        if u < stride {
+            let a = u * k;
+            let b = (u + stride) * k;
+            let mut ia = 0usize;
+            let mut ib = 0usize;
+            for j in 0..k {
+                let av = sv[a + ia];
+                let ai = si[a + ia];
+                let bv = sv[b + ib];
+                let bi = si[b + ib];
+                if ranks_before(av, ai, bv, bi) {
+                    vals[j] = av;
+                    ids[j] = ai;
+                    ia += 1;
+                } else {
+                    vals[j] = bv;
+                    ids[j] = bi;
+                    ib += 1;
+                }
+            }
+            for j in 0..k {
+                let v = vals[j];
+                let id = ids[j];
+                sv[a + j] = v;
+                si[a + j] = id;
+            }
+        }
+        sync_cube();
+        stride /= 2;
+    }
+    if u == 0 {
+        for j in 0..k {
+            let v = sv[j];
+            let id = si[j];
+            best_values[row * k + j] = v;
+            best_ids[row * k + j] = id;
+        }
+        let g = gather[row] as usize;
+        gathered[row] = logits[base + g];
+    }
+}

@@ -20,6 +20,7 @@ use super::llama::{LlamaConfig, Logits};
 use super::lora::{Adapter, BaseShape, Target};
 use super::ops::Rope;
 use super::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, F16Le, GgmlType, QMatrix, blocks, dequantize};
+use super::scores::Scores;
 use crate::error::{Error, Result};
 
 /// The matrices of a layer that read the same input, multiplied in one launch (rows stacked).
@@ -30,19 +31,45 @@ pub const GROUPS: [&[Target]; 4] = [
     &[Target::Down],
 ];
 
-/// An f32 buffer on the device.
-#[derive(Debug, Clone)]
-struct Buf {
-    handle: Handle,
-    len: usize,
+/// What a device buffer holds: 4-byte little-endian values (f32 activations, u32 token ids).
+trait Word: Copy {
+    fn to_le(self) -> [u8; 4];
+    fn from_le(b: [u8; 4]) -> Self;
 }
 
-impl Buf {
-    fn from_f32(client: &Client, data: &[f32]) -> Self {
-        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+impl Word for f32 {
+    fn to_le(self) -> [u8; 4] {
+        self.to_le_bytes()
+    }
+    fn from_le(b: [u8; 4]) -> Self {
+        f32::from_le_bytes(b)
+    }
+}
+
+impl Word for u32 {
+    fn to_le(self) -> [u8; 4] {
+        self.to_le_bytes()
+    }
+    fn from_le(b: [u8; 4]) -> Self {
+        u32::from_le_bytes(b)
+    }
+}
+
+/// A buffer of `len` values of `T` (f32 unless said) on the device.
+#[derive(Debug, Clone)]
+struct Buf<T = f32> {
+    handle: Handle,
+    len: usize,
+    of: std::marker::PhantomData<T>,
+}
+
+impl<T: Word> Buf<T> {
+    fn from_slice(client: &Client, data: &[T]) -> Self {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le()).collect();
         Self {
             handle: client.create_from_slice(&bytes),
             len: data.len(),
+            of: std::marker::PhantomData,
         }
     }
 
@@ -50,15 +77,16 @@ impl Buf {
         Self {
             handle: client.empty(len.max(1) * 4),
             len: len.max(1),
+            of: std::marker::PhantomData,
         }
     }
 
     fn arg(&self) -> BufferArg {
-        // SAFETY: the handle holds `len` f32s (it was made for them).
+        // SAFETY: the handle holds `len` 4-byte values (it was made for them).
         unsafe { BufferArg::from_raw_parts(self.handle.clone(), self.len) }
     }
 
-    async fn read(&self, client: &Client) -> Result<Vec<f32>> {
+    async fn read(&self, client: &Client) -> Result<Vec<T>> {
         let bytes = client
             .read_async(vec![self.handle.clone()])
             .await
@@ -66,7 +94,7 @@ impl Buf {
         let b: &[u8] = &bytes[0];
         Ok(b.chunks_exact(4)
             .take(self.len)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .map(|c| T::from_le([c[0], c[1], c[2], c[3]]))
             .collect())
     }
 }
@@ -231,21 +259,21 @@ impl Weights {
         for l in layers {
             let [q, k, v, o, gate, up, down] = l.matrices;
             out.push(Layer {
-                attn_norm: Buf::from_f32(&client, l.attn_norm),
+                attn_norm: Buf::from_slice(&client, l.attn_norm),
                 groups: [
                     Matrix::upload(&client, &[q, k, v])?,
                     Matrix::upload(&client, &[o])?,
                     Matrix::upload(&client, &[gate, up])?,
                     Matrix::upload(&client, &[down])?,
                 ],
-                ffn_norm: Buf::from_f32(&client, l.ffn_norm),
+                ffn_norm: Buf::from_slice(&client, l.ffn_norm),
             });
         }
         Ok(Self {
-            norm: Buf::from_f32(&client, norm),
+            norm: Buf::from_slice(&client, norm),
             head: Matrix::upload(&client, &[head])?,
-            cos: Buf::from_f32(&client, rope.cos_host()),
-            sin: Buf::from_f32(&client, rope.sin_host()),
+            cos: Buf::from_slice(&client, rope.cos_host()),
+            sin: Buf::from_slice(&client, rope.sin_host()),
             layers: out,
             k: Launcher {
                 unused: [0; 3].map(|_| Buf::empty(&client, 1)),
@@ -291,8 +319,8 @@ impl Weights {
                         row0 += n;
                     }
                     Some(LoraGroup {
-                        a: Buf::from_f32(&self.k.client, &a),
-                        bt: Buf::from_f32(&self.k.client, &bt),
+                        a: Buf::from_slice(&self.k.client, &a),
+                        bt: Buf::from_slice(&self.k.client, &bt),
                         rank_total: rt,
                     })
                 })
@@ -315,11 +343,82 @@ impl Weights {
         logits: Logits,
         lora: Option<&GpuLora>,
     ) -> Result<Vec<f32>> {
+        let (out, _) = self.forward(c, embed, ids, cache, logits, lora)?;
+        out.read(&self.k.client).await
+    }
+
+    /// As [`Self::logits`], with each row reduced on the device to its `k` best tokens (best
+    /// first, ties to the lower id) and the logit of `gather[row]`: `8k + 4` bytes a row read
+    /// back instead of the vocabulary's logits.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn top(
+        &self,
+        c: &LlamaConfig,
+        embed: &QMatrix,
+        ids: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+        lora: Option<&GpuLora>,
+        k: usize,
+        gather: &[Option<u32>],
+    ) -> Result<Vec<Scores>> {
+        let client = &self.k.client;
+        let (out, rows) = self.forward(c, embed, ids, cache, logits, lora)?;
+        let wanted: Vec<Option<u32>> = (0..rows)
+            .map(|r| {
+                gather
+                    .get(r)
+                    .copied()
+                    .flatten()
+                    .filter(|&g| (g as usize) < c.vocab)
+            })
+            .collect();
+        let gather_words: Vec<u32> = wanted.iter().map(|g| g.unwrap_or(0)).collect();
+        let gather_buf = Buf::<u32>::from_slice(client, &gather_words);
+        let (best_ids, best_values, gathered) = (
+            Buf::<u32>::empty(client, rows * k),
+            Buf::<f32>::empty(client, rows * k),
+            Buf::<f32>::empty(client, rows),
+        );
+        kernels::top_k::launch(
+            client,
+            CubeCount::Static(rows as u32, 1, 1),
+            CubeDim::new_1d(kernels::ROW_UNITS),
+            out.arg(),
+            gather_buf.arg(),
+            best_ids.arg(),
+            best_values.arg(),
+            gathered.arg(),
+            c.vocab as u32,
+            k,
+        );
+        let ids = best_ids.read(client).await?;
+        let values = best_values.read(client).await?;
+        let gathered = gathered.read(client).await?;
+        Ok((0..rows)
+            .map(|r| Scores::Top {
+                best: (r * k..(r + 1) * k).map(|i| (ids[i], values[i])).collect(),
+                gathered: wanted[r].map(|g| (g, gathered[r])),
+            })
+            .collect())
+    }
+
+    /// The forward pass, launched: the logits of the rows `logits` asks for, on the device, and
+    /// how many rows they are.
+    fn forward(
+        &self,
+        c: &LlamaConfig,
+        embed: &QMatrix,
+        ids: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+        lora: Option<&GpuLora>,
+    ) -> Result<(Buf, usize)> {
         let client = &self.k.client;
         let (t, d) = (ids.len(), c.d_model);
         let pos = cache.len();
         let (qw, kvw) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
-        let mut x = Buf::from_f32(client, &embedding_rows(embed, ids));
+        let mut x = Buf::from_slice(client, &embedding_rows(embed, ids));
         let h = Buf::empty(client, t * d);
         let qkv = Buf::empty(client, t * (qw + 2 * kvw));
         let att = Buf::empty(client, t * qw);
@@ -422,7 +521,7 @@ impl Weights {
             first,
             kernels::PLAIN,
         );
-        out.read(client).await
+        Ok((out, t - first))
     }
 }
 
@@ -664,8 +763,8 @@ mod tests {
                         .sum()
                 };
                 let group = LoraGroup {
-                    a: Buf::from_f32(&k.client, &a),
-                    bt: Buf::from_f32(&k.client, &bt),
+                    a: Buf::from_slice(&k.client, &a),
+                    bt: Buf::from_slice(&k.client, &bt),
                     rank_total: rt,
                 };
                 for mode in [kernels::PLAIN, kernels::RESIDUAL, kernels::SWIGLU] {
@@ -686,8 +785,8 @@ mod tests {
                         };
                         let out = Buf::empty(&k.client, tokens * n);
                         let (xb, rb) = (
-                            Buf::from_f32(&k.client, &x),
-                            Buf::from_f32(&k.client, &residual),
+                            Buf::from_slice(&k.client, &x),
+                            Buf::from_slice(&k.client, &residual),
                         );
                         let xab = Buf::empty(&k.client, tokens * rt);
                         let res = (mode == kernels::RESIDUAL).then_some(&rb);
