@@ -94,11 +94,12 @@ impl Scores {
         }
     }
 
-    /// Bytes this row took to read back from the device (for the bench).
+    /// Bytes this row took to read back from the device (for the bench): a `Top` row is its
+    /// candidates' ids and logits and the gathered logit's word (read even when none was asked).
     pub fn readback_bytes(&self) -> usize {
         match self {
             Scores::Full(l) => 4 * l.len(),
-            Scores::Top { best, gathered } => 8 * best.len() + 4 * gathered.is_some() as usize,
+            Scores::Top { best, .. } => 8 * best.len() + 4,
         }
     }
 }
@@ -122,6 +123,7 @@ mod tests {
         assert_eq!(s.logit(2), Some(-1.0));
         assert_eq!(s.logit(0), None);
         assert_eq!(s.readback_bytes(), 28);
+        assert_eq!(Scores::top_of(&l, 1, None).readback_bytes(), 12);
         assert_eq!(Readback::top(Some(MAX_TOP + 1), vec![]), Readback::Full);
         assert_eq!(Scores::top_of(&l, 1, Some(9)).logit(9), None);
     }

@@ -457,19 +457,12 @@ fn ranks_before(av: f32, ai: u32, bv: f32, bi: u32) -> bool {
 }
 
 /// The `k` best tokens of each row of `logits` (one cube a row, `ROW_UNITS` units), best first,
-/// and the logit of `gather[row]`: what decoding reads back instead of the row. Each unit keeps
-/// the best `k` of its strided share in registers; the units' lists are then merged pairwise in
-/// workgroup memory (`ROW_UNITS · k` candidates, 8 KB at k = 16).
+/// and the logit of `gather[row]`: what decoding reads back instead of the row, as `2k + 1`
+/// words a row in `out` (the ids, then the logits' bits, then the gathered logit's bits). Each
+/// unit keeps the best `k` of its strided share in registers; the units' lists are then merged
+/// pairwise in workgroup memory (`ROW_UNITS · k` candidates, 8 KB at k = 16).
 #[cube(launch)]
-pub fn top_k(
-    logits: &[f32],
-    gather: &[u32],
-    best_ids: &mut [u32],
-    best_values: &mut [f32],
-    gathered: &mut [f32],
-    vocab: u32,
-    #[comptime] k: usize,
-) {
+pub fn top_k(logits: &[f32], gather: &[u32], out: &mut [u32], vocab: u32, #[comptime] k: usize) {
     let row = CUBE_POS_X as usize;
     let u = UNIT_POS_X as usize;
     let units = ROW_UNITS as usize;
@@ -549,13 +542,14 @@ pub fn top_k(
         stride /= 2;
     }
     if u == 0 {
+        let o = row * (2 * k + 1);
         for j in 0..k {
             let v = sv[j];
             let id = si[j];
-            best_values[row * k + j] = v;
-            best_ids[row * k + j] = id;
+            out[o + j] = id;
+            out[o + k + j] = u32::reinterpret(v);
         }
         let g = gather[row] as usize;
-        gathered[row] = logits[base + g];
+        out[o + 2 * k] = u32::reinterpret(logits[base + g]);
     }
 }

@@ -349,7 +349,7 @@ impl Weights {
 
     /// As [`Self::logits`], with each row reduced on the device to its `k` best tokens (best
     /// first, ties to the lower id) and the logit of `gather[row]`: `8k + 4` bytes a row read
-    /// back instead of the vocabulary's logits.
+    /// back in one transfer instead of the vocabulary's logits.
     #[allow(clippy::too_many_arguments)]
     pub async fn top(
         &self,
@@ -375,30 +375,26 @@ impl Weights {
             .collect();
         let gather_words: Vec<u32> = wanted.iter().map(|g| g.unwrap_or(0)).collect();
         let gather_buf = Buf::<u32>::from_slice(client, &gather_words);
-        let (best_ids, best_values, gathered) = (
-            Buf::<u32>::empty(client, rows * k),
-            Buf::<f32>::empty(client, rows * k),
-            Buf::<f32>::empty(client, rows),
-        );
+        // A row: its k ids, their logits' bits, the gathered logit's bits.
+        let words = 2 * k + 1;
+        let reduced = Buf::<u32>::empty(client, rows * words);
         kernels::top_k::launch(
             client,
             CubeCount::Static(rows as u32, 1, 1),
             CubeDim::new_1d(kernels::ROW_UNITS),
             out.arg(),
             gather_buf.arg(),
-            best_ids.arg(),
-            best_values.arg(),
-            gathered.arg(),
+            reduced.arg(),
             c.vocab as u32,
             k,
         );
-        let ids = best_ids.read(client).await?;
-        let values = best_values.read(client).await?;
-        let gathered = gathered.read(client).await?;
-        Ok((0..rows)
-            .map(|r| Scores::Top {
-                best: (r * k..(r + 1) * k).map(|i| (ids[i], values[i])).collect(),
-                gathered: wanted[r].map(|g| (g, gathered[r])),
+        let reduced = reduced.read(client).await?;
+        Ok(reduced
+            .chunks_exact(words)
+            .zip(wanted)
+            .map(|(w, g)| Scores::Top {
+                best: (0..k).map(|j| (w[j], f32::from_bits(w[k + j]))).collect(),
+                gathered: g.map(|g| (g, f32::from_bits(w[2 * k]))),
             })
             .collect())
     }
