@@ -393,18 +393,9 @@ impl Llama {
         if let (Some(g), Readback::Top { k, gather }) = (&self.gpu, readback) {
             self.check(ids, cache)?;
             crate::platform::yield_now().await;
-            let rows =
-                g.0.top(
-                    &self.config,
-                    &self.embed,
-                    ids,
-                    cache,
-                    logits,
-                    g.1.as_ref(),
-                    *k,
-                    gather,
-                )
-                .await?;
+            let out =
+                g.0.forward(&self.config, &self.embed, ids, cache, logits, g.1.as_ref())?;
+            let rows = g.0.top(&out, *k, gather).await?;
             cache.push_tokens(ids);
             return Ok(rows);
         }
@@ -438,8 +429,8 @@ impl Llama {
         logits: Logits,
     ) -> Result<Vec<f32>> {
         let out =
-            g.0.logits(&self.config, &self.embed, ids, cache, logits, g.1.as_ref())
-                .await?;
+            g.0.forward(&self.config, &self.embed, ids, cache, logits, g.1.as_ref())?;
+        let out = g.0.read(&out).await?;
         cache.push_tokens(ids);
         Ok(out)
     }

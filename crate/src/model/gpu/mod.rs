@@ -3,7 +3,7 @@
 //! their GGML blocks and the KV cache preallocated on the device.
 //!
 //! The layer is the one of [`super::llama`], fused: what the burn tensor path runs as ~60
-//! operations a layer, this runs as [`Weights::logits`] lists it. The burn path stays the
+//! operations a layer, this runs as [`Weights::forward`] lists it. The burn path stays the
 //! differentiable reference (training, `cpu-reference`), and the tests hold this one to the
 //! CPU's exact path (`cpu-f32`).
 
@@ -97,6 +97,13 @@ impl<T: Word> Buf<T> {
             .map(|c| T::from_le([c[0], c[1], c[2], c[3]]))
             .collect())
     }
+}
+
+/// The logits of a forward pass, still on the device: `rows` rows of `vocab`.
+pub struct DeviceLogits {
+    out: Buf,
+    rows: usize,
+    vocab: usize,
 }
 
 /// A matrix (or matrices stacked by rows) in its GGML blocks, as `u32` words.
@@ -332,45 +339,29 @@ impl Weights {
         }
     }
 
-    /// Runs `ids` after what `cache` holds, appends their keys and values to it, and reads
-    /// back the logits (row-major) of the rows `logits` asks for.
-    pub async fn logits(
-        &self,
-        c: &LlamaConfig,
-        embed: &QMatrix,
-        ids: &[u32],
-        cache: &mut KvCache,
-        logits: Logits,
-        lora: Option<&GpuLora>,
-    ) -> Result<Vec<f32>> {
-        let (out, _) = self.forward(c, embed, ids, cache, logits, lora)?;
-        out.read(&self.k.client).await
+    /// The logits, read back whole (row-major).
+    pub async fn read(&self, l: &DeviceLogits) -> Result<Vec<f32>> {
+        l.out.read(&self.k.client).await
     }
 
-    /// As [`Self::logits`], with each row reduced on the device to its `k` best tokens (best
-    /// first, ties to the lower id) and the logit of `gather[row]`: `8k + 4` bytes a row read
-    /// back in one transfer instead of the vocabulary's logits.
-    #[allow(clippy::too_many_arguments)]
+    /// Each row of `l` reduced on the device to its `k` best tokens (best first, ties to the
+    /// lower id) and the logit of `gather[row]`: `8k + 4` bytes a row read back in one transfer
+    /// instead of the vocabulary's logits.
     pub async fn top(
         &self,
-        c: &LlamaConfig,
-        embed: &QMatrix,
-        ids: &[u32],
-        cache: &mut KvCache,
-        logits: Logits,
-        lora: Option<&GpuLora>,
+        l: &DeviceLogits,
         k: usize,
         gather: &[Option<u32>],
     ) -> Result<Vec<Scores>> {
         let client = &self.k.client;
-        let (out, rows) = self.forward(c, embed, ids, cache, logits, lora)?;
+        let (rows, vocab) = (l.rows, l.vocab);
         let wanted: Vec<Option<u32>> = (0..rows)
             .map(|r| {
                 gather
                     .get(r)
                     .copied()
                     .flatten()
-                    .filter(|&g| (g as usize) < c.vocab)
+                    .filter(|&g| (g as usize) < vocab)
             })
             .collect();
         let gather_words: Vec<u32> = wanted.iter().map(|g| g.unwrap_or(0)).collect();
@@ -382,10 +373,10 @@ impl Weights {
             client,
             CubeCount::Static(rows as u32, 1, 1),
             CubeDim::new_1d(kernels::ROW_UNITS),
-            out.arg(),
+            l.out.arg(),
             gather_buf.arg(),
             reduced.arg(),
-            c.vocab as u32,
+            vocab as u32,
             k,
         );
         let reduced = reduced.read(client).await?;
@@ -399,9 +390,9 @@ impl Weights {
             .collect())
     }
 
-    /// The forward pass, launched: the logits of the rows `logits` asks for, on the device, and
-    /// how many rows they are.
-    fn forward(
+    /// Runs `ids` after what `cache` holds and appends their keys and values to it: the
+    /// logits of the rows `logits` asks for, launched and left on the device.
+    pub fn forward(
         &self,
         c: &LlamaConfig,
         embed: &QMatrix,
@@ -409,7 +400,7 @@ impl Weights {
         cache: &mut KvCache,
         logits: Logits,
         lora: Option<&GpuLora>,
-    ) -> Result<(Buf, usize)> {
+    ) -> Result<DeviceLogits> {
         let client = &self.k.client;
         let (t, d) = (ids.len(), c.d_model);
         let pos = cache.len();
@@ -517,7 +508,11 @@ impl Weights {
             first,
             kernels::PLAIN,
         );
-        Ok((out, t - first))
+        Ok(DeviceLogits {
+            out,
+            rows: t - first,
+            vocab: c.vocab,
+        })
     }
 }
 
