@@ -401,7 +401,7 @@ impl Llama {
         }
         let _ = readback;
         let rows = self.logits(ids, cache, logits).await?;
-        Ok(Scores::split(&rows, self.config.vocab))
+        Ok(Scores::split(rows, self.config.vocab))
     }
 
     /// Training: logits of positions `from..` of `ids` (a fresh sequence) with the adapter's

@@ -41,8 +41,12 @@ pub enum Scores {
 }
 
 impl Scores {
-    /// `rows` rows of `vocab` logits, row-major, one `Full` each.
-    pub fn split(logits: &[f32], vocab: usize) -> Vec<Scores> {
+    /// `rows` rows of `vocab` logits, row-major, one `Full` each (one row, as decoding has, is
+    /// moved, not copied).
+    pub fn split(logits: Vec<f32>, vocab: usize) -> Vec<Scores> {
+        if logits.len() == vocab {
+            return vec![Scores::Full(logits)];
+        }
         logits
             .chunks_exact(vocab.max(1))
             .map(|r| Scores::Full(r.to_vec()))
@@ -83,14 +87,6 @@ impl Scores {
             Scores::Top { best, gathered } => {
                 best.iter().chain(gathered).find(|b| b.0 == id).map(|b| b.1)
             }
-        }
-    }
-
-    /// The whole row, when it was read back whole.
-    pub fn full(&self) -> Option<&[f32]> {
-        match self {
-            Scores::Full(l) => Some(l),
-            Scores::Top { .. } => None,
         }
     }
 

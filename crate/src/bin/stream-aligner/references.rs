@@ -117,14 +117,14 @@ fn write_records(train: &[Reference], args: &ReferencesArgs, out: &Path) -> Resu
     }
     let mut f = create(out)?;
     let mut by_kind: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for (_, r) in &records {
+    for r in &records {
         // Through a JSON value, whose keys are sorted, as the committed files are.
         writeln!(f, "{}", serde_json::to_value(r)?)?;
         let e = by_kind.entry(r.kind.clone()).or_default();
         e.0 += 1;
         e.1 += r.copy as usize;
     }
-    let copies = records.iter().filter(|(_, r)| r.copy).count();
+    let copies = records.iter().filter(|r| r.copy).count();
     println!(
         "{} records from {} problems, {copies} copies ({:.1}%) -> {}",
         records.len(),
