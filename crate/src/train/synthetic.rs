@@ -225,7 +225,18 @@ fn record(rng: &mut SmallRng, r: &Reference, other: &Reference) -> Option<Record
         _ => GroundedOracle::decide(r, &prefix, &original),
     };
     debug_assert!(next_index(r, &prefix) <= r.steps.len());
-    Some(Record {
+    Some(labelled(r, prefix, kind, original, corrected))
+}
+
+/// A record about `r` of `kind`: `original` after `prefix`, labelled `corrected`.
+fn labelled(
+    r: &Reference,
+    prefix: String,
+    kind: Kind,
+    original: String,
+    corrected: String,
+) -> Record {
+    Record {
         question: r.question.clone(),
         prefix,
         copy: corrected == original,
@@ -234,7 +245,7 @@ fn record(rng: &mut SmallRng, r: &Reference, other: &Reference) -> Option<Record
         family: FAMILY,
         seed: r.index as u64,
         kind: kind.name(),
-    })
+    }
 }
 
 /// The numbers a wrong value must not be: the known ones and every step's result.
@@ -403,16 +414,7 @@ pub fn merged_records(refs: &[Reference]) -> Vec<Record> {
         for k in 0..r.steps.len() {
             let prefix = r.steps[..k].join(" ");
             let mut push = |kind: Kind, original: String, corrected: String| {
-                out.push(Record {
-                    question: r.question.clone(),
-                    prefix: prefix.clone(),
-                    copy: corrected == original,
-                    original,
-                    corrected,
-                    family: FAMILY,
-                    seed: r.index as u64,
-                    kind: kind.name(),
-                })
+                out.push(labelled(r, prefix.clone(), kind, original, corrected))
             };
             if let Some(merged) = upstream_sentence(&mut rng, Kind::MergedEvents, r, r, k) {
                 push(Kind::MergedEvents, merged, r.steps[k].clone());
