@@ -34,6 +34,7 @@ pub enum Kind {
     MergedEvents,
     TwoStepsWrong,
     TwoStepsRight,
+    AfterMerged,
 }
 
 impl Kind {
@@ -324,6 +325,7 @@ fn upstream_sentence(
         Kind::TwoStepsWrong | Kind::TwoStepsRight => {
             two_steps(rng, r, k, kind == Kind::TwoStepsRight)?
         }
+        Kind::AfterMerged => return None,
     })
 }
 
@@ -431,6 +433,67 @@ pub fn merged_records(refs: &[Reference]) -> Vec<Record> {
     out
 }
 
+/// Words that open a question without naming who it is about.
+const NOT_NAMES: &[&str] = &["A", "An", "The", "There", "Each", "Every", "In", "On", "At"];
+
+/// "Mia has 17 apples now.": the latest result restated, with no progress; the question's
+/// first word as the subject when it is a name.
+fn restatement(rng: &mut SmallRng, r: &Reference, step: &str) -> Option<String> {
+    let (_, v) = *claims(step).last()?;
+    let v = format_number(v);
+    let unit = step[step.rfind('=')? + 1..]
+        .trim_start()
+        .strip_prefix(v.as_str())?
+        .trim()
+        .trim_end_matches('.');
+    let first = r.question.split_whitespace().next().unwrap_or("");
+    let named = first.chars().next().is_some_and(char::is_uppercase) && !NOT_NAMES.contains(&first);
+    let subject = if named { format!("{first} has") } else { "There are".to_string() };
+    Some(match rng.random_range(0..3) {
+        0 => format!("{subject} {v} {unit} now."),
+        1 => format!("So that makes {v} {unit}."),
+        _ => format!("Now we have {v} {unit}."),
+    }
+    .replace("  ", " "))
+}
+
+/// Records about what follows the aligner's own slip, for every step of `refs` where the
+/// question tells two events in one sentence: the prefix ends with that sentence quoted whole
+/// and the first event computed ("She buys 5 more and then gives away 3, so 12 + 5 = 17
+/// apples."), and the upstream goes on as if both were done (the result restated, or "The
+/// answer is 17.") or with the step still missing. The grounded oracle labels them: the first
+/// two are rewritten into the missing step, the last is kept, so an incomplete prefix is
+/// completed where it happened instead of ending on the half-done result.
+pub fn after_merged_records(refs: &[Reference], seed: u64) -> Vec<Record> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for r in refs {
+        for k in 0..r.steps.len().saturating_sub(1) {
+            let Some(merged) = upstream_sentence(&mut rng, Kind::MergedEvents, r, r, k) else {
+                continue;
+            };
+            let mut parts: Vec<&str> = r.steps[..k].iter().map(String::as_str).collect();
+            parts.push(&merged);
+            let prefix = parts.join(" ");
+            let Some(&(_, v)) = claims(&r.steps[k]).last() else {
+                continue;
+            };
+            let next = &r.steps[k + 1];
+            let originals = [
+                restatement(&mut rng, r, &r.steps[k]),
+                Some(format!("The answer is {}.", format_number(v))),
+                Some(next.clone()),
+                Some(paraphrase(&mut rng, next)),
+            ];
+            for original in originals.into_iter().flatten() {
+                let corrected = GroundedOracle::decide(r, &prefix, &original);
+                out.push(labelled(r, prefix.clone(), Kind::AfterMerged, original, corrected));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::gsm8k::read;
@@ -509,6 +572,40 @@ mod tests {
         );
         assert!(!wrong.original.ends_with("= 14 apples."), "{wrong:?}");
         assert_eq!(wrong.corrected, "She buys 5 more, so 12 + 5 = 17 apples.");
+    }
+
+    #[test]
+    fn after_a_half_done_merged_sentence_the_missing_step_is_written() {
+        let r = Reference {
+            question: "Mia has 12 apples. She buys 5 more and then gives away 3. How many?".into(),
+            steps: vec![
+                "She buys 5 more, so 12 + 5 = 17 apples.".into(),
+                "Then she gives away 3, so 17 - 3 = 14 apples.".into(),
+            ],
+            answer: 14.0,
+            index: 0,
+        };
+        let recs = after_merged_records(&[r], 3);
+        assert_eq!(recs.len(), 4, "{recs:?}");
+        let merged = "She buys 5 more and then gives away 3, so 12 + 5 = 17 apples.";
+        assert!(recs.iter().all(|x| x.prefix == merged), "{recs:?}");
+        assert!(recs.iter().all(|x| x.kind == Kind::AfterMerged.name()));
+        let step = "Then she gives away 3, so 17 - 3 = 14 apples.";
+        let restated = &recs[0];
+        assert!(
+            [
+                "Mia has 17 apples now.",
+                "So that makes 17 apples.",
+                "Now we have 17 apples."
+            ]
+            .contains(&restated.original.as_str()),
+            "{restated:?}"
+        );
+        assert_eq!(restated.corrected, step);
+        assert_eq!(recs[1].original, "The answer is 17.");
+        assert_eq!(recs[1].corrected, step);
+        assert!(recs[2].copy && recs[2].original == step, "{:?}", recs[2]);
+        assert!(recs[3].copy, "{:?}", recs[3]);
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub struct ReferencesArgs {
     /// With --generated: the story families (default: all)
     #[arg(long, value_delimiter = ',')]
     families: Vec<usize>,
+    /// With --generated: write only the records about what follows a two-event sentence
+    /// quoted with one event computed (`after_merged`), seeded by --seed
+    #[arg(long, requires = "generated")]
+    after_merged: bool,
 }
 
 fn create(p: &Path) -> Result<std::fs::File> {
@@ -111,8 +115,12 @@ pub fn run(args: ReferencesArgs) -> Result<()> {
 
 /// `per_problem` records about each of `train` into `out`, with a count by kind.
 fn write_records(train: &[Reference], args: &ReferencesArgs, out: &Path) -> Result<()> {
-    let mut records = synthetic::records(train, args.per_problem, args.seed);
-    if args.generated.is_some() {
+    let mut records = if args.after_merged {
+        synthetic::after_merged_records(train, args.seed)
+    } else {
+        synthetic::records(train, args.per_problem, args.seed)
+    };
+    if args.generated.is_some() && !args.after_merged {
         records.extend(synthetic::merged_records(train));
     }
     let mut f = create(out)?;
