@@ -9,7 +9,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::grounded::{GroundedOracle, next_index};
+use super::grounded::{GroundedOracle, next_index, next_step};
 use super::gsm8k::{FAMILY, Reference, known_numbers, other_number};
 use super::story::lower_first;
 use super::trainer::Record;
@@ -35,6 +35,7 @@ pub enum Kind {
     TwoStepsWrong,
     TwoStepsRight,
     AfterMerged,
+    AfterCombined,
 }
 
 impl Kind {
@@ -325,7 +326,7 @@ fn upstream_sentence(
         Kind::TwoStepsWrong | Kind::TwoStepsRight => {
             two_steps(rng, r, k, kind == Kind::TwoStepsRight)?
         }
-        Kind::AfterMerged => return None,
+        Kind::AfterMerged | Kind::AfterCombined => return None,
     })
 }
 
@@ -463,7 +464,8 @@ fn restatement(rng: &mut SmallRng, r: &Reference, step: &str) -> Option<String> 
 /// apples."), and the upstream goes on as if both were done (the result restated, or "The
 /// answer is 17.") or with the step still missing. The grounded oracle labels them: the first
 /// two are rewritten into the missing step, the last is kept, so an incomplete prefix is
-/// completed where it happened instead of ending on the half-done result.
+/// completed where it happened instead of ending on the half-done result. Followed by
+/// [`after_combined_records`], where both events were computed.
 pub fn after_merged_records(refs: &[Reference], seed: u64) -> Vec<Record> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut out = Vec::new();
@@ -488,6 +490,71 @@ pub fn after_merged_records(refs: &[Reference], seed: u64) -> Vec<Record> {
             for original in originals.into_iter().flatten() {
                 let corrected = GroundedOracle::decide(r, &prefix, &original);
                 out.push(labelled(r, prefix.clone(), Kind::AfterMerged, original, corrected));
+            }
+        }
+    }
+    out.extend(after_combined_records(refs, seed));
+    out
+}
+
+/// The counterpart of [`after_merged_records`]: the prefix ends with two steps told as one
+/// sentence and both computed ("She buys 5 more and then gives away 3, so 12 + 5 - 3 = 14
+/// apples."), so nothing is missing: the second step told again, the result restated, or an
+/// early answer are rewritten into the step after the two (or the final answer), and that
+/// step is kept. Labelled by the grounded oracle on the prefix with the two steps written out,
+/// which is what the sentence derives.
+fn after_combined_records(refs: &[Reference], seed: u64) -> Vec<Record> {
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0xC0B1);
+    let mut out = Vec::new();
+    for r in refs {
+        for k in 0..r.steps.len().saturating_sub(1) {
+            let Some(combined) = two_steps(&mut rng, r, k, true) else {
+                continue;
+            };
+            // The question's own two-event sentence quoted, where it has one (as the aligner
+            // writes it: the same prefix as an `after_merged` record, the other event computed
+            // too), else, for one step pair in six, the two events in other words.
+            let combined = match upstream_sentence(&mut rng, Kind::MergedEvents, r, r, k) {
+                Some(merged) => match (merged.split_once(", so "), combined.split_once(", so ")) {
+                    (Some((told, _)), Some((_, math))) => format!("{told}, so {math}"),
+                    _ => combined,
+                },
+                None if rng.random_range(0..6) == 0 => combined,
+                None => continue,
+            };
+            let mut parts: Vec<&str> = r.steps[..k].iter().map(String::as_str).collect();
+            parts.push(&combined);
+            let prefix = parts.join(" ");
+            let written_out = r.steps[..k + 2].join(" ");
+            let Some(&(_, v)) = claims(&r.steps[k + 1]).last() else {
+                continue;
+            };
+            let next = r
+                .steps
+                .get(k + 2)
+                .cloned()
+                .unwrap_or_else(|| r.final_sentence());
+            let originals = [
+                Some(r.steps[k + 1].clone()),
+                restatement(&mut rng, r, &r.steps[k + 1]),
+                Some(format!("The answer is {}.", format_number(v))),
+                Some(next),
+            ];
+            let mut told: Vec<String> = Vec::new();
+            for original in originals.into_iter().flatten() {
+                // After the last two steps the early answer is the answer, told once.
+                if told.contains(&original) {
+                    continue;
+                }
+                told.push(original.clone());
+                // The second step told again derives nothing new; the oracle would keep it
+                // where its result is also the answer (it counts that number twice).
+                let corrected = if original == r.steps[k + 1] {
+                    next_step(r, &written_out)
+                } else {
+                    GroundedOracle::decide(r, &written_out, &original)
+                };
+                out.push(labelled(r, prefix.clone(), Kind::AfterCombined, original, corrected));
             }
         }
     }
@@ -585,7 +652,10 @@ mod tests {
             answer: 14.0,
             index: 0,
         };
-        let recs = after_merged_records(&[r], 3);
+        let all = after_merged_records(&[r], 3);
+        let (recs, combined): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|x| x.kind == Kind::AfterMerged.name());
         assert_eq!(recs.len(), 4, "{recs:?}");
         let merged = "She buys 5 more and then gives away 3, so 12 + 5 = 17 apples.";
         assert!(recs.iter().all(|x| x.prefix == merged), "{recs:?}");
@@ -606,6 +676,15 @@ mod tests {
         assert_eq!(recs[1].corrected, step);
         assert!(recs[2].copy && recs[2].original == step, "{:?}", recs[2]);
         assert!(recs[3].copy, "{:?}", recs[3]);
+        // Both events computed: nothing is missing, the second step is not taken again.
+        assert_eq!(combined.len(), 3, "{combined:?}");
+        let both = "She buys 5 more and then gives away 3, so 12 + 5 - 3 = 14 apples.";
+        assert!(combined.iter().all(|x| x.prefix == both), "{combined:?}");
+        assert!(combined.iter().all(|x| x.kind == Kind::AfterCombined.name()));
+        assert_eq!(combined[0].original, step);
+        assert_eq!(combined[0].corrected, "The answer is 14.");
+        assert_eq!(combined[1].corrected, "The answer is 14.");
+        assert!(combined[2].copy && combined[2].original == "The answer is 14.");
     }
 
     #[test]

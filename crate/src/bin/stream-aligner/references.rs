@@ -72,8 +72,9 @@ pub struct ReferencesArgs {
     /// With --generated: the story families (default: all)
     #[arg(long, value_delimiter = ',')]
     families: Vec<usize>,
-    /// With --generated: write only the records about what follows a two-event sentence
-    /// quoted with one event computed (`after_merged`), seeded by --seed
+    /// With --generated: write only the records about what follows two events told in one
+    /// sentence, with one event computed (`after_merged`) or both (`after_combined`), seeded
+    /// by --seed
     #[arg(long, requires = "generated")]
     after_merged: bool,
 }
