@@ -597,9 +597,9 @@ mod tests {
         assert!((0.35..0.7).contains(&copies), "{copies}");
     }
 
-    #[test]
-    fn a_sentence_that_tells_two_events_and_computes_one_is_rewritten() {
-        let r = Reference {
+    /// The demo's example: two events told in one sentence of the question.
+    fn mia() -> Reference {
+        Reference {
             question: "Mia has 12 apples. She buys 5 more and then gives away 3. How many?".into(),
             steps: vec![
                 "She buys 5 more, so 12 + 5 = 17 apples.".into(),
@@ -607,8 +607,12 @@ mod tests {
             ],
             answer: 14.0,
             index: 0,
-        };
-        let recs = merged_records(&[r]);
+        }
+    }
+
+    #[test]
+    fn a_sentence_that_tells_two_events_and_computes_one_is_rewritten() {
+        let recs = merged_records(&[mia()]);
         assert_eq!(recs.len(), 4, "{recs:?}");
         let merged = &recs[0];
         assert_eq!(merged.kind, Kind::MergedEvents.name());
@@ -643,16 +647,7 @@ mod tests {
 
     #[test]
     fn after_a_half_done_merged_sentence_the_missing_step_is_written() {
-        let r = Reference {
-            question: "Mia has 12 apples. She buys 5 more and then gives away 3. How many?".into(),
-            steps: vec![
-                "She buys 5 more, so 12 + 5 = 17 apples.".into(),
-                "Then she gives away 3, so 17 - 3 = 14 apples.".into(),
-            ],
-            answer: 14.0,
-            index: 0,
-        };
-        let all = after_merged_records(&[r], 3);
+        let all = after_merged_records(&[mia()], 3);
         let (recs, combined): (Vec<_>, Vec<_>) = all
             .into_iter()
             .partition(|x| x.kind == Kind::AfterMerged.name());
