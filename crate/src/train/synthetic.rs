@@ -449,21 +449,28 @@ fn restatement(rng: &mut SmallRng, r: &Reference, step: &str) -> Option<String> 
         .trim_end_matches('.');
     let first = r.question.split_whitespace().next().unwrap_or("");
     let named = first.chars().next().is_some_and(char::is_uppercase) && !NOT_NAMES.contains(&first);
-    let subject = if named { format!("{first} has") } else { "There are".to_string() };
-    Some(match rng.random_range(0..3) {
-        0 => format!("{subject} {v} {unit} now."),
-        1 => format!("So that makes {v} {unit}."),
-        _ => format!("Now we have {v} {unit}."),
-    }
-    .replace("  ", " "))
+    let subject = if named {
+        format!("{first} has")
+    } else {
+        "There are".to_string()
+    };
+    Some(
+        match rng.random_range(0..3) {
+            0 => format!("{subject} {v} {unit} now."),
+            1 => format!("So that makes {v} {unit}."),
+            _ => format!("Now we have {v} {unit}."),
+        }
+        .replace("  ", " "),
+    )
 }
 
 /// Records about what follows the aligner's own slip, for every step of `refs` where the
 /// question tells two events in one sentence: the prefix ends with that sentence quoted whole
 /// and the first event computed ("She buys 5 more and then gives away 3, so 12 + 5 = 17
 /// apples."), and the upstream goes on as if both were done (the result restated, or "The
-/// answer is 17.") or with the step still missing. The grounded oracle labels them: the first
-/// two are rewritten into the missing step, the last is kept, so an incomplete prefix is
+/// answer is 17.") or with the step still missing, in the reference's words or others. The
+/// grounded oracle labels them: the first two are rewritten into the missing step, the last two
+/// kept, so an incomplete prefix is
 /// completed where it happened instead of ending on the half-done result. Followed by
 /// [`after_combined_records`], where both events were computed.
 pub fn after_merged_records(refs: &[Reference], seed: u64) -> Vec<Record> {
@@ -489,7 +496,13 @@ pub fn after_merged_records(refs: &[Reference], seed: u64) -> Vec<Record> {
             ];
             for original in originals.into_iter().flatten() {
                 let corrected = GroundedOracle::decide(r, &prefix, &original);
-                out.push(labelled(r, prefix.clone(), Kind::AfterMerged, original, corrected));
+                out.push(labelled(
+                    r,
+                    prefix.clone(),
+                    Kind::AfterMerged,
+                    original,
+                    corrected,
+                ));
             }
         }
     }
@@ -554,7 +567,13 @@ fn after_combined_records(refs: &[Reference], seed: u64) -> Vec<Record> {
                 } else {
                     GroundedOracle::decide(r, &written_out, &original)
                 };
-                out.push(labelled(r, prefix.clone(), Kind::AfterCombined, original, corrected));
+                out.push(labelled(
+                    r,
+                    prefix.clone(),
+                    Kind::AfterCombined,
+                    original,
+                    corrected,
+                ));
             }
         }
     }
@@ -675,7 +694,11 @@ mod tests {
         assert_eq!(combined.len(), 3, "{combined:?}");
         let both = "She buys 5 more and then gives away 3, so 12 + 5 - 3 = 14 apples.";
         assert!(combined.iter().all(|x| x.prefix == both), "{combined:?}");
-        assert!(combined.iter().all(|x| x.kind == Kind::AfterCombined.name()));
+        assert!(
+            combined
+                .iter()
+                .all(|x| x.kind == Kind::AfterCombined.name())
+        );
         assert_eq!(combined[0].original, step);
         assert_eq!(combined[0].corrected, "The answer is 14.");
         assert_eq!(combined[1].corrected, "The answer is 14.");
