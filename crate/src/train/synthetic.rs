@@ -36,6 +36,8 @@ pub enum Kind {
     TwoStepsRight,
     AfterMerged,
     AfterCombined,
+    /// `AfterCombined` where the two steps are the last: what follows is the answer.
+    AfterCombinedLast,
 }
 
 impl Kind {
@@ -326,7 +328,7 @@ fn upstream_sentence(
         Kind::TwoStepsWrong | Kind::TwoStepsRight => {
             two_steps(rng, r, k, kind == Kind::TwoStepsRight)?
         }
-        Kind::AfterMerged | Kind::AfterCombined => return None,
+        Kind::AfterMerged | Kind::AfterCombined | Kind::AfterCombinedLast => return None,
     })
 }
 
@@ -515,7 +517,9 @@ pub fn after_merged_records(refs: &[Reference], seed: u64) -> Vec<Record> {
 /// apples."), so nothing is missing: the second step told again, the result restated, or an
 /// early answer are rewritten into the step after the two (or the final answer), and that
 /// step is kept. Labelled by the grounded oracle on the prefix with the two steps written out,
-/// which is what the sentence derives.
+/// which is what the sentence derives. Where the two steps are the last, the kind is
+/// `after_combined_last` (its records keep "The answer is N." right after the combined
+/// sentence), so a run can leave them out.
 fn after_combined_records(refs: &[Reference], seed: u64) -> Vec<Record> {
     let mut rng = SmallRng::seed_from_u64(seed ^ 0xC0B1);
     let mut out = Vec::new();
@@ -567,13 +571,12 @@ fn after_combined_records(refs: &[Reference], seed: u64) -> Vec<Record> {
                 } else {
                     GroundedOracle::decide(r, &written_out, &original)
                 };
-                out.push(labelled(
-                    r,
-                    prefix.clone(),
-                    Kind::AfterCombined,
-                    original,
-                    corrected,
-                ));
+                let kind = if k + 2 == r.steps.len() {
+                    Kind::AfterCombinedLast
+                } else {
+                    Kind::AfterCombined
+                };
+                out.push(labelled(r, prefix.clone(), kind, original, corrected));
             }
         }
     }
@@ -697,7 +700,7 @@ mod tests {
         assert!(
             combined
                 .iter()
-                .all(|x| x.kind == Kind::AfterCombined.name())
+                .all(|x| x.kind == Kind::AfterCombinedLast.name())
         );
         assert_eq!(combined[0].original, step);
         assert_eq!(combined[0].corrected, "The answer is 14.");
