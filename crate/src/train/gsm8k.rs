@@ -29,10 +29,15 @@ pub struct Reference {
     pub index: usize,
 }
 
+/// "The answer is N.", with N as the calculator writes it.
+pub fn answer_sentence(n: f64) -> String {
+    format!("The answer is {}.", format_number(n))
+}
+
 impl Reference {
     /// The final sentence.
     pub fn final_sentence(&self) -> String {
-        format!("The answer is {}.", format_number(self.answer))
+        answer_sentence(self.answer)
     }
 
     /// The whole solution, one sentence after another, as an answer to correct post hoc.

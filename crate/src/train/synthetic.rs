@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::grounded::{GroundedOracle, next_index, next_step};
-use super::gsm8k::{FAMILY, Reference, known_numbers, other_number};
+use super::gsm8k::{FAMILY, Reference, answer_sentence, known_numbers, other_number};
 use super::story::lower_first;
 use super::trainer::Record;
 use crate::text::arithmetic::{claims, format_number, numbers, pending_value, same};
@@ -310,7 +310,7 @@ fn upstream_sentence(
         Kind::PrematureAnswer => {
             let (_, c) = *claims(r.steps.get(k - 1)?).last()?;
             (!same(c, r.answer)).then_some(())?;
-            format!("The answer is {}.", format_number(c))
+            answer_sentence(c)
         }
         Kind::Narration => pick(rng, NARRATION).to_string(),
         Kind::OtherProblem => other.steps[rng.random_range(0..other.steps.len())].clone(),
@@ -436,6 +436,13 @@ pub fn merged_records(refs: &[Reference]) -> Vec<Record> {
     out
 }
 
+/// `r`'s first `k` steps, then `sentence`: a prefix that ends with something the aligner wrote.
+fn steps_then(r: &Reference, k: usize, sentence: &str) -> String {
+    let mut parts: Vec<&str> = r.steps[..k].iter().map(String::as_str).collect();
+    parts.push(sentence);
+    parts.join(" ")
+}
+
 /// Words that open a question without naming who it is about.
 const NOT_NAMES: &[&str] = &["A", "An", "The", "There", "Each", "Every", "In", "On", "At"];
 
@@ -472,9 +479,8 @@ fn restatement(rng: &mut SmallRng, r: &Reference, step: &str) -> Option<String> 
 /// apples."), and the upstream goes on as if both were done (the result restated, or "The
 /// answer is 17.") or with the step still missing, in the reference's words or others. The
 /// grounded oracle labels them: the first two are rewritten into the missing step, the last two
-/// kept, so an incomplete prefix is
-/// completed where it happened instead of ending on the half-done result. Followed by
-/// [`after_combined_records`], where both events were computed.
+/// kept, so an incomplete prefix is completed where it happened instead of ending on the
+/// half-done result. Followed by [`after_combined_records`], where both events were computed.
 pub fn after_merged_records(refs: &[Reference], seed: u64) -> Vec<Record> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut out = Vec::new();
@@ -483,16 +489,14 @@ pub fn after_merged_records(refs: &[Reference], seed: u64) -> Vec<Record> {
             let Some(merged) = upstream_sentence(&mut rng, Kind::MergedEvents, r, r, k) else {
                 continue;
             };
-            let mut parts: Vec<&str> = r.steps[..k].iter().map(String::as_str).collect();
-            parts.push(&merged);
-            let prefix = parts.join(" ");
+            let prefix = steps_then(r, k, &merged);
             let Some(&(_, v)) = claims(&r.steps[k]).last() else {
                 continue;
             };
             let next = &r.steps[k + 1];
             let originals = [
                 restatement(&mut rng, r, &r.steps[k]),
-                Some(format!("The answer is {}.", format_number(v))),
+                Some(answer_sentence(v)),
                 Some(next.clone()),
                 Some(paraphrase(&mut rng, next)),
             ];
@@ -539,9 +543,7 @@ fn after_combined_records(refs: &[Reference], seed: u64) -> Vec<Record> {
                 None if rng.random_range(0..6) == 0 => combined,
                 None => continue,
             };
-            let mut parts: Vec<&str> = r.steps[..k].iter().map(String::as_str).collect();
-            parts.push(&combined);
-            let prefix = parts.join(" ");
+            let prefix = steps_then(r, k, &combined);
             let written_out = r.steps[..k + 2].join(" ");
             let Some(&(_, v)) = claims(&r.steps[k + 1]).last() else {
                 continue;
@@ -554,9 +556,14 @@ fn after_combined_records(refs: &[Reference], seed: u64) -> Vec<Record> {
             let originals = [
                 Some(r.steps[k + 1].clone()),
                 restatement(&mut rng, r, &r.steps[k + 1]),
-                Some(format!("The answer is {}.", format_number(v))),
+                Some(answer_sentence(v)),
                 Some(next),
             ];
+            let kind = if k + 2 == r.steps.len() {
+                Kind::AfterCombinedLast
+            } else {
+                Kind::AfterCombined
+            };
             let mut told: Vec<String> = Vec::new();
             for original in originals.into_iter().flatten() {
                 // After the last two steps the early answer is the answer, told once.
@@ -570,11 +577,6 @@ fn after_combined_records(refs: &[Reference], seed: u64) -> Vec<Record> {
                     next_step(r, &written_out)
                 } else {
                     GroundedOracle::decide(r, &written_out, &original)
-                };
-                let kind = if k + 2 == r.steps.len() {
-                    Kind::AfterCombinedLast
-                } else {
-                    Kind::AfterCombined
                 };
                 out.push(labelled(r, prefix.clone(), kind, original, corrected));
             }
