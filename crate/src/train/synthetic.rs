@@ -299,12 +299,7 @@ fn upstream_sentence(
             changed_operand(step, v, kind == Kind::InventedNumber)?
         }
         Kind::SkippedStep => r.steps[k + 1].clone(),
-        Kind::WrongFinalAnswer => {
-            format!(
-                "The answer is {}.",
-                format_number(other_number(rng, r.answer, &avoid))
-            )
-        }
+        Kind::WrongFinalAnswer => answer_sentence(other_number(rng, r.answer, &avoid)),
         // "The answer is" on the latest intermediate result, with steps still to take: the
         // most common way a correct solution was broken (the aligner ended it early).
         Kind::PrematureAnswer => {
