@@ -38,6 +38,9 @@ pub enum Kind {
     AfterCombined,
     /// `AfterCombined` where the two steps are the last: what follows is the answer.
     AfterCombinedLast,
+    /// The step with another operator and its true result ("She buys 5 more, so 12 - 5 = 7
+    /// apples."): true arithmetic on known numbers, the wrong operation.
+    WrongOperator,
 }
 
 impl Kind {
@@ -324,6 +327,7 @@ fn upstream_sentence(
             two_steps(rng, r, k, kind == Kind::TwoStepsRight)?
         }
         Kind::AfterMerged | Kind::AfterCombined | Kind::AfterCombinedLast => return None,
+        Kind::WrongOperator => wrong_operator(rng, step)?,
     })
 }
 
@@ -427,6 +431,69 @@ pub fn merged_records(refs: &[Reference]) -> Vec<Record> {
                 }
             }
         }
+    }
+    out
+}
+
+/// `step` with its one operation replaced by another, drawn among those whose result is
+/// non-negative, has at most two decimals and differs from the step's, with the true result
+/// written: "buys 5 more, so 12 - 5 = 7". None unless the step has one equation whose
+/// expression has one operator.
+fn wrong_operator(rng: &mut SmallRng, step: &str) -> Option<String> {
+    (claims(step).len() == 1).then_some(())?;
+    let eq = step.find('=')?;
+    // The expression before "=", "x" as a times sign too ("0.2 x 50"), from its first operand.
+    let run = step[..eq]
+        .char_indices()
+        .rev()
+        .take_while(|&(_, c)| c.is_ascii_digit() || " .+-*/×÷()x".contains(c))
+        .last()?
+        .0;
+    let start = run + step[run..eq].find(|c: char| c.is_ascii_digit() || c == '(')?;
+    let expr = &step[start..eq];
+    let ops: Vec<(usize, char)> = expr
+        .char_indices()
+        .skip(1)
+        .filter(|&(i, c)| "+-*/×÷".contains(c) || c == 'x' && expr[..i].ends_with(' '))
+        .collect();
+    let [(at, op)] = ops[..] else { return None };
+    let candidates: Vec<String> = ['+', '-', '*', '/']
+        .into_iter()
+        .filter(|&o| o != op && !(o == '*' && "x×".contains(op) || o == '/' && op == '÷'))
+        .filter_map(|o| {
+            let text = format!("{}{o}{}", &step[..start + at], &step[start + at + op.len_utf8()..]);
+            let value = pending_value(&text[..=text.find('=')?])?;
+            let cents = value * 100.0;
+            (value >= 0.0 && (cents - cents.round()).abs() < 1e-6).then_some(())?;
+            // 2 * 2 for 2 + 2 is not a mistake.
+            (!same(value, claims(step)[0].1)).then_some(())?;
+            with_claim(&text, text.find('=')?, value)
+        })
+        .collect();
+    (!candidates.is_empty()).then(|| candidates[rng.random_range(0..candidates.len())].clone())
+}
+
+/// Records about steps done with the wrong operation, one step of each reference where one
+/// fits ([`wrong_operator`], rewritten into the step: labelled by construction, as the oracle
+/// would keep the one whose wrong result happens to lie on the path), each beside the step
+/// itself, kept. A wrong operation is the commonest slip on problems told in
+/// other words ("buys 45 books, so 230 - 45 = 185") and the copy margin's blind spot: its
+/// arithmetic checks out, with known numbers.
+pub fn wrong_operator_records(refs: &[Reference], seed: u64) -> Vec<Record> {
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x0BE7);
+    let mut out = Vec::new();
+    for r in refs {
+        let fits: Vec<(usize, String)> = (0..r.steps.len())
+            .filter_map(|k| Some((k, wrong_operator(&mut rng, &r.steps[k])?)))
+            .collect();
+        if fits.is_empty() {
+            continue;
+        }
+        let (k, wrong) = fits[rng.random_range(0..fits.len())].clone();
+        let prefix = r.steps[..k].join(" ");
+        let step = r.steps[k].clone();
+        out.push(labelled(r, prefix.clone(), Kind::WrongOperator, wrong, step.clone()));
+        out.push(labelled(r, prefix, Kind::ReferenceStep, step.clone(), step));
     }
     out
 }
@@ -703,6 +770,47 @@ mod tests {
         assert_eq!(combined[0].corrected, "The answer is 14.");
         assert_eq!(combined[1].corrected, "The answer is 14.");
         assert!(combined[2].copy && combined[2].original == "The answer is 14.");
+    }
+
+    #[test]
+    fn a_step_done_with_the_wrong_operation_is_rewritten_and_the_step_kept() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let step = "She buys 5 more, so 12 + 5 = 17 apples.";
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            seen.insert(wrong_operator(&mut rng, step).unwrap());
+        }
+        let want = [
+            "She buys 5 more, so 12 - 5 = 7 apples.",
+            "She buys 5 more, so 12 * 5 = 60 apples.",
+            "She buys 5 more, so 12 / 5 = 2.4 apples.",
+        ];
+        assert_eq!(seen, want.iter().map(|s| s.to_string()).collect(), "{seen:?}");
+        // 0.2 x 50: "x" is the operator; 17 / 3 has too many decimals; two operators: none.
+        let all: Vec<_> = (0..40)
+            .filter_map(|_| wrong_operator(&mut rng, "She earned 0.2 x 50 = 10."))
+            .collect();
+        assert!(all.iter().all(|s| !s.contains(" x ")), "{all:?}");
+        assert!(all.contains(&"She earned 0.2 + 50 = 50.2.".to_string()), "{all:?}");
+        for _ in 0..20 {
+            let s = wrong_operator(&mut rng, "So 17 * 3 = 51.").unwrap();
+            assert!(s == "So 17 + 3 = 20." || s == "So 17 - 3 = 14.", "{s}");
+        }
+        for _ in 0..20 {
+            let s = wrong_operator(&mut rng, "So 2 + 2 = 4.").unwrap();
+            assert!(s == "So 2 - 2 = 0." || s == "So 2 / 2 = 1.", "{s}: 2 * 2 is right");
+        }
+        assert_eq!(wrong_operator(&mut rng, "So 12 + 5 - 3 = 14."), None);
+        assert_eq!(wrong_operator(&mut rng, "Mia has 12 apples."), None);
+
+        let recs = wrong_operator_records(&[mia()], 2);
+        assert_eq!(recs.len(), 2, "{recs:?}");
+        let (wrong, kept) = (&recs[0], &recs[1]);
+        assert_eq!(wrong.kind, Kind::WrongOperator.name());
+        let k = usize::from(!wrong.prefix.is_empty());
+        assert!(!wrong.copy && wrong.corrected == mia().steps[k], "{wrong:?}");
+        assert_eq!(kept.kind, Kind::ReferenceStep.name());
+        assert!(kept.copy && kept.prefix == wrong.prefix && kept.original == wrong.corrected);
     }
 
     #[test]

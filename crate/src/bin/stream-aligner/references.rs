@@ -77,6 +77,10 @@ pub struct ReferencesArgs {
     /// by --seed
     #[arg(long, requires = "generated")]
     after_merged: bool,
+    /// Write only records of steps done with the wrong operation (rewritten into the step),
+    /// each beside the step itself (kept), seeded by --seed
+    #[arg(long, conflicts_with = "after_merged")]
+    wrong_operators: bool,
 }
 
 fn create(p: &Path) -> Result<std::fs::File> {
@@ -118,10 +122,12 @@ pub fn run(args: ReferencesArgs) -> Result<()> {
 fn write_records(train: &[Reference], args: &ReferencesArgs, out: &Path) -> Result<()> {
     let mut records = if args.after_merged {
         synthetic::after_merged_records(train, args.seed)
+    } else if args.wrong_operators {
+        synthetic::wrong_operator_records(train, args.seed)
     } else {
         synthetic::records(train, args.per_problem, args.seed)
     };
-    if args.generated.is_some() && !args.after_merged {
+    if args.generated.is_some() && !args.after_merged && !args.wrong_operators {
         records.extend(synthetic::merged_records(train));
     }
     let mut f = create(out)?;
