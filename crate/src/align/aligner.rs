@@ -197,7 +197,11 @@ mod tests {
         );
         assert!(!protected(q, "", "So 12 + 5 = 18."), "a false opening");
         assert!(
-            !protected(q, &format!("{p} So 17 - 3 = 14. The answer is 14."), "So 12 + 5 = 17."),
+            !protected(
+                q,
+                &format!("{p} So 17 - 3 = 14. The answer is 14."),
+                "So 12 + 5 = 17."
+            ),
             "after the answer"
         );
     }

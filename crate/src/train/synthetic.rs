@@ -461,7 +461,11 @@ fn wrong_operator(rng: &mut SmallRng, step: &str) -> Option<String> {
         .into_iter()
         .filter(|&o| o != op && !(o == '*' && "x×".contains(op) || o == '/' && op == '÷'))
         .filter_map(|o| {
-            let text = format!("{}{o}{}", &step[..start + at], &step[start + at + op.len_utf8()..]);
+            let text = format!(
+                "{}{o}{}",
+                &step[..start + at],
+                &step[start + at + op.len_utf8()..]
+            );
             let value = pending_value(&text[..=text.find('=')?])?;
             let cents = value * 100.0;
             (value >= 0.0 && (cents - cents.round()).abs() < 1e-6).then_some(())?;
@@ -492,7 +496,13 @@ pub fn wrong_operator_records(refs: &[Reference], seed: u64) -> Vec<Record> {
         let (k, wrong) = fits[rng.random_range(0..fits.len())].clone();
         let prefix = r.steps[..k].join(" ");
         let step = r.steps[k].clone();
-        out.push(labelled(r, prefix.clone(), Kind::WrongOperator, wrong, step.clone()));
+        out.push(labelled(
+            r,
+            prefix.clone(),
+            Kind::WrongOperator,
+            wrong,
+            step.clone(),
+        ));
         out.push(labelled(r, prefix, Kind::ReferenceStep, step.clone(), step));
     }
     out
@@ -785,20 +795,30 @@ mod tests {
             "She buys 5 more, so 12 * 5 = 60 apples.",
             "She buys 5 more, so 12 / 5 = 2.4 apples.",
         ];
-        assert_eq!(seen, want.iter().map(|s| s.to_string()).collect(), "{seen:?}");
+        assert_eq!(
+            seen,
+            want.iter().map(|s| s.to_string()).collect(),
+            "{seen:?}"
+        );
         // 0.2 x 50: "x" is the operator; 17 / 3 has too many decimals; two operators: none.
         let all: Vec<_> = (0..40)
             .filter_map(|_| wrong_operator(&mut rng, "She earned 0.2 x 50 = 10."))
             .collect();
         assert!(all.iter().all(|s| !s.contains(" x ")), "{all:?}");
-        assert!(all.contains(&"She earned 0.2 + 50 = 50.2.".to_string()), "{all:?}");
+        assert!(
+            all.contains(&"She earned 0.2 + 50 = 50.2.".to_string()),
+            "{all:?}"
+        );
         for _ in 0..20 {
             let s = wrong_operator(&mut rng, "So 17 * 3 = 51.").unwrap();
             assert!(s == "So 17 + 3 = 20." || s == "So 17 - 3 = 14.", "{s}");
         }
         for _ in 0..20 {
             let s = wrong_operator(&mut rng, "So 2 + 2 = 4.").unwrap();
-            assert!(s == "So 2 - 2 = 0." || s == "So 2 / 2 = 1.", "{s}: 2 * 2 is right");
+            assert!(
+                s == "So 2 - 2 = 0." || s == "So 2 / 2 = 1.",
+                "{s}: 2 * 2 is right"
+            );
         }
         assert_eq!(wrong_operator(&mut rng, "So 12 + 5 - 3 = 14."), None);
         assert_eq!(wrong_operator(&mut rng, "Mia has 12 apples."), None);
@@ -808,7 +828,10 @@ mod tests {
         let (wrong, kept) = (&recs[0], &recs[1]);
         assert_eq!(wrong.kind, Kind::WrongOperator.name());
         let k = usize::from(!wrong.prefix.is_empty());
-        assert!(!wrong.copy && wrong.corrected == mia().steps[k], "{wrong:?}");
+        assert!(
+            !wrong.copy && wrong.corrected == mia().steps[k],
+            "{wrong:?}"
+        );
         assert_eq!(kept.kind, Kind::ReferenceStep.name());
         assert!(kept.copy && kept.prefix == wrong.prefix && kept.original == wrong.corrected);
     }
