@@ -326,8 +326,10 @@ fn upstream_sentence(
         Kind::TwoStepsWrong | Kind::TwoStepsRight => {
             two_steps(rng, r, k, kind == Kind::TwoStepsRight)?
         }
-        Kind::AfterMerged | Kind::AfterCombined | Kind::AfterCombinedLast => return None,
-        Kind::WrongOperator => wrong_operator(rng, step)?,
+        // Made by their own record builders, beside the sentences they pair with.
+        Kind::AfterMerged | Kind::AfterCombined | Kind::AfterCombinedLast | Kind::WrongOperator => {
+            return None;
+        }
     })
 }
 
@@ -440,7 +442,9 @@ pub fn merged_records(refs: &[Reference]) -> Vec<Record> {
 /// written: "buys 5 more, so 12 - 5 = 7". None unless the step has one equation whose
 /// expression has one operator.
 fn wrong_operator(rng: &mut SmallRng, step: &str) -> Option<String> {
-    (claims(step).len() == 1).then_some(())?;
+    let [(_, claimed)] = claims(step)[..] else {
+        return None;
+    };
     let eq = step.find('=')?;
     // The expression before "=", "x" as a times sign too ("0.2 x 50"), from its first operand.
     let run = step[..eq]
@@ -466,12 +470,13 @@ fn wrong_operator(rng: &mut SmallRng, step: &str) -> Option<String> {
                 &step[..start + at],
                 &step[start + at + op.len_utf8()..]
             );
-            let value = pending_value(&text[..=text.find('=')?])?;
+            let eq = text.find('=')?;
+            let value = pending_value(&text[..=eq])?;
             let cents = value * 100.0;
             (value >= 0.0 && (cents - cents.round()).abs() < 1e-6).then_some(())?;
             // 2 * 2 for 2 + 2 is not a mistake.
-            (!same(value, claims(step)[0].1)).then_some(())?;
-            with_claim(&text, text.find('=')?, value)
+            (!same(value, claimed)).then_some(())?;
+            with_claim(&text, eq, value)
         })
         .collect();
     (!candidates.is_empty()).then(|| candidates[rng.random_range(0..candidates.len())].clone())
