@@ -114,16 +114,13 @@ impl Aligner {
             self.cache.truncate(0);
         }
         let original_ids = e.tokenizer.encode(original)?;
+        let protected = protected(query, prefix, original);
         let options = GenerateOptions {
             // A revision much longer than the original is a runaway, not a correction.
             max_tokens: (2 * original_ids.len() + 32).min(self.max_tokens),
             sampler: SamplerConfig::greedy(),
             calculator: self.calculator,
-            copy_margin: if protected(query, prefix, original) {
-                self.copy_margin
-            } else {
-                0.0
-            },
+            copy_margin: if protected { self.copy_margin } else { 0.0 },
             speculate: self.speculate,
         };
         let cancel = &self.cancel;
@@ -133,8 +130,17 @@ impl Aligner {
             })
             .await?;
         self.cancel.check()?;
+        let text = e.tokenizer.decode(&d.tokens)?;
+        if protected && ends_early(query, prefix, original, &text) {
+            return Ok(Correction {
+                text: original.to_string(),
+                tokens: original_ids.len(),
+                accepted: d.accepted,
+                passes: d.passes,
+            });
+        }
         Ok(Correction {
-            text: e.tokenizer.decode(&d.tokens)?,
+            text,
             tokens: d.tokens.len(),
             accepted: d.accepted,
             passes: d.passes,
@@ -142,10 +148,33 @@ impl Aligner {
     }
 }
 
+/// Whether `revision` would end the answer before `original`'s progress: the original is a step
+/// that reaches a number the question and the prefix don't have, and the revision only states
+/// an answer. A step that checks out ([`protected`]) is never traded for such an answer: the
+/// trained aligners take the last steps of a right solution for the answer's place ("... = 105
+/// ducks. The answer is 105." where the reference goes on to divide by 3), the commonest way they
+/// broke a correct answer (models/aligner/README.md).
+fn ends_early(query: &str, prefix: &str, original: &str, revision: &str) -> bool {
+    stated_answer(original).is_none()
+        && stated_answer(revision).is_some()
+        && equations(revision).is_empty()
+        && makes_progress(query, prefix, original)
+}
+
+/// Whether one of the sentence's equations reaches a number neither the question nor the prefix
+/// has: a new step, not one done again ("In 7 days, he runs 4 + 3 = 7 kilometers each day"
+/// after "4 + 3 = 7 kilometers each day").
+fn makes_progress(query: &str, prefix: &str, sentence: &str) -> bool {
+    let known = numbers(&format!("{query}\n{prefix}"));
+    equations(sentence)
+        .iter()
+        .any(|&(_, n)| !known.iter().any(|&k| same(k, n)))
+}
+
 /// Whether the copy margin protects `original`: the opening, a step whose arithmetic checks out
-/// ([`checks_out`]), and an answer that states a number the answer has reached. Narration after
-/// the opening, a false step, a step computed with a number from nowhere and anything after the
-/// answer was stated get no margin: the aligner was trained to rewrite them (into the next step,
+/// ([`checks_out`]) and reaches a new number, and an answer that states a number the answer has
+/// reached. Narration after the opening, a false step, a step computed with a number from
+/// nowhere, a step done again and anything after the answer was stated get no margin: the aligner was trained to rewrite them (into the next step,
 /// or to end the answer).
 fn protected(query: &str, prefix: &str, original: &str) -> bool {
     if stated_answer(prefix).is_some() || !checks_out(original, &format!("{query}\n{prefix}")) {
@@ -153,7 +182,7 @@ fn protected(query: &str, prefix: &str, original: &str) -> bool {
     }
     match stated_answer(original) {
         _ if prefix.trim().is_empty() => true,
-        None => !equations(original).is_empty(),
+        None => makes_progress(query, prefix, original),
         Some(answer) => numbers(prefix)
             .into_iter()
             .chain(equations(original).into_iter().map(|(_, n)| n))
@@ -163,7 +192,36 @@ fn protected(query: &str, prefix: &str, original: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::protected;
+    use super::{ends_early, protected};
+
+    #[test]
+    fn a_step_that_reaches_a_new_number_is_not_traded_for_an_answer() {
+        let q = "Three friends bought 30, 15 and 60 ducks. How many did each buy on average?";
+        let p = "The three bought 30 + 15 + 60 = 105 ducks.";
+        let last = "On average each bought 105 / 3 = 35 ducks.";
+        assert!(ends_early(q, p, last, "The answer is 105."));
+        assert!(
+            !ends_early(q, p, last, "On average each bought 105 / 3 = 35 ducks."),
+            "a copy"
+        );
+        assert!(
+            !ends_early(q, p, last, "So 105 / 3 = 35. The answer is 35."),
+            "a revision that computes"
+        );
+        assert!(
+            !ends_early(
+                q,
+                p,
+                "So they bought 105 ducks in all.",
+                "The answer is 105."
+            ),
+            "no new number: a restatement may become the answer"
+        );
+        assert!(
+            !ends_early(q, p, "The answer is 105.", "The answer is 35."),
+            "an answer for an answer"
+        );
+    }
 
     #[test]
     fn the_margin_protects_the_opening_true_steps_and_an_answer_already_reached() {
@@ -174,6 +232,10 @@ mod tests {
             "the opening"
         );
         assert!(protected(q, p, "She gives away 3, so 17 - 3 = 14 apples."));
+        assert!(
+            !protected(q, p, "Then she has 12 + 5 = 17 apples."),
+            "a step done again"
+        );
         assert!(protected(q, p, "The answer is 17."), "states a result");
         assert!(
             protected(q, p, "The answer is 12."),
