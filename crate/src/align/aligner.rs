@@ -16,7 +16,7 @@ use crate::decoder::GenerateOptions;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::model::{KvCache, SamplerConfig};
-use crate::text::arithmetic::{checks_out, equations, numbers, same, stated_answer};
+use crate::text::arithmetic::{checks_out, computations, equations, numbers, same, stated_answer};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Correction {
@@ -131,7 +131,7 @@ impl Aligner {
             .await?;
         self.cancel.check()?;
         let text = e.tokenizer.decode(&d.tokens)?;
-        if protected && ends_early(query, prefix, original, &text) {
+        if protected && ends_early(prefix, original, &text) {
             return Ok(Correction {
                 text: original.to_string(),
                 tokens: original_ids.len(),
@@ -148,31 +148,34 @@ impl Aligner {
     }
 }
 
-/// Whether `revision` would end the answer before `original`'s progress: the original is a step
-/// that reaches a number the question and the prefix don't have, and the revision only states
-/// an answer. A step that checks out ([`protected`]) is never traded for such an answer: the
+/// Whether `revision` would end the answer before `original`'s progress: the original is a new
+/// step ([`makes_progress`]) and the revision only states an answer. A step that checks out ([`protected`]) is never traded for such an answer: the
 /// trained aligners take the last steps of a right solution for the answer's place ("... = 105
 /// ducks. The answer is 105." where the reference goes on to divide by 3), the commonest way they
 /// broke a correct answer (models/aligner/README.md).
-fn ends_early(query: &str, prefix: &str, original: &str, revision: &str) -> bool {
+fn ends_early(prefix: &str, original: &str, revision: &str) -> bool {
     stated_answer(original).is_none()
         && stated_answer(revision).is_some()
         && equations(revision).is_empty()
-        && makes_progress(query, prefix, original)
+        && makes_progress(prefix, original)
 }
 
-/// Whether one of the sentence's equations reaches a number neither the question nor the prefix
-/// has: a new step, not one done again ("In 7 days, he runs 4 + 3 = 7 kilometers each day"
-/// after "4 + 3 = 7 kilometers each day").
-fn makes_progress(query: &str, prefix: &str, sentence: &str) -> bool {
-    let known = numbers(&format!("{query}\n{prefix}"));
-    equations(sentence)
+/// Whether one of the sentence's equations does a computation the prefix hasn't done: a new
+/// step, not one done again ("In 7 days, he runs 4 + 3 = 7 kilometers each day" after "4 + 3 =
+/// 7 kilometers each day"). A new step may reach a number already known ("2 + 4 = 6 hours" after
+/// "2 * 3 = 6 miles").
+fn makes_progress(prefix: &str, sentence: &str) -> bool {
+    let done = computations(prefix);
+    let same_step = |(a, x): &(Vec<f64>, f64), (b, y): &(Vec<f64>, f64)| {
+        same(*x, *y) && a.len() == b.len() && a.iter().zip(b).all(|(&m, &n)| same(m, n))
+    };
+    computations(sentence)
         .iter()
-        .any(|&(_, n)| !known.iter().any(|&k| same(k, n)))
+        .any(|c| !done.iter().any(|d| same_step(c, d)))
 }
 
 /// Whether the copy margin protects `original`: the opening, a step whose arithmetic checks out
-/// ([`checks_out`]) and reaches a new number, and an answer that states a number the answer has
+/// ([`checks_out`]) and is a new one ([`makes_progress`]), and an answer that states a number the answer has
 /// reached. Narration after the opening, a false step, a step computed with a number from
 /// nowhere, a step done again and anything after the answer was stated get no margin: the aligner was trained to rewrite them (into the next step,
 /// or to end the answer).
@@ -182,7 +185,7 @@ fn protected(query: &str, prefix: &str, original: &str) -> bool {
     }
     match stated_answer(original) {
         _ if prefix.trim().is_empty() => true,
-        None => makes_progress(query, prefix, original),
+        None => makes_progress(prefix, original),
         Some(answer) => numbers(prefix)
             .into_iter()
             .chain(equations(original).into_iter().map(|(_, n)| n))
@@ -195,30 +198,40 @@ mod tests {
     use super::{ends_early, protected};
 
     #[test]
-    fn a_step_that_reaches_a_new_number_is_not_traded_for_an_answer() {
-        let q = "Three friends bought 30, 15 and 60 ducks. How many did each buy on average?";
+    fn a_new_step_that_checks_out_is_not_traded_for_an_answer() {
         let p = "The three bought 30 + 15 + 60 = 105 ducks.";
         let last = "On average each bought 105 / 3 = 35 ducks.";
-        assert!(ends_early(q, p, last, "The answer is 105."));
+        assert!(ends_early(p, last, "The answer is 105."));
         assert!(
-            !ends_early(q, p, last, "On average each bought 105 / 3 = 35 ducks."),
+            !ends_early(p, last, "On average each bought 105 / 3 = 35 ducks."),
             "a copy"
         );
         assert!(
-            !ends_early(q, p, last, "So 105 / 3 = 35. The answer is 35."),
+            !ends_early(p, last, "So 105 / 3 = 35. The answer is 35."),
             "a revision that computes"
         );
         assert!(
-            !ends_early(
-                q,
-                p,
-                "So they bought 105 ducks in all.",
-                "The answer is 105."
-            ),
-            "no new number: a restatement may become the answer"
+            !ends_early(p, "So they bought 105 ducks in all.", "The answer is 105."),
+            "a restatement may become the answer"
         );
         assert!(
-            !ends_early(q, p, "The answer is 105.", "The answer is 35."),
+            !ends_early(
+                p,
+                "So they bought 15 + 30 + 60 = 105 ducks.",
+                "The answer is 105."
+            ),
+            "so may a step done again"
+        );
+        assert!(
+            ends_early(
+                "30 / 2 = 15 ducks.",
+                "So 15 - 13 = 2 more.",
+                "The answer is 15."
+            ),
+            "a new step that reaches a number already known"
+        );
+        assert!(
+            !ends_early(p, "The answer is 105.", "The answer is 35."),
             "an answer for an answer"
         );
     }

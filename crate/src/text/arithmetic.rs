@@ -5,7 +5,8 @@
 //!   calculator writes it while decoding; GSM8K's annotations are checked with it);
 //! - [`equations`] and [`claims`]: the equations a sentence states, each with the value of its
 //!   expression and the number it claims (the generator's oracle reads every "expression = n";
-//!   the grounded oracle reads them as the calculator writes them);
+//!   the grounded oracle reads them as the calculator writes them); [`computations`]: the same
+//!   equations as the numbers they combine (a step done again is the same computation);
 //! - [`numbers`], [`stated_answer`] and [`predicted_answer`]: a sentence's numbers, the answer
 //!   a sentence states, and the number a whole answer ends on (evaluation);
 //! - [`format_number`] and [`same`]: a value as the calculator writes it, and two values that
@@ -207,7 +208,38 @@ pub fn numbers(s: &str) -> Vec<f64> {
 /// the longest run of numbers and operators before the "=" (a lone number is one), n the
 /// number right after it. Each as (the expression's value, None when it has none; n).
 pub fn equations(s: &str) -> Vec<(Option<f64>, f64)> {
-    let t = tokens(s);
+    expressions(&tokens(s))
+        .into_iter()
+        .map(|(expr, claimed)| (evaluate(expr), claimed))
+        .collect()
+}
+
+/// Every equation of a sentence (as [`equations`] reads them) as the computation it does: the
+/// numbers of its expression, in increasing order, and the number claimed. A step told again in
+/// other words is the same computation ("4 + 3 = 7" and "3 + 4 = 7 km").
+pub fn computations(s: &str) -> Vec<(Vec<f64>, f64)> {
+    expressions(&tokens(s))
+        .into_iter()
+        .map(|(expr, claimed)| {
+            let mut operands: Vec<f64> = expr
+                .iter()
+                .filter_map(|t| {
+                    if let Token::Num(n) = *t {
+                        Some(n)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            operands.sort_by(f64::total_cmp);
+            (operands, claimed)
+        })
+        .collect()
+}
+
+/// The "expression = n" of a sentence's tokens: the longest run of numbers and operators before
+/// each "=" that a number follows, and that number.
+fn expressions(t: &[Token]) -> Vec<(&[Token], f64)> {
     let mut out = Vec::new();
     for (i, token) in t.iter().enumerate() {
         if *token != Token::Eq {
@@ -220,7 +252,7 @@ pub fn equations(s: &str) -> Vec<(Option<f64>, f64)> {
         while start > 0 && matches!(t[start - 1], Token::Num(_) | Token::Op(_)) {
             start -= 1;
         }
-        out.push((evaluate(&t[start..i]), claimed));
+        out.push((&t[start..i], claimed));
     }
     out
 }
@@ -378,6 +410,10 @@ mod tests {
         assert_eq!(equations("5 + = 5"), vec![(None, 5.0)], "no expression");
         assert_eq!(equations("4 / 0 = 1"), vec![(None, 1.0)]);
         assert_eq!(equations("the total = some"), vec![]);
+        assert_eq!(
+            computations("In 7 days, 3 + 4 = 7 km, and 7 * 7 = 49."),
+            vec![(vec![3.0, 4.0], 7.0), (vec![7.0, 7.0], 49.0)]
+        );
         // The calculator's reading: commas are not in its expressions, chains claim once.
         assert_eq!(claims("sold 48/2 = 24 clips"), vec![(Some(24.0), 24.0)]);
         assert_eq!(claims("17 * 23 = 381."), vec![(Some(391.0), 381.0)]);
