@@ -513,8 +513,8 @@ fn gpu_kernels_match_the_reference() {
     );
     let q =
         "Mia has 12 apples. She buys 5 more and then gives away 3. How many apples does she have?";
-    // The right sentence in the shipped aligner's own wording: it rewrites "so she has 12 + 5
-    // = 17" into "so 12 + 5 = 17" even at a margin of 3.
+    // The right sentence in the aligners' own wording: lora-mix-8 rewrote "so she has 12 + 5 =
+    // 17" into "so 12 + 5 = 17" even at a margin of 3.
     for o in [
         "She buys 5 more, so 12 + 5 = 17 apples.",
         "She buys 5 more apples and gives away 3 apples, so she has 12 + 5 - 3 = 7 apples.",
