@@ -154,10 +154,10 @@ fn makes_progress(prefix: &str, sentence: &str) -> bool {
 }
 
 /// Whether the copy margin protects `original`: the opening, a step whose arithmetic checks out
-/// ([`checks_out`]) and is a new one ([`makes_progress`]), and an answer that states a number the answer has
-/// reached. Narration after the opening, a false step, a step computed with a number from
-/// nowhere, a step done again and anything after the answer was stated get no margin: the aligner was trained to rewrite them (into the next step,
-/// or to end the answer).
+/// ([`checks_out`]) and is a new one ([`makes_progress`]), and an answer that states a number
+/// the answer has reached. Narration after the opening, a false step, a step computed with a
+/// number from nowhere, a step done again and anything after the answer was stated get no
+/// margin: the aligner was trained to rewrite them (into the next step, or to end the answer).
 fn protected(query: &str, prefix: &str, original: &str) -> bool {
     if stated_answer(prefix).is_some() || !checks_out(original, &format!("{query}\n{prefix}")) {
         return false;

@@ -198,10 +198,17 @@ pub fn same(a: f64, b: f64) -> bool {
 
 /// The numbers of a sentence, in order ("1,200" is 1200; signs are not read).
 pub fn numbers(s: &str) -> Vec<f64> {
-    tokens(s)
-        .into_iter()
-        .filter_map(|t| if let Token::Num(n) = t { Some(n) } else { None })
-        .collect()
+    numbers_of(&tokens(s)).collect()
+}
+
+fn numbers_of(t: &[Token]) -> impl Iterator<Item = f64> + '_ {
+    t.iter().filter_map(|t| {
+        if let Token::Num(n) = *t {
+            Some(n)
+        } else {
+            None
+        }
+    })
 }
 
 /// Every "expression = n" of a sentence as the generator's oracle reads it: the expression is
@@ -221,16 +228,7 @@ pub fn computations(s: &str) -> Vec<(Vec<f64>, f64)> {
     expressions(&tokens(s))
         .into_iter()
         .map(|(expr, claimed)| {
-            let mut operands: Vec<f64> = expr
-                .iter()
-                .filter_map(|t| {
-                    if let Token::Num(n) = *t {
-                        Some(n)
-                    } else {
-                        None
-                    }
-                })
-                .collect();
+            let mut operands: Vec<f64> = numbers_of(expr).collect();
             operands.sort_by(f64::total_cmp);
             (operands, claimed)
         })
