@@ -16,6 +16,7 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use burn::grad_clipping::GradientClippingConfig;
+use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Int, Tensor, TensorData, activation};
 use rand::SeedableRng;
@@ -390,9 +391,9 @@ impl Trainer {
         Ok(RunEnd::Finished)
     }
 
-    /// Mean cross-entropy of `ex`'s answer tokens under the current weights (a graph to
-    /// differentiate, on the autodiff device).
-    async fn loss(&self, ex: &Example) -> Result<Tensor<1>> {
+    /// Mean cross-entropy of `ex`'s answer tokens under `weights` (on the autodiff device: a
+    /// graph to differentiate where the weights require gradients).
+    async fn loss(&self, ex: &Example, weights: &LoraWeights) -> Result<Tensor<1>> {
         let n = ex.answer_tokens();
         if n == 0 || ex.answer_from == 0 {
             return Err(Error::EmptyInput("an example with no prompt or no answer"));
@@ -402,7 +403,7 @@ impl Trainer {
         let logits = self
             .engine
             .model
-            .forward_train(input, &self.adapter, &self.weights, ex.answer_from - 1)
+            .forward_train(input, &self.adapter, weights, ex.answer_from - 1)
             .await?;
         let device = logits.device();
         let targets: Vec<i64> = ex.ids[ex.answer_from..].iter().map(|&t| t as i64).collect();
@@ -416,7 +417,7 @@ impl Trainer {
         let mut accum = GradientsAccumulator::<LoraWeights>::new();
         let (mut loss_sum, mut answer_tokens, mut tokens) = (0.0, 0, 0);
         for ex in batch {
-            let loss = self.loss(ex).await? / batch.len() as f32;
+            let loss = self.loss(ex, &self.weights).await? / batch.len() as f32;
             let value = read_f32(loss.clone().inner()).await?[0] as f64;
             if !value.is_finite() {
                 return Err(Error::Diverged(format!(
@@ -448,9 +449,13 @@ impl Trainer {
 
     /// Token-weighted mean cross-entropy of the answers of `examples` (no update).
     pub async fn eval_loss(&self, examples: &[Example]) -> Result<f64> {
+        // Weights that require no gradient: the autodiff device tracks nothing. With the live
+        // weights every example's graph and activations stayed alive until the next backward
+        // pass: 48 held-out examples took the trainer from 1.3 to 20 GB.
+        let weights = self.weights.clone().no_grad();
         let (mut total, mut count) = (0.0, 0usize);
         for ex in examples {
-            let loss = self.loss(ex).await?;
+            let loss = self.loss(ex, &weights).await?;
             total += read_f32(loss.inner()).await?[0] as f64 * ex.answer_tokens() as f64;
             count += ex.answer_tokens();
         }
