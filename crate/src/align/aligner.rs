@@ -114,13 +114,16 @@ impl Aligner {
             self.cache.truncate(0);
         }
         let original_ids = e.tokenizer.encode(original)?;
-        let protected = protected(query, prefix, original);
         let options = GenerateOptions {
             // A revision much longer than the original is a runaway, not a correction.
             max_tokens: (2 * original_ids.len() + 32).min(self.max_tokens),
             sampler: SamplerConfig::greedy(),
             calculator: self.calculator,
-            copy_margin: if protected { self.copy_margin } else { 0.0 },
+            copy_margin: if protected(query, prefix, original) {
+                self.copy_margin
+            } else {
+                0.0
+            },
             speculate: self.speculate,
         };
         let cancel = &self.cancel;
