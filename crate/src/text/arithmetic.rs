@@ -215,7 +215,7 @@ fn numbers_of(t: &[Token]) -> impl Iterator<Item = f64> + '_ {
 /// the longest run of numbers and operators before the "=" (a lone number is one), n the
 /// number right after it. Each as (the expression's value, None when it has none; n).
 pub fn equations(s: &str) -> Vec<(Option<f64>, f64)> {
-    expressions(&tokens(s))
+    expressions(&tokens(s), false)
         .into_iter()
         .map(|(expr, claimed)| (evaluate(expr), claimed))
         .collect()
@@ -225,7 +225,7 @@ pub fn equations(s: &str) -> Vec<(Option<f64>, f64)> {
 /// numbers of its expression, in increasing order, and the number claimed. A step told again in
 /// other words is the same computation ("4 + 3 = 7" and "3 + 4 = 7 km").
 pub fn computations(s: &str) -> Vec<(Vec<f64>, f64)> {
-    expressions(&tokens(s))
+    expressions(&tokens(s), false)
         .into_iter()
         .map(|(expr, claimed)| {
             let mut operands: Vec<f64> = numbers_of(expr).collect();
@@ -236,8 +236,15 @@ pub fn computations(s: &str) -> Vec<(Vec<f64>, f64)> {
 }
 
 /// The "expression = n" of a sentence's tokens: the longest run of numbers and operators before
-/// each "=" that a number follows, and that number.
-fn expressions(t: &[Token]) -> Vec<(&[Token], f64)> {
+/// each "=" that a number follows, and that number. `grouped` reads them as [`checks_out`]
+/// does: parentheses belong to the expression, and a number that starts another expression
+/// claims nothing ("= 0.2*50 = 10" claims only the 10).
+fn expressions(t: &[Token], grouped: bool) -> Vec<(&[Token], f64)> {
+    let part = |x: &Token| match x {
+        Token::Num(_) | Token::Op(_) => true,
+        Token::Open | Token::Close => grouped,
+        _ => false,
+    };
     let mut out = Vec::new();
     for (i, token) in t.iter().enumerate() {
         if *token != Token::Eq {
@@ -246,10 +253,10 @@ fn expressions(t: &[Token]) -> Vec<(&[Token], f64)> {
         let Some(&Token::Num(claimed)) = t.get(i + 1) else {
             continue;
         };
-        let mut start = i;
-        while start > 0 && matches!(t[start - 1], Token::Num(_) | Token::Op(_)) {
-            start -= 1;
+        if grouped && matches!(t.get(i + 2), Some(Token::Op(_) | Token::Open)) {
+            continue;
         }
+        let start = t[..i].iter().rposition(|x| !part(x)).map_or(0, |p| p + 1);
         out.push((&t[start..i], claimed));
     }
     out
@@ -258,39 +265,16 @@ fn expressions(t: &[Token]) -> Vec<(&[Token], f64)> {
 /// Whether a sentence's arithmetic holds up against what came before it: every "... = n" has an
 /// expression right before the "=" and it computes n, and every number of an expression is a
 /// number of `context` (the question and the answer so far) or a result the sentence itself
-/// wrote before it. A sentence with no equation checks out. The aligner's copy margin protects only such a sentence: a false step,
-/// or one that computes with a number from nowhere, is left to the aligner to rewrite.
+/// wrote before it. A sentence with no equation checks out. The aligner's copy margin protects
+/// only such a sentence: a false step, or one that computes with a number from nowhere, is left
+/// to the aligner to rewrite.
 pub fn checks_out(sentence: &str, context: &str) -> bool {
     let mut known = numbers(context);
-    let t = tokens(sentence);
-    for (i, token) in t.iter().enumerate() {
-        if *token != Token::Eq {
-            continue;
-        }
-        let Some(&Token::Num(claimed)) = t.get(i + 1) else {
-            continue;
-        };
-        if matches!(t.get(i + 2), Some(Token::Op(_) | Token::Open)) {
-            continue; // "= 0.2*50 = 10": a number that starts another expression claims nothing
-        }
-        let mut start = i;
-        while start > 0
-            && matches!(
-                t[start - 1],
-                Token::Num(_) | Token::Op(_) | Token::Open | Token::Close
-            )
-        {
-            start -= 1;
-        }
-        let expr = &t[start..i];
-        if !evaluate(expr).is_some_and(|v| same(v, claimed)) {
-            return false; // false, or no expression to check ("22 * 16 shells = 360")
-        }
-        let grounded = expr.iter().all(|x| match *x {
-            Token::Num(n) => known.iter().any(|&k| same(k, n)),
-            _ => true,
-        });
-        if !grounded {
+    for (expr, claimed) in expressions(&tokens(sentence), true) {
+        // False, or no expression to check ("22 * 16 shells = 360").
+        let right = evaluate(expr).is_some_and(|v| same(v, claimed));
+        let grounded = numbers_of(expr).all(|n| known.iter().any(|&k| same(k, n)));
+        if !(right && grounded) {
             return false;
         }
         known.push(claimed);
@@ -449,6 +433,14 @@ mod tests {
         assert!(
             checks_out("20% of 50 = 0.2*50 = 10", "0.2 of 50"),
             "a chain claims once"
+        );
+        assert!(
+            checks_out("Together (12 + 5) * 3 = 51 apples.", q),
+            "parentheses belong to the expression"
+        );
+        assert!(
+            !checks_out("Together (12 + 5) * 3 = 27 apples.", q),
+            "and are computed first"
         );
     }
 
