@@ -3,6 +3,11 @@
 //! will meet; every round becomes one (question, prefix, original, corrected) record. The
 //! problems are the generator's (with its oracle) or GSM8K's training references (`--source
 //! gsm8k`, with the oracle grounded in the reference; the validation split is left out).
+//!
+//! With `--aligner-in-loop` the trained aligner (`--adapter`) takes the seat instead, as in use,
+//! and the oracle only labels (DAgger): the prefix grows by the aligner's corrections, so the
+//! data holds the states the aligner's own slips lead to, each labelled with what the oracle
+//! would have written there.
 
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -11,16 +16,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use stream_aligner::align::Corrector;
-use stream_aligner::align::{self, PipelineConfig};
+use stream_aligner::align::{self, Aligner, Correction, Corrector, PipelineConfig};
 use stream_aligner::model::SamplerConfig;
 use stream_aligner::train::gsm8k::{self, Reference};
 use stream_aligner::train::{GroundedOracle, Oracle, generate};
-use stream_aligner::upstream::LocalUpstream;
+use stream_aligner::upstream::{LocalUpstream, Upstream};
 use stream_aligner::{Engine, GenerateOptions};
 
-use crate::ModelArgs;
 use crate::references::SplitArgs;
+use crate::{AdapterArgs, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct DatagenArgs {
@@ -46,6 +50,15 @@ pub struct DatagenArgs {
     max_sentences: usize,
     #[arg(long)]
     out: PathBuf,
+    /// The trained aligner corrects (the oracle only labels): the prefix grows by its
+    /// corrections, decoded as in use (calculator, `--copy-margin`)
+    #[arg(long)]
+    aligner_in_loop: bool,
+    #[command(flatten)]
+    adapter: AdapterArgs,
+    /// The aligner's copy margin, with --aligner-in-loop
+    #[arg(long, default_value_t = align::DEFAULT_COPY_MARGIN)]
+    copy_margin: f32,
 }
 
 pub fn run(args: DatagenArgs) -> Result<()> {
@@ -60,6 +73,14 @@ pub fn run(args: DatagenArgs) -> Result<()> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} problems {msg} [{elapsed} < {eta}]")
             .unwrap(),
     );
+    let mut aligner = if args.aligner_in_loop {
+        let mut a = Aligner::new(Arc::new(args.adapter.apply(&engine)?));
+        a.calculator = true;
+        a.copy_margin = args.copy_margin;
+        Some(a)
+    } else {
+        None
+    };
     let (mut copies, mut rewrites) = (0usize, 0usize);
     let references = match args.source.as_str() {
         "generator" => Vec::new(),
@@ -68,7 +89,7 @@ pub fn run(args: DatagenArgs) -> Result<()> {
     };
     for i in 0..args.count {
         let seed = args.seed + i as u64;
-        for record in records(&engine, &args, &references, seed)? {
+        for record in records(&engine, &args, &references, aligner.as_mut(), seed)? {
             match record["copy"].as_bool() {
                 Some(true) => copies += 1,
                 _ => rewrites += 1,
@@ -92,14 +113,15 @@ pub fn run(args: DatagenArgs) -> Result<()> {
 }
 
 /// One problem's records: the upstream samples an answer, the oracle in the aligner's seat
-/// copies or rewrites each sentence.
+/// copies or rewrites each sentence (or labels what the aligner, in the seat, corrects).
 fn records(
     engine: &Arc<Engine>,
     args: &DatagenArgs,
     references: &[Reference],
+    aligner: Option<&mut Aligner>,
     seed: u64,
 ) -> Result<Vec<serde_json::Value>> {
-    let (question, family, mut oracle) = if references.is_empty() {
+    let (question, family, oracle) = if references.is_empty() {
         let p = generate(seed, &args.families);
         let q = p.question.clone();
         (q, p.family, Labeler::Generated(Oracle::new([p])))
@@ -127,27 +149,87 @@ fn records(
         max_sentences: args.max_sentences,
         ..Default::default()
     };
-    let cancel = stream_aligner::CancelToken::default();
-    let answer = futures::executor::block_on(align::run(
-        &mut upstream,
-        &mut oracle,
-        &question,
-        &config,
-        &cancel,
-        |_| ControlFlow::Continue(()),
-    ))?;
-    let record = |ev: &align::SentenceEvent| {
+    let rounds = rounds(&mut upstream, oracle, aligner, &question, &config)?;
+    let record = |(prefix, original, corrected): (String, String, String)| {
+        let (original, corrected) = (original.trim(), corrected.trim());
         serde_json::json!({
             "question": question,
-            "prefix": ev.prefix,
-            "original": ev.original.trim(),
-            "corrected": ev.corrected.trim(),
-            "copy": !ev.changed,
+            "prefix": prefix,
+            "original": original,
+            "corrected": corrected,
+            "copy": original == corrected,
             "family": family,
             "seed": seed,
         })
     };
-    Ok(answer.events.iter().map(record).collect())
+    Ok(rounds.into_iter().map(record).collect())
+}
+
+/// Every round of one answer as (prefix, original, the oracle's correction). With `aligner`,
+/// the aligner sits in the loop and the oracle beside it only labels.
+fn rounds(
+    upstream: &mut impl Upstream,
+    mut oracle: impl Corrector,
+    aligner: Option<&mut impl Corrector>,
+    question: &str,
+    config: &PipelineConfig,
+) -> stream_aligner::Result<Vec<(String, String, String)>> {
+    let cancel = stream_aligner::CancelToken::default();
+    Ok(match aligner {
+        None => sample(upstream, &mut oracle, question, config, &cancel)?
+            .events
+            .into_iter()
+            .map(|ev| (ev.prefix, ev.original, ev.corrected))
+            .collect(),
+        Some(aligner) => {
+            let mut learner = Learner {
+                oracle,
+                aligner,
+                labels: Vec::new(),
+            };
+            sample(upstream, &mut learner, question, config, &cancel)?;
+            learner.labels
+        }
+    })
+}
+
+fn sample(
+    upstream: &mut impl Upstream,
+    corrector: &mut impl Corrector,
+    question: &str,
+    config: &PipelineConfig,
+    cancel: &stream_aligner::CancelToken,
+) -> stream_aligner::Result<align::Answer> {
+    futures::executor::block_on(align::run(
+        upstream,
+        corrector,
+        question,
+        config,
+        cancel,
+        |_| ControlFlow::Continue(()),
+    ))
+}
+
+/// The trained aligner in the seat and the oracle beside it: the oracle's correction of each
+/// sentence is kept as the label, the aligner's is what the loop goes on from.
+struct Learner<'a, O, A> {
+    oracle: O,
+    aligner: &'a mut A,
+    labels: Vec<(String, String, String)>,
+}
+
+impl<O: Corrector, A: Corrector> Corrector for Learner<'_, O, A> {
+    async fn correct(
+        &mut self,
+        query: &str,
+        prefix: &str,
+        original: &str,
+    ) -> stream_aligner::Result<Correction> {
+        let label = self.oracle.correct(query, prefix, original).await?;
+        self.labels
+            .push((prefix.to_string(), original.to_string(), label.text));
+        self.aligner.correct(query, prefix, original).await
+    }
 }
 
 /// The oracle in the aligner's seat: the generator's, or one grounded in a reference.
@@ -162,10 +244,70 @@ impl Corrector for Labeler {
         query: &str,
         prefix: &str,
         original: &str,
-    ) -> stream_aligner::Result<stream_aligner::align::Correction> {
+    ) -> stream_aligner::Result<Correction> {
         match self {
             Labeler::Generated(o) => o.correct(query, prefix, original).await,
             Labeler::Grounded(o) => o.correct(query, prefix, original).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stream_aligner::align::Uncorrected;
+    use stream_aligner::upstream::Posthoc;
+
+    fn mia() -> Reference {
+        Reference {
+            question: "Mia has 12 apples. She buys 5 more and then gives away 3. How many?".into(),
+            steps: vec![
+                "She buys 5 more, so 12 + 5 = 17 apples.".into(),
+                "Then she gives away 3, so 17 - 3 = 14 apples.".into(),
+            ],
+            answer: 14.0,
+            index: 0,
+        }
+    }
+
+    #[test]
+    fn with_the_aligner_in_the_loop_its_text_is_the_prefix_and_the_oracles_the_label() {
+        let r = mia();
+        let wrong = "She buys 5 more, so 12 - 5 = 7 apples.";
+        let answer = format!("{wrong} Then she gives away 3, so 7 - 3 = 4 apples.");
+        let config = PipelineConfig::default();
+        let oracle = || Labeler::Grounded(GroundedOracle::new([r.clone()]));
+
+        // The oracle in the seat: its rewrite of the false step is what the loop goes on from.
+        let mut upstream = Posthoc::new(&answer);
+        let alone = rounds(
+            &mut upstream,
+            oracle(),
+            None::<&mut Uncorrected>,
+            &r.question,
+            &config,
+        )
+        .unwrap();
+        assert_eq!(alone[0].2, r.steps[0], "{alone:?}");
+        assert_eq!(alone[1].0, r.steps[0], "{alone:?}");
+
+        // An aligner that keeps everything in the seat: the same labels for the same sentences,
+        // but the next round's prefix holds the aligner's kept false step.
+        let mut upstream = Posthoc::new(&answer);
+        let learner = rounds(
+            &mut upstream,
+            oracle(),
+            Some(&mut Uncorrected),
+            &r.question,
+            &config,
+        )
+        .unwrap();
+        assert_eq!(learner[0], alone[0], "{learner:?}");
+        assert_eq!(learner[1].0, wrong, "{learner:?}");
+        assert_eq!(learner[1].1, "Then she gives away 3, so 7 - 3 = 4 apples.");
+        assert_ne!(
+            learner[1].2, learner[1].1,
+            "the false step is labelled for a rewrite"
+        );
     }
 }
