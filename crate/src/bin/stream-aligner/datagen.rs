@@ -258,16 +258,12 @@ mod tests {
     use stream_aligner::align::Uncorrected;
     use stream_aligner::upstream::Posthoc;
 
+    /// A GSM8K-format problem, read as the training references are.
     fn mia() -> Reference {
-        Reference {
-            question: "Mia has 12 apples. She buys 5 more and then gives away 3. How many?".into(),
-            steps: vec![
-                "She buys 5 more, so 12 + 5 = 17 apples.".into(),
-                "Then she gives away 3, so 17 - 3 = 14 apples.".into(),
-            ],
-            answer: 14.0,
-            index: 0,
-        }
+        let line = r#"{"question": "Mia has 12 apples. She buys 5 more and then gives away 3. How many?", "answer": "She buys 5 more, so 12 + 5 = <<12+5=17>>17 apples.\nThen she gives away 3, so 17 - 3 = <<17-3=14>>14 apples.\n#### 14"}"#;
+        let (mut refs, dropped) = gsm8k::read(line).unwrap();
+        assert_eq!((refs.len(), dropped), (1, 0));
+        refs.remove(0)
     }
 
     #[test]
