@@ -13,7 +13,7 @@ use stream_aligner::upstream::{
     AnyUpstream, Api, LocalUpstream, RemoteConfig, RemoteOptions, RemoteUpstream,
 };
 
-use crate::{AdapterArgs, ModelArgs};
+use crate::{AdapterArgs, MarginArgs, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct AlignArgs {
@@ -57,10 +57,8 @@ pub struct AlignArgs {
     /// The aligner decodes with a calculator: after "expression =" it writes the value
     #[arg(long)]
     calculator: bool,
-    /// The aligner keeps the original's token unless its own is likelier by more than this
-    /// many nats (0: plain greedy decoding)
-    #[arg(long, default_value_t = stream_aligner::align::DEFAULT_COPY_MARGIN)]
-    copy_margin: f32,
+    #[command(flatten)]
+    margin: MarginArgs,
     /// Print each event as a JSON line instead
     #[arg(long)]
     json: bool,
@@ -113,7 +111,7 @@ pub fn run(args: AlignArgs) -> Result<()> {
     };
     let mut aligner = Aligner::new(Arc::new(args.adapter.apply(&engine)?));
     aligner.calculator = args.calculator;
-    aligner.copy_margin = args.copy_margin;
+    aligner.copy_margin = args.margin.copy_margin;
     let aligner_cancel = aligner.cancel.clone();
     let config = PipelineConfig {
         max_rounds: args.max_rounds.unwrap_or(usize::MAX),

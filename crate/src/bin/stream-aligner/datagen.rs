@@ -24,7 +24,7 @@ use stream_aligner::upstream::{LocalUpstream, Upstream};
 use stream_aligner::{Engine, GenerateOptions};
 
 use crate::references::SplitArgs;
-use crate::{AdapterArgs, ModelArgs};
+use crate::{AdapterArgs, MarginArgs, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct DatagenArgs {
@@ -56,9 +56,8 @@ pub struct DatagenArgs {
     aligner_in_loop: bool,
     #[command(flatten)]
     adapter: AdapterArgs,
-    /// The aligner's copy margin, with --aligner-in-loop
-    #[arg(long, default_value_t = align::DEFAULT_COPY_MARGIN)]
-    copy_margin: f32,
+    #[command(flatten)]
+    margin: MarginArgs,
 }
 
 pub fn run(args: DatagenArgs) -> Result<()> {
@@ -76,7 +75,7 @@ pub fn run(args: DatagenArgs) -> Result<()> {
     let mut aligner = if args.aligner_in_loop {
         let mut a = Aligner::new(Arc::new(args.adapter.apply(&engine)?));
         a.calculator = true;
-        a.copy_margin = args.copy_margin;
+        a.copy_margin = args.margin.copy_margin;
         Some(a)
     } else {
         None

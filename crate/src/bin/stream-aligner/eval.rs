@@ -16,7 +16,7 @@ use stream_aligner::train::evaluate::{
 use stream_aligner::train::gsm8k;
 use stream_aligner::train::problems::read_gsm8k;
 
-use crate::{AdapterArgs, ModelArgs};
+use crate::{AdapterArgs, MarginArgs, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
@@ -61,10 +61,8 @@ pub struct EvalArgs {
     /// upstream alone is then measured with and without one
     #[arg(long)]
     calculator: bool,
-    /// The aligner keeps the original's token unless its own is likelier by more than this
-    /// many nats (0: plain greedy decoding)
-    #[arg(long, default_value_t = stream_aligner::align::DEFAULT_COPY_MARGIN)]
-    copy_margin: f32,
+    #[command(flatten)]
+    margin: MarginArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -293,7 +291,7 @@ impl SetRun<'_> {
             args.max_tokens,
         )
         .with_calculator(args.calculator)
-        .with_copy_margin(args.copy_margin);
+        .with_copy_margin(args.margin.copy_margin);
         ev.max_sentences = args.max_sentences;
         loop {
             let i = self.next.fetch_add(1, Ordering::Relaxed);

@@ -81,6 +81,15 @@ pub(crate) struct AdapterArgs {
     pub no_adapter: bool,
 }
 
+/// The aligner's copy margin, shared by every command that runs the aligner in the loop.
+#[derive(clap::Args, Clone, Copy)]
+pub(crate) struct MarginArgs {
+    /// The aligner keeps the original's token unless its own is likelier by more than this
+    /// many nats (0: plain greedy decoding)
+    #[arg(long, default_value_t = stream_aligner::align::DEFAULT_COPY_MARGIN)]
+    pub copy_margin: f32,
+}
+
 impl AdapterArgs {
     /// The aligner engine: `base` with the adapter, sharing its weights.
     pub fn apply(&self, base: &Engine) -> Result<Engine> {
