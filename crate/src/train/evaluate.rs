@@ -18,6 +18,9 @@ use crate::decoder::GenerateOptions;
 use crate::engine::Engine;
 use crate::error::Result;
 pub use crate::text::arithmetic::predicted_answer;
+use crate::text::arithmetic::{claims, computations, same};
+use crate::train::gsm8k::Reference;
+use crate::train::synthetic::wrong_operator_records;
 use crate::upstream::{LocalUpstream, Posthoc, Upstream, UpstreamSentence};
 
 fn correct(text: &str, answer: f64) -> bool {
@@ -231,6 +234,86 @@ impl Evaluator {
             text: out.text,
         })
     }
+
+    /// The operation check: one step of the reference solution done with the wrong operation
+    /// (`synthetic::wrong_operator_records`, seeded by the reference) and the same step done
+    /// right, each corrected once after the reference's earlier steps. The wrong one should be
+    /// rewritten to the step's value, the right one left at it. None where no step has one operation
+    /// another can replace.
+    pub async fn operation_check(&mut self, reference: &Reference) -> Result<Option<Checked>> {
+        let records =
+            wrong_operator_records(std::slice::from_ref(reference), reference.index as u64);
+        let [wrong, right] = &records[..] else {
+            return Ok(None);
+        };
+        let t = Instant::now();
+        let q = &reference.question;
+        let fixed = self
+            .aligner
+            .correct(q, &wrong.prefix, &wrong.original)
+            .await?
+            .text;
+        let kept = self
+            .aligner
+            .correct(q, &right.prefix, &right.original)
+            .await?
+            .text;
+        Ok(Some(Checked {
+            fixed: reaches(&fixed, &wrong.corrected),
+            kept: reaches(&kept, &right.original),
+            wrong: wrong.original.clone(),
+            step: right.original.clone(),
+            rewritten: fixed,
+            kept_text: kept,
+            ms: ms(t),
+        }))
+    }
+}
+
+/// Whether `text` claims the value `step` claims last (its result), and no other result after
+/// it: "so 78 - 38 = 40 bottles" reaches "He gives 38 away, so 78 - 38 = 40.", but not a bare
+/// "The answer is 40." if the step computes it.
+fn reaches(text: &str, step: &str) -> bool {
+    let last = |s: &str| claims(s).last().map(|&(_, v)| v);
+    match (last(text), last(step)) {
+        (Some(got), Some(want)) => same(got, want) && !computations(text).is_empty(),
+        _ => false,
+    }
+}
+
+/// One reference step checked both ways ([`Evaluator::operation_check`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checked {
+    /// The wrong-operation step was rewritten to the step's value.
+    pub fixed: bool,
+    /// The right step came back still at its value (reworded or not).
+    pub kept: bool,
+    pub wrong: String,
+    pub step: String,
+    pub rewritten: String,
+    pub kept_text: String,
+    pub ms: f64,
+}
+
+/// The operation check over a set.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckSummary {
+    pub steps: usize,
+    /// Share of wrong-operation steps rewritten to the step's value.
+    pub fixed: f64,
+    /// Share of right steps still at their value after correction.
+    pub kept: f64,
+}
+
+impl CheckSummary {
+    pub fn new(results: &[Checked]) -> Self {
+        let n = results.len().max(1) as f64;
+        Self {
+            steps: results.len(),
+            fixed: results.iter().filter(|c| c.fixed).count() as f64 / n,
+            kept: results.iter().filter(|c| c.kept).count() as f64 / n,
+        }
+    }
 }
 
 /// A correct solution after post-hoc correction.
@@ -384,5 +467,18 @@ mod tests {
         assert_eq!(predicted_answer("no numbers"), None);
         assert!(correct("The answer is 42.", 42.0));
         assert!(!correct("The answer is 41.", 42.0));
+    }
+
+    #[test]
+    fn a_wrong_operation_is_fixed_only_by_a_computation_of_the_steps_value() {
+        let step = "He gives 38 to his cousin, so 78 - 38 = 40 bottles.";
+        assert!(reaches("He gives 38 away, so 78 - 38 = 40 bottles.", step));
+        assert!(reaches(step, step));
+        assert!(!reaches(
+            "He gives 38 to his cousin, so 78 + 38 = 116 bottles.",
+            step
+        ));
+        assert!(!reaches("The answer is 40.", step));
+        assert!(!reaches("He gives some away.", step));
     }
 }

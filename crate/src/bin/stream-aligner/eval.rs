@@ -11,9 +11,10 @@ use futures::executor::block_on;
 use indicatif::{ProgressBar, ProgressStyle};
 use stream_aligner::Engine;
 use stream_aligner::train::evaluate::{
-    Evaluator, ModeSummary, PreservationSummary, Preserved, ProblemResult, Summary,
+    CheckSummary, Checked, Evaluator, ModeSummary, PreservationSummary, Preserved, ProblemResult,
+    Summary,
 };
-use stream_aligner::train::gsm8k;
+use stream_aligner::train::gsm8k::{self, Reference};
 use stream_aligner::train::problems::read_gsm8k;
 
 use crate::{AdapterArgs, MarginArgs, ModelArgs};
@@ -28,8 +29,10 @@ pub struct EvalArgs {
     /// the same settings and reported on its own
     #[arg(long, value_delimiter = ',', required = true)]
     problems: Vec<PathBuf>,
-    /// What to measure: accuracy (by rounds, beside the baselines) and/or preservation (the
-    /// reference solution corrected post hoc: does it stay correct?)
+    /// What to measure: accuracy (by rounds, beside the baselines), preservation (the
+    /// reference solution corrected post hoc: does it stay correct?) and/or operations (one
+    /// reference step done with the wrong operation: is it rewritten to the step's value, and
+    /// the step done right left at it?)
     #[arg(long, value_delimiter = ',', default_value = "accuracy")]
     measure: Vec<Measure>,
     /// Evaluate the first N problems of each set only
@@ -69,6 +72,7 @@ pub struct EvalArgs {
 enum Measure {
     Accuracy,
     Preservation,
+    Operations,
 }
 
 /// One problem of a set: its question, its answer and, when its solution can be read as one,
@@ -76,7 +80,7 @@ enum Measure {
 struct Problem {
     question: String,
     answer: f64,
-    solution: Option<String>,
+    reference: Option<Reference>,
 }
 
 fn read_problems(path: &Path) -> Result<Vec<Problem>> {
@@ -94,7 +98,7 @@ fn read_problems(path: &Path) -> Result<Vec<Problem>> {
         .map(|((i, _), (question, answer))| Problem {
             question,
             answer,
-            solution: refs.next_if(|r| r.index == i).map(|r| r.solution()),
+            reference: refs.next_if(|r| r.index == i),
         })
         .collect())
 }
@@ -106,6 +110,9 @@ struct Measured {
     result: Option<ProblemResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     preserved: Option<Preserved>,
+    /// The operation check; `Some(None)`: the reference has no step it applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checked: Option<Option<Checked>>,
 }
 
 /// One set's tables.
@@ -115,6 +122,8 @@ struct SetSummary {
     accuracy: Option<Summary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     preservation: Option<PreservationSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operations: Option<CheckSummary>,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -146,6 +155,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
 struct Measures {
     accuracy: bool,
     preservation: bool,
+    operations: bool,
 }
 
 impl Measures {
@@ -153,13 +163,17 @@ impl Measures {
         Self {
             accuracy: args.measure.contains(&Measure::Accuracy),
             preservation: args.measure.contains(&Measure::Preservation),
+            operations: args.measure.contains(&Measure::Operations),
         }
     }
 
-    /// Everything asked for is measured on `p` (preservation needs a reference solution).
+    /// Everything asked for is measured on `p` (preservation and the operation check need a
+    /// reference solution).
     fn complete(&self, m: &Measured, p: &Problem) -> bool {
+        let solved = p.reference.is_none();
         (!self.accuracy || m.result.is_some())
-            && (!self.preservation || p.solution.is_none() || m.preserved.is_some())
+            && (!self.preservation || solved || m.preserved.is_some())
+            && (!self.operations || solved || m.checked.is_some())
     }
 }
 
@@ -198,11 +212,16 @@ fn evaluate_set(
     let done = run.done.into_inner().expect("no worker panicked").0;
     let results: Vec<ProblemResult> = done.iter().filter_map(|m| m.result.clone()).collect();
     let preserved: Vec<Preserved> = done.iter().filter_map(|m| m.preserved.clone()).collect();
+    let checked: Vec<Checked> = done
+        .iter()
+        .filter_map(|m| m.checked.clone().flatten())
+        .collect();
     Ok(SetSummary {
         accuracy: measures.accuracy.then(|| Summary::new(&results)),
         preservation: measures
             .preservation
             .then(|| PreservationSummary::new(&preserved)),
+        operations: measures.operations.then(|| CheckSummary::new(&checked)),
     })
 }
 
@@ -305,10 +324,16 @@ impl SetRun<'_> {
             if self.measures.accuracy && m.result.is_none() {
                 m.result = Some(block_on(ev.problem(&p.question, p.answer))?);
             }
-            if let (true, None, Some(solution)) =
-                (self.measures.preservation, &m.preserved, &p.solution)
+            if let (true, None, Some(r)) = (self.measures.preservation, &m.preserved, &p.reference)
             {
-                m.preserved = Some(block_on(ev.preservation(&p.question, solution, p.answer))?);
+                m.preserved = Some(block_on(ev.preservation(
+                    &p.question,
+                    &r.solution(),
+                    p.answer,
+                ))?);
+            }
+            if let (true, None, Some(r)) = (self.measures.operations, &m.checked, &p.reference) {
+                m.checked = Some(block_on(ev.operation_check(r))?);
             }
             self.record(i, m)?;
         }
@@ -339,6 +364,10 @@ fn progress(done: &[Measured]) -> String {
         .iter()
         .filter_map(|m| m.preserved.as_ref().map(|p| p.correct))
         .collect();
+    let fixed: Vec<bool> = done
+        .iter()
+        .filter_map(|m| m.checked.as_ref()?.as_ref().map(|c| c.fixed))
+        .collect();
     let mut msg = String::new();
     if !results.is_empty() {
         let up = share(results.iter().map(|r| r.upstream.correct).collect());
@@ -351,7 +380,10 @@ fn progress(done: &[Measured]) -> String {
         msg += &format!("upstream {up:.2} | stream {last:.2} ");
     }
     if !kept.is_empty() {
-        msg += &format!("| kept correct {:.2}", share(kept));
+        msg += &format!("| kept correct {:.2} ", share(kept));
+    }
+    if !fixed.is_empty() {
+        msg += &format!("| wrong operations fixed {:.2}", share(fixed));
     }
     msg
 }
@@ -396,6 +428,15 @@ fn print_set(set: &Path, s: &SetSummary) {
             100.0 * p.sentences_changed,
             100.0 * p.untouched,
             p.ms_per_answer
+        );
+    }
+    if let Some(c) = &s.operations {
+        println!(
+            "operation check on {} reference steps from {}: {:.1}% of the steps done with a wrong operation rewritten to the step's value, {:.1}% of the steps done right left at their value\n",
+            c.steps,
+            set.display(),
+            100.0 * c.fixed,
+            100.0 * c.kept
         );
     }
 }
