@@ -270,9 +270,9 @@ impl Evaluator {
     }
 }
 
-/// Whether `text` claims the value `step` claims last (its result), and no other result after
-/// it: "so 78 - 38 = 40 bottles" reaches "He gives 38 away, so 78 - 38 = 40.", but not a bare
-/// "The answer is 40." if the step computes it.
+/// Whether the last value `text` claims is the one `step` claims last (its result), and `text`
+/// computes something: "so 78 - 38 = 40 bottles" reaches "He gives 38 away, so 78 - 38 = 40.";
+/// a bare "The answer is 40." does not.
 fn reaches(text: &str, step: &str) -> bool {
     let last = |s: &str| claims(s).last().map(|&(_, v)| v);
     match (last(text), last(step)) {
