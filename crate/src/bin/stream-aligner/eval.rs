@@ -110,9 +110,23 @@ struct Measured {
     result: Option<ProblemResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     preserved: Option<Preserved>,
-    /// The operation check; `Some(None)`: the reference has no step it applies to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The operation check; `Some(None)` (`null` in the file): the reference has no step it
+    /// applies to.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     checked: Option<Option<Checked>>,
+}
+
+/// A field that is there, `null` included, is `Some`: an absent one is left to `default`.
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// One set's tables.
@@ -485,4 +499,23 @@ fn previous_results(
         }
     }
     Ok((kept, !text.is_empty() && !text.ends_with('\n')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Measured;
+
+    #[test]
+    fn a_check_that_found_no_step_is_not_done_again_on_resume() {
+        let none = Measured {
+            checked: Some(None),
+            ..Measured::default()
+        };
+        let line = serde_json::to_string(&none).unwrap();
+        assert_eq!(line, r#"{"checked":null}"#);
+        let back: Measured = serde_json::from_str(&line).unwrap();
+        assert!(matches!(back.checked, Some(None)), "null is a check done");
+        let absent: Measured = serde_json::from_str("{}").unwrap();
+        assert!(absent.checked.is_none(), "an absent field is a check to do");
+    }
 }
