@@ -596,3 +596,111 @@ fn the_shipped_aligner_answers_the_demo_example_and_keeps_a_correct_answer() {
     .unwrap();
     assert_eq!(predicted_answer(&kept.text), Some(14.0), "{}", kept.text);
 }
+
+/// An upstream whose one-sentence answer is the `seed`-th of `answers` (the seed its last
+/// `reseed` set), remembering the seeds it was given.
+struct Seeded {
+    answers: &'static [&'static str],
+    seed: u64,
+    seeds: Vec<u64>,
+}
+
+impl Upstream for Seeded {
+    async fn next_sentence(&mut self, _: &str, prefix: &str) -> Result<UpstreamSentence> {
+        let text = match prefix.is_empty() {
+            true => self.answers[self.seed as usize % self.answers.len()].to_string(),
+            false => String::new(),
+        };
+        Ok(UpstreamSentence {
+            text,
+            last: true,
+            tokens: 1,
+        })
+    }
+    async fn rest(&mut self, _: &str, _: &str) -> Result<String> {
+        Ok(String::new())
+    }
+    fn reseed(&mut self, seed: u64) {
+        self.seed = seed;
+        self.seeds.push(seed);
+    }
+}
+
+#[test]
+fn best_of_runs_the_upstream_once_then_the_sampler_per_seed_and_sends_the_chosen_answers_events() {
+    let q = "Lena buys 7 kilograms at 3 dollars per kilogram and pays with 50 dollars. What is her change?";
+    let mut greedy = OneLiner("3 + 7 = 10 kilograms. The answer is 10.");
+    let mut sampler = Seeded {
+        answers: &[
+            "7 * 3 = 21, so 50 - 21 = 29. The answer is 29.",
+            "3 * 7 = 21. The answer is 21.",
+            "7 * 3 = 21 dollars; 50 - 21 = 29 dollars. The answer is 29.",
+        ],
+        seed: 0,
+        seeds: vec![],
+    };
+    let mut sent = Vec::new();
+    let b = block_on(align::best_of(
+        &mut greedy,
+        &mut sampler,
+        &mut Uncorrected,
+        q,
+        &PipelineConfig::default(),
+        4,
+        10,
+        &CancelToken::default(),
+        |ev| {
+            sent.push(ev.corrected.clone());
+            ControlFlow::Continue(())
+        },
+    ))
+    .unwrap();
+    assert_eq!(sampler.seeds, vec![10, 11, 12], "one seed a sampled run");
+    assert_eq!(b.answers.len(), 4);
+    assert!(
+        b.answers[0].text.contains("3 + 7"),
+        "the first run is the upstream's"
+    );
+    // Runs 2 and 3 use every number and agree on 29: the first of them is kept.
+    assert_eq!(b.chosen, 2, "{:?}", b.answers);
+    assert_eq!(
+        sent,
+        vec![b.answer().text.clone()],
+        "only the chosen answer's events"
+    );
+    let none = block_on(align::best_of(
+        &mut greedy,
+        &mut sampler,
+        &mut Uncorrected,
+        q,
+        &PipelineConfig::default(),
+        0,
+        0,
+        &CancelToken::default(),
+        |_| ControlFlow::Continue(()),
+    ));
+    assert!(matches!(none, Err(Error::EmptyInput(_))));
+}
+
+#[test]
+fn the_local_upstream_samples_by_its_seed() {
+    let mut up = LocalUpstream::new(
+        engine(),
+        GenerateOptions {
+            max_tokens: 24,
+            sampler: stream_aligner::model::SamplerConfig {
+                temperature: 1.0,
+                ..stream_aligner::model::SamplerConfig::greedy()
+            },
+            ..Default::default()
+        },
+    );
+    let q = "Write one sentence about the sea.";
+    let mut at = |seed: u64| {
+        up.reseed(seed);
+        block_on(up.next_sentence(q, "")).unwrap().text
+    };
+    let (a, b, a_again) = (at(1), at(2), at(1));
+    assert_eq!(a, a_again, "a seed reproduces its sample");
+    assert_ne!(a, b, "another seed samples another sentence");
+}

@@ -1,10 +1,12 @@
-//! Stream Aligner's inference: the aligner prompt, correction with copy-speculation, and the
-//! sentence loop with its events.
+//! Stream Aligner's inference: the aligner prompt, correction with copy-speculation, the
+//! sentence loop with its events, and best of K runs of it.
 
 pub mod aligner;
+pub mod best_of;
 pub mod pipeline;
 pub mod prompt;
 
 pub use aligner::{Aligner, Correction, Corrector, DEFAULT_COPY_MARGIN, Uncorrected};
+pub use best_of::{BestOf, best_of, choose, majority};
 pub use pipeline::{Answer, Mode, PipelineConfig, SentenceEvent, Stop, run, run_mode, whole};
 pub use prompt::AlignerPrompt;

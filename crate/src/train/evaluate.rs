@@ -5,6 +5,9 @@
 //! Decoding is greedy, so "N rounds" need not be run N times: the answer after k rounds is the
 //! full run's first k sentences, then the upstream's own sentences passed through, exactly as
 //! `pipeline::run` with `max_rounds = k` would produce it.
+//!
+//! Best of K ([`Evaluator::best_of`]) is measured apart: K runs of the loop with the upstream
+//! sampled, and the answer `align::choose` keeps, beside one sample and the plain vote.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
-use crate::align::{Aligner, PipelineConfig, SentenceEvent, Uncorrected};
+use crate::align::{Aligner, PipelineConfig, SentenceEvent, Uncorrected, best_of, majority};
 use crate::cancel::CancelToken;
 use crate::decoder::GenerateOptions;
 use crate::engine::Engine;
@@ -53,6 +56,62 @@ pub struct ProblemResult {
     pub rounds: Vec<Round>,
 }
 
+/// Best of K on one problem: every run's answer (after all rounds; `ms` is the K runs' time
+/// shared out), the one kept, and whether the plain vote's is right.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampled {
+    pub samples: Vec<Outcome>,
+    pub chosen: usize,
+    pub voted: bool,
+}
+
+/// Best of K over a set.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SampledSummary {
+    pub problems: usize,
+    pub samples: usize,
+    /// Accuracy of one run (the mean over the K).
+    pub one_sample: f64,
+    /// Of the first run alone (the greedy one: the stream aligner's answer).
+    pub first_sample: f64,
+    /// The answer `align::choose` keeps.
+    pub chosen: f64,
+    /// The answer most runs end on (self-consistency alone).
+    pub voted: f64,
+    /// Some run is right (what a perfect choice would reach).
+    pub any: f64,
+    /// The K runs' time, per problem.
+    pub ms_per_problem: f64,
+}
+
+impl SampledSummary {
+    pub fn new(results: &[Sampled]) -> Self {
+        let n = results.len().max(1) as f64;
+        let share =
+            |f: &dyn Fn(&Sampled) -> bool| results.iter().filter(|r| f(r)).count() as f64 / n;
+        let k = results.iter().map(|r| r.samples.len()).max().unwrap_or(0);
+        let right = |r: &Sampled| r.samples.iter().filter(|o| o.correct).count() as f64;
+        Self {
+            problems: results.len(),
+            samples: k,
+            one_sample: results
+                .iter()
+                .map(|r| right(r) / r.samples.len().max(1) as f64)
+                .sum::<f64>()
+                / n,
+            first_sample: share(&|r| r.samples.first().is_some_and(|o| o.correct)),
+            chosen: share(&|r| r.samples.get(r.chosen).is_some_and(|o| o.correct)),
+            voted: share(&|r| r.voted),
+            any: share(&|r| r.samples.iter().any(|o| o.correct)),
+            ms_per_problem: results
+                .iter()
+                .map(|r| r.samples.iter().map(|o| o.ms).sum::<f64>())
+                .sum::<f64>()
+                / n,
+        }
+    }
+}
+
 pub struct Evaluator {
     upstream: LocalUpstream,
     aligner_alone: LocalUpstream,
@@ -61,6 +120,8 @@ pub struct Evaluator {
     upstream_calculator: Option<LocalUpstream>,
     pub rounds: usize,
     pub max_sentences: usize,
+    /// Best of K: the upstream that samples, and K.
+    sampled: Option<(LocalUpstream, usize)>,
 }
 
 impl Evaluator {
@@ -84,7 +145,17 @@ impl Evaluator {
             upstream_calculator: None,
             rounds: rounds.max(1),
             max_sentences: 8,
+            sampled: None,
         }
+    }
+
+    /// Best of `samples` runs with the upstream sampled at `temperature` ([`Self::best_of`]).
+    pub fn with_best_of(mut self, samples: usize, temperature: f32) -> Self {
+        let mut options = self.upstream.options.clone();
+        options.sampler.temperature = temperature;
+        let upstream = LocalUpstream::new(self.upstream.engine().clone(), options);
+        self.sampled = Some((upstream, samples.max(1)));
+        self
     }
 
     /// The aligner keeps an original token unless its rewrite is likelier by more than
@@ -182,6 +253,45 @@ impl Evaluator {
 }
 
 impl Evaluator {
+    /// Best of K (set by [`Self::with_best_of`]): K runs of the loop with all its rounds, the
+    /// first over the greedy upstream (the stream aligner's answer), the others over it sampled
+    /// with seeds 0 … K-2; the answer kept, and the one most runs end on.
+    pub async fn best_of(&mut self, question: &str, answer: f64) -> Result<Sampled> {
+        let Some((sampler, samples)) = &mut self.sampled else {
+            return Err(crate::error::Error::EmptyInput(
+                "best of K is measured after with_best_of",
+            ));
+        };
+        let config = PipelineConfig {
+            max_rounds: self.rounds,
+            max_sentences: self.max_sentences,
+        };
+        let t = Instant::now();
+        let cancel = CancelToken::default();
+        let quiet = |_: &SentenceEvent| ControlFlow::Continue(());
+        let (up, aligner) = (&mut self.upstream, &mut self.aligner);
+        let b = best_of(
+            up, sampler, aligner, question, &config, *samples, 0, &cancel, quiet,
+        );
+        let b = b.await?;
+        let ms = ms(t);
+        let texts: Vec<&str> = b.answers.iter().map(|a| a.text.as_str()).collect();
+        let voted = majority(&texts).is_some_and(|i| correct(texts[i], answer));
+        Ok(Sampled {
+            samples: b
+                .answers
+                .iter()
+                .map(|a| Outcome {
+                    correct: correct(&a.text, answer),
+                    ms: ms / b.answers.len() as f64,
+                    text: a.text.clone(),
+                })
+                .collect(),
+            chosen: b.chosen,
+            voted,
+        })
+    }
+
     /// The answer the loop gives when its rounds end after `done`: those sentences, then the
     /// upstream's own, passed through uncorrected.
     async fn uncorrected_after(

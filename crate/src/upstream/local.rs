@@ -108,4 +108,8 @@ impl Upstream for LocalUpstream {
         self.cancel.check()?;
         Ok(out)
     }
+
+    fn reseed(&mut self, seed: u64) {
+        self.options.sampler.seed = seed;
+    }
 }

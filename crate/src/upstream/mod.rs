@@ -38,6 +38,10 @@ pub trait Upstream {
     fn generates(&self) -> bool {
         true
     }
+
+    /// Seeds the upstream's sampling anew (best of K: each run its own seed). A greedy
+    /// upstream, or a given text, is the same whatever the seed.
+    fn reseed(&mut self, _seed: u64) {}
 }
 
 /// Either upstream, chosen at run time (a CLI flag, a page's setting).
@@ -58,6 +62,13 @@ impl Upstream for AnyUpstream {
         match self {
             Self::Local(u) => u.rest(query, prefix).await,
             Self::Remote(u) => u.rest(query, prefix).await,
+        }
+    }
+
+    fn reseed(&mut self, seed: u64) {
+        match self {
+            Self::Local(u) => u.reseed(seed),
+            Self::Remote(u) => u.reseed(seed),
         }
     }
 }

@@ -529,4 +529,9 @@ impl Upstream for RemoteUpstream {
     async fn rest(&mut self, query: &str, prefix: &str) -> Result<String> {
         Ok(self.with_retries(query, prefix, false).await?.text)
     }
+
+    /// The request's `seed` (servers that honour it sample reproducibly).
+    fn reseed(&mut self, seed: u64) {
+        self.config.seed = Some(seed);
+    }
 }

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use similar::{ChangeTag, TextDiff};
-use stream_aligner::GenerateOptions;
 use stream_aligner::align::{self, Aligner, Mode, PipelineConfig, SentenceEvent};
 use stream_aligner::model::SamplerConfig;
+use stream_aligner::text::arithmetic::{format_number, predicted_answer};
 use stream_aligner::upstream::{
     AnyUpstream, Api, LocalUpstream, RemoteConfig, RemoteOptions, RemoteUpstream,
 };
+use stream_aligner::{Engine, GenerateOptions};
 
 use crate::{AdapterArgs, MarginArgs, ModelArgs};
 
@@ -54,6 +55,15 @@ pub struct AlignArgs {
     temperature: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Best of K (stream mode): run the loop K times, first with the upstream as set, then
+    /// sampled at --sample-temperature (seeds --seed, --seed + 1, ...), and keep the answer
+    /// whose steps use the most of the question's numbers, then the one most runs agree on;
+    /// its rounds are shown once all K are done
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    samples: u16,
+    /// The upstream's temperature in best of K's sampled runs
+    #[arg(long, default_value_t = 0.4)]
+    sample_temperature: f32,
     /// The aligner decodes with a calculator: after "expression =" it writes the value
     #[arg(long)]
     calculator: bool,
@@ -98,17 +108,50 @@ fn show(ev: &SentenceEvent) {
     );
 }
 
-pub fn run(args: AlignArgs) -> Result<()> {
-    let engine = Arc::new(args.model.load()?);
-    let options = GenerateOptions {
-        max_tokens: 128,
-        sampler: SamplerConfig {
-            temperature: args.temperature,
-            seed: args.seed,
-            ..SamplerConfig::greedy()
-        },
-        ..GenerateOptions::default()
+/// The upstream `args` name, sampling at `temperature`.
+fn upstream(args: &AlignArgs, engine: &Arc<Engine>, temperature: f32) -> Result<AnyUpstream> {
+    if args.upstream == "local" {
+        let options = GenerateOptions {
+            max_tokens: 128,
+            sampler: SamplerConfig {
+                temperature,
+                seed: args.seed,
+                ..SamplerConfig::greedy()
+            },
+            ..GenerateOptions::default()
+        };
+        return Ok(AnyUpstream::Local(LocalUpstream::new(
+            engine.clone(),
+            options,
+        )));
+    }
+    let options = RemoteOptions {
+        base_url: args.upstream.clone(),
+        model: Some(args.remote_model.clone()),
+        api_key: args.api_key.clone(),
+        api: Some(args.remote_api),
+        ..RemoteOptions::default()
     };
+    let template = match &args.remote_template {
+        Some(path) => stream_aligner::text::ChatTemplate::new(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading the template {}", path.display()))?,
+        )?,
+        // The local model's template is the default guess for the remote model's.
+        None => engine.template.clone(),
+    };
+    let mut remote = RemoteConfig::from_options(options, template);
+    remote.temperature = temperature;
+    remote.seed = Some(args.seed);
+    Ok(AnyUpstream::Remote(RemoteUpstream::new(remote)?))
+}
+
+pub fn run(args: AlignArgs) -> Result<()> {
+    anyhow::ensure!(
+        args.samples == 1 || args.mode == Mode::Stream,
+        "--samples is for --mode stream"
+    );
+    let engine = Arc::new(args.model.load()?);
     let mut aligner = Aligner::new(Arc::new(args.adapter.apply(&engine)?));
     aligner.calculator = args.calculator;
     aligner.copy_margin = args.margin.copy_margin;
@@ -125,40 +168,44 @@ pub fn run(args: AlignArgs) -> Result<()> {
         }
         ControlFlow::Continue(())
     };
-    let mut upstream = if args.upstream == "local" {
-        AnyUpstream::Local(LocalUpstream::new(engine.clone(), options))
-    } else {
-        let options = RemoteOptions {
-            base_url: args.upstream.clone(),
-            model: Some(args.remote_model.clone()),
-            api_key: args.api_key.clone(),
-            api: Some(args.remote_api),
-            ..RemoteOptions::default()
-        };
-        let template = match &args.remote_template {
-            Some(path) => stream_aligner::text::ChatTemplate::new(
-                &std::fs::read_to_string(path)
-                    .with_context(|| format!("reading the template {}", path.display()))?,
-            )?,
-            // The local model's template is the default guess for the remote model's.
-            None => engine.template.clone(),
-        };
-        let mut remote = RemoteConfig::from_options(options, template);
-        remote.temperature = args.temperature;
-        remote.seed = Some(args.seed);
-        AnyUpstream::Remote(RemoteUpstream::new(remote)?)
-    };
+    let mut up = upstream(&args, &engine, args.temperature)?;
     // The remote upstream's HTTP client needs a tokio runtime; the local one runs under it too.
-    let answer = tokio::runtime::Runtime::new()?.block_on(align::run_mode(
-        args.mode,
-        &mut upstream,
-        &mut aligner,
-        &args.query,
-        args.answer.as_deref(),
-        &config,
-        &aligner_cancel,
-        on_event,
-    ))?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let answer = if args.samples > 1 {
+        let mut sampler = upstream(&args, &engine, args.sample_temperature)?;
+        let b = runtime.block_on(align::best_of(
+            &mut up,
+            &mut sampler,
+            &mut aligner,
+            &args.query,
+            &config,
+            args.samples.into(),
+            args.seed,
+            &aligner_cancel,
+            on_event,
+        ))?;
+        let finals: Vec<String> = (b.answers.iter())
+            .map(|a| predicted_answer(&a.text).map_or("-".into(), |v| format_number(v)))
+            .collect();
+        eprintln!(
+            "best of {}: run {} kept; the runs end on {}",
+            args.samples,
+            b.chosen + 1,
+            finals.join(", ")
+        );
+        b.answer().clone()
+    } else {
+        runtime.block_on(align::run_mode(
+            args.mode,
+            &mut up,
+            &mut aligner,
+            &args.query,
+            args.answer.as_deref(),
+            &config,
+            &aligner_cancel,
+            on_event,
+        ))?
+    };
     if !args.json {
         println!("\n{}", answer.text.trim());
     }

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use stream_aligner::Engine;
 use stream_aligner::train::evaluate::{
     CheckSummary, Checked, Evaluator, ModeSummary, PreservationSummary, Preserved, ProblemResult,
-    Summary,
+    Sampled, SampledSummary, Summary,
 };
 use stream_aligner::train::gsm8k::{self, Reference};
 use stream_aligner::train::problems::read_gsm8k;
@@ -32,9 +32,17 @@ pub struct EvalArgs {
     /// What to measure: accuracy (by rounds, beside the baselines), preservation (the
     /// reference solution corrected post hoc: does it stay correct?) and/or operations (one
     /// reference step done with the wrong operation: is it rewritten to the step's value, and
-    /// the step done right left at it?)
+    /// the step done right left at it?) and/or best-of (--samples runs of the loop, the first
+    /// greedy, the others with the upstream sampled at --temperature: the answer kept, one
+    /// run, the plain vote, some run right)
     #[arg(long, value_delimiter = ',', default_value = "accuracy")]
     measure: Vec<Measure>,
+    /// Runs of the loop for best-of
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64))]
+    samples: u16,
+    /// The upstream's sampling temperature for best-of
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
     /// Evaluate the first N problems of each set only
     #[arg(long)]
     limit: Option<usize>,
@@ -73,6 +81,7 @@ enum Measure {
     Accuracy,
     Preservation,
     Operations,
+    BestOf,
 }
 
 /// One problem of a set: its question, its answer and, when its solution can be read as one,
@@ -118,6 +127,8 @@ struct Measured {
         deserialize_with = "present"
     )]
     checked: Option<Option<Checked>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    best_of: Option<Sampled>,
 }
 
 /// A field that is there, `null` included, is `Some`: an absent one is left to `default`.
@@ -138,6 +149,8 @@ struct SetSummary {
     preservation: Option<PreservationSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     operations: Option<CheckSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    best_of: Option<SampledSummary>,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -170,6 +183,7 @@ struct Measures {
     accuracy: bool,
     preservation: bool,
     operations: bool,
+    best_of: bool,
 }
 
 impl Measures {
@@ -178,6 +192,7 @@ impl Measures {
             accuracy: args.measure.contains(&Measure::Accuracy),
             preservation: args.measure.contains(&Measure::Preservation),
             operations: args.measure.contains(&Measure::Operations),
+            best_of: args.measure.contains(&Measure::BestOf),
         }
     }
 
@@ -188,6 +203,7 @@ impl Measures {
         (!self.accuracy || m.result.is_some())
             && (!self.preservation || solved || m.preserved.is_some())
             && (!self.operations || solved || m.checked.is_some())
+            && (!self.best_of || m.best_of.is_some())
     }
 }
 
@@ -230,12 +246,14 @@ fn evaluate_set(
         .iter()
         .filter_map(|m| m.checked.clone().flatten())
         .collect();
+    let sampled: Vec<Sampled> = done.iter().filter_map(|m| m.best_of.clone()).collect();
     Ok(SetSummary {
         accuracy: measures.accuracy.then(|| Summary::new(&results)),
         preservation: measures
             .preservation
             .then(|| PreservationSummary::new(&preserved)),
         operations: measures.operations.then(|| CheckSummary::new(&checked)),
+        best_of: measures.best_of.then(|| SampledSummary::new(&sampled)),
     })
 }
 
@@ -250,6 +268,13 @@ fn resumed(args: &EvalArgs, path: &Path, problems: &[Problem]) -> Result<(Vec<Me
     anyhow::ensure!(
         done.iter().filter_map(|m| m.result.as_ref()).all(same),
         "{} was written with another --rounds or --calculator: resume with the same settings",
+        path.display()
+    );
+    anyhow::ensure!(
+        done.iter()
+            .filter_map(|m| m.best_of.as_ref())
+            .all(|b| b.samples.len() == usize::from(args.samples)),
+        "{} was written with another --samples: resume with the same settings",
         path.display()
     );
     eprintln!("{kept} problems kept from {}", path.display());
@@ -324,7 +349,8 @@ impl SetRun<'_> {
             args.max_tokens,
         )
         .with_calculator(args.calculator)
-        .with_copy_margin(args.margin.copy_margin);
+        .with_copy_margin(args.margin.copy_margin)
+        .with_best_of(args.samples.into(), args.temperature);
         ev.max_sentences = args.max_sentences;
         loop {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
@@ -348,6 +374,9 @@ impl SetRun<'_> {
             }
             if let (true, None, Some(r)) = (self.measures.operations, &m.checked, &p.reference) {
                 m.checked = Some(block_on(ev.operation_check(r))?);
+            }
+            if self.measures.best_of && m.best_of.is_none() {
+                m.best_of = Some(block_on(ev.best_of(&p.question, p.answer))?);
             }
             self.record(i, m)?;
         }
@@ -397,7 +426,15 @@ fn progress(done: &[Measured]) -> String {
         msg += &format!("| kept correct {:.2} ", share(kept));
     }
     if !fixed.is_empty() {
-        msg += &format!("| wrong operations fixed {:.2}", share(fixed));
+        msg += &format!("| wrong operations fixed {:.2} ", share(fixed));
+    }
+    let chosen: Vec<bool> = done
+        .iter()
+        .filter_map(|m| m.best_of.as_ref())
+        .map(|b| b.samples.get(b.chosen).is_some_and(|o| o.correct))
+        .collect();
+    if !chosen.is_empty() {
+        msg += &format!("| best of K {:.2}", share(chosen));
     }
     msg
 }
@@ -451,6 +488,20 @@ fn print_set(set: &Path, s: &SetSummary) {
             set.display(),
             100.0 * c.fixed,
             100.0 * c.kept
+        );
+    }
+    if let Some(b) = &s.best_of {
+        println!(
+            "best of {} on {} problems from {}: {:.1}% chosen, {:.1}% by the plain vote, {:.1}% one run ({:.1}% the greedy one), {:.1}% some run right ({:.0} ms per problem)\n",
+            b.samples,
+            b.problems,
+            set.display(),
+            100.0 * b.chosen,
+            100.0 * b.voted,
+            100.0 * b.one_sample,
+            100.0 * b.first_sample,
+            100.0 * b.any,
+            b.ms_per_problem
         );
     }
 }
