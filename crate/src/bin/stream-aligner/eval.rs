@@ -33,16 +33,16 @@ pub struct EvalArgs {
     /// reference solution corrected post hoc: does it stay correct?) and/or operations (one
     /// reference step done with the wrong operation: is it rewritten to the step's value, and
     /// the step done right left at it?) and/or best-of (--samples runs of the loop, the first
-    /// greedy, the others with the upstream sampled at --temperature: the answer kept, one
-    /// run, the plain vote, some run right)
+    /// greedy, the others with the upstream sampled at --sample-temperature: the answer kept,
+    /// one run, the plain vote, some run right)
     #[arg(long, value_delimiter = ',', default_value = "accuracy")]
     measure: Vec<Measure>,
     /// Runs of the loop for best-of
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64))]
     samples: u16,
-    /// The upstream's sampling temperature for best-of
-    #[arg(long, default_value_t = 0.7)]
-    temperature: f32,
+    /// The upstream's temperature in best-of's sampled runs
+    #[arg(long, default_value_t = 0.4)]
+    sample_temperature: f32,
     /// Evaluate the first N problems of each set only
     #[arg(long)]
     limit: Option<usize>,
@@ -350,7 +350,7 @@ impl SetRun<'_> {
         )
         .with_calculator(args.calculator)
         .with_copy_margin(args.margin.copy_margin)
-        .with_best_of(args.samples.into(), args.temperature);
+        .with_best_of(args.samples.into(), args.sample_temperature);
         ev.max_sentences = args.max_sentences;
         loop {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
