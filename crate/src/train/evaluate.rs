@@ -580,6 +580,34 @@ mod tests {
     }
 
     #[test]
+    fn best_of_is_summed_up_as_the_kept_answer_the_greedy_run_one_run_the_vote_and_any() {
+        let o = |correct: bool| Outcome {
+            correct,
+            ms: 10.0,
+            text: String::new(),
+        };
+        let results = [
+            Sampled {
+                samples: vec![o(false), o(true), o(false), o(false)],
+                chosen: 1,
+                voted: false,
+            },
+            Sampled {
+                samples: vec![o(true), o(true), o(false), o(true)],
+                chosen: 2,
+                voted: true,
+            },
+        ];
+        let s = SampledSummary::new(&results);
+        assert_eq!((s.problems, s.samples), (2, 4));
+        assert_eq!(s.chosen, 0.5, "the second kept a wrong run");
+        assert_eq!(s.first_sample, 0.5);
+        assert_eq!(s.one_sample, (0.25 + 0.75) / 2.0);
+        assert_eq!((s.voted, s.any), (0.5, 1.0));
+        assert_eq!(s.ms_per_problem, 40.0);
+    }
+
+    #[test]
     fn a_wrong_operation_is_fixed_only_by_a_computation_of_the_steps_value() {
         let step = "He gives 38 to his cousin, so 78 - 38 = 40 bottles.";
         assert!(reaches("He gives 38 away, so 78 - 38 = 40 bottles.", step));
