@@ -185,7 +185,7 @@ pub fn run(args: AlignArgs) -> Result<()> {
             on_event,
         ))?;
         let finals: Vec<String> = (b.answers.iter())
-            .map(|a| predicted_answer(&a.text).map_or("-".into(), |v| format_number(v)))
+            .map(|a| predicted_answer(&a.text).map_or("-".into(), format_number))
             .collect();
         eprintln!(
             "best of {}: run {} kept; the runs end on {}",
