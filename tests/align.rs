@@ -704,3 +704,51 @@ fn the_local_upstream_samples_by_its_seed() {
     assert_eq!(a, a_again, "a seed reproduces its sample");
     assert_ne!(a, b, "another seed samples another sentence");
 }
+
+#[test]
+fn a_step_that_does_not_hold_up_is_drawn_again_until_one_does() {
+    let q = "Lena buys 7 kilograms at 3 dollars per kilogram. How much does she pay?";
+    let one = PipelineConfig {
+        max_sentences: 1,
+        ..Default::default()
+    };
+    let sampler = || Seeded {
+        answers: &[
+            "She pays 7 * 9 = 63 dollars.",
+            "She pays 7 * 3 = 21 dollars.",
+            "She pays 3 * 7 = 21 dollars.",
+        ],
+        seed: 0,
+        seeds: vec![],
+    };
+    let run = |greedy: &'static str, sampler: &mut Seeded, tries: usize| {
+        let mut corrector = align::Resampled {
+            aligner: &mut Uncorrected,
+            sampler,
+            tries,
+            seed: 3,
+        };
+        let cancel = CancelToken::default();
+        let quiet = |_: &align::SentenceEvent| ControlFlow::Continue(());
+        let mut up = OneLiner(greedy);
+        block_on(align::run(&mut up, &mut corrector, q, &one, &cancel, quiet)).unwrap()
+    };
+    // 4 comes from nowhere: seed 3 draws 63 (9 from nowhere), seed 4 draws the true step.
+    let mut s = sampler();
+    let a = run("She pays 7 * 4 = 28 dollars.", &mut s, 3);
+    assert_eq!(s.seeds, vec![3, 4], "draws stop at the first that holds up");
+    assert_eq!(a.events[0].original, "She pays 7 * 4 = 28 dollars.");
+    assert_eq!(a.events[0].corrected, "She pays 7 * 3 = 21 dollars.");
+    assert!(a.events[0].changed);
+    let mut s = sampler();
+    let a = run("She pays 7 * 4 = 28 dollars.", &mut s, 1);
+    assert_eq!(s.seeds, vec![3]);
+    assert_eq!(
+        a.events[0].corrected, "She pays 7 * 4 = 28 dollars.",
+        "none held up: the aligner's own"
+    );
+    let mut s = sampler();
+    let a = run("She pays 3 * 7 = 21 dollars.", &mut s, 3);
+    assert!(s.seeds.is_empty(), "a step that holds up draws nothing");
+    assert!(!a.events[0].changed);
+}

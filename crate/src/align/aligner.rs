@@ -16,7 +16,10 @@ use crate::decoder::GenerateOptions;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::model::{KvCache, SamplerConfig};
-use crate::text::arithmetic::{checks_out, computations, equations, numbers, same, stated_answer};
+use crate::text::arithmetic::{
+    checks_out, computations, equations, format_number, implied_numbers, numbers, same,
+    stated_answer,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Correction {
@@ -168,16 +171,78 @@ fn protected(query: &str, prefix: &str, original: &str) -> bool {
     match stated_answer(original) {
         _ if prefix.trim().is_empty() => true,
         None => makes_progress(prefix, original),
-        Some(answer) => numbers(prefix)
-            .into_iter()
-            .chain(equations(original).into_iter().map(|(_, n)| n))
-            .any(|n| same(n, answer)),
+        Some(answer) => reached(prefix, original, answer),
+    }
+}
+
+/// Whether `answer` is a number the answer so far or the sentence stating it has reached.
+fn reached(prefix: &str, sentence: &str, answer: f64) -> bool {
+    numbers(prefix)
+        .into_iter()
+        .chain(equations(sentence).into_iter().map(|(_, n)| n))
+        .any(|n| same(n, answer))
+}
+
+/// Whether a corrected sentence holds up as the answer's next step: its arithmetic checks out
+/// against the question, the numbers the question's words imply ([`implied_numbers`]: "twice",
+/// "a week" of days) and the answer so far; a sentence with an equation does a new computation
+/// ([`makes_progress`]); a stated answer is a number reached. Narration holds up. What fails is
+/// what the aligner was trained to rewrite and sometimes still copies or writes: a false step, a
+/// number from nowhere, a step done again, an answer nobody computed ([`super::Resampled`] asks
+/// the upstream for another sentence then).
+pub fn holds_up(query: &str, prefix: &str, sentence: &str) -> bool {
+    let implied: Vec<String> = implied_numbers(query)
+        .into_iter()
+        .map(format_number)
+        .collect();
+    let context = format!("{query}\n{}\n{prefix}", implied.join(" "));
+    if stated_answer(prefix).is_some() || !checks_out(sentence, &context) {
+        return false;
+    }
+    match stated_answer(sentence) {
+        Some(answer) => reached(prefix, sentence, answer),
+        None => equations(sentence).is_empty() || makes_progress(prefix, sentence),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::protected;
+    use super::{holds_up, protected};
+
+    #[test]
+    fn a_step_holds_up_when_true_grounded_new_and_its_answer_reached() {
+        let q = "Eva walks her dog for 25 minutes twice a day. How many minutes in a week?";
+        let p = "Eva walks 25 * 2 = 50 minutes a day.";
+        assert!(holds_up(q, "", "Let's solve it step by step."));
+        assert!(
+            holds_up(q, "", "Eva walks 25 * 2 = 50 minutes a day."),
+            "twice is 2"
+        );
+        assert!(
+            holds_up(q, p, "In a week she walks 50 * 7 = 350 minutes."),
+            "a week is 7 days"
+        );
+        assert!(holds_up(q, p, "That is a lot of walking."), "narration");
+        assert!(holds_up(
+            &format!("{q} "),
+            &format!("{p} 50 * 7 = 350."),
+            "The answer is 350."
+        ));
+        assert!(
+            !holds_up(q, "", "She walks 25 * 24 = 600 minutes."),
+            "24 from nowhere"
+        );
+        assert!(!holds_up(q, p, "She walks 50 * 7 = 340 minutes."), "false");
+        assert!(
+            !holds_up(q, p, "So 25 * 2 = 50 minutes each day."),
+            "done again"
+        );
+        assert!(!holds_up(q, p, "The answer is 340."), "nobody computed 340");
+        assert!(
+            !holds_up(q, &format!("{p} The answer is 50."), "Then 50 * 7 = 350."),
+            "after the answer"
+        );
+    }
 
     #[test]
     fn the_margin_protects_the_opening_true_steps_and_an_answer_already_reached() {

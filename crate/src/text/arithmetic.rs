@@ -311,6 +311,89 @@ pub fn claims(s: &str) -> Vec<(Option<f64>, f64)> {
     out
 }
 
+/// Numbers a question's words give without writing them: number words ("seven", "a dozen"),
+/// multiples and fractions ("twice" is 2, "half" 2 and 0.5), percentages (100), and the factor
+/// between two units the question names both of ("a day" and "a week": 7). A step that
+/// computes with one of them does not compute with a number from nowhere.
+pub fn implied_numbers(question: &str) -> Vec<f64> {
+    const WORDS: &[(&str, &[f64])] = &[
+        ("one", &[1.0]),
+        ("two", &[2.0]),
+        ("three", &[3.0]),
+        ("four", &[4.0]),
+        ("five", &[5.0]),
+        ("six", &[6.0]),
+        ("seven", &[7.0]),
+        ("eight", &[8.0]),
+        ("nine", &[9.0]),
+        ("ten", &[10.0]),
+        ("eleven", &[11.0]),
+        ("twelve", &[12.0]),
+        ("twenty", &[20.0]),
+        ("thirty", &[30.0]),
+        ("forty", &[40.0]),
+        ("fifty", &[50.0]),
+        ("hundred", &[100.0]),
+        ("thousand", &[1000.0]),
+        ("dozen", &[12.0]),
+        ("pair", &[2.0]),
+        ("twice", &[2.0]),
+        ("double", &[2.0]),
+        ("doubles", &[2.0]),
+        ("triple", &[3.0]),
+        ("thrice", &[3.0]),
+        ("half", &[2.0, 0.5]),
+        ("halves", &[2.0, 0.5]),
+        ("third", &[3.0]),
+        ("quarter", &[4.0, 0.25]),
+        ("percent", &[100.0]),
+    ];
+    const UNITS: &[(&str, &str, f64)] = &[
+        ("week", "day", 7.0),
+        ("day", "hour", 24.0),
+        ("hour", "minute", 60.0),
+        ("minute", "second", 60.0),
+        ("year", "month", 12.0),
+        ("year", "week", 52.0),
+        ("year", "day", 365.0),
+        ("dollar", "cent", 100.0),
+        ("meter", "centimeter", 100.0),
+        ("kilometer", "meter", 1000.0),
+        ("kilogram", "gram", 1000.0),
+        ("liter", "milliliter", 1000.0),
+        ("foot", "inch", 12.0),
+        ("feet", "inch", 12.0),
+        ("yard", "feet", 3.0),
+    ];
+    let lower = question.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty())
+        .collect();
+    // A unit named in the singular or the plural ("days", "inches").
+    let names = |unit: &str| {
+        words.iter().any(|w| {
+            w.strip_prefix(unit)
+                .is_some_and(|r| ["", "s", "es"].contains(&r))
+        })
+    };
+    let mut out: Vec<f64> = WORDS
+        .iter()
+        .filter(|(w, _)| words.contains(w))
+        .flat_map(|(_, v)| v.iter().copied())
+        .collect();
+    if question.contains('%') {
+        out.push(100.0);
+    }
+    out.extend(
+        UNITS
+            .iter()
+            .filter(|(big, small, _)| names(big) && names(small))
+            .map(|&(_, _, f)| f),
+    );
+    out
+}
+
 /// The final answer a sentence states, if it states one: the first number after its first
 /// "answer is" or "answer:" ("the answer is 17").
 pub fn stated_answer(s: &str) -> Option<f64> {
@@ -442,6 +525,25 @@ mod tests {
             !checks_out("Together (12 + 5) * 3 = 27 apples.", q),
             "and are computed first"
         );
+    }
+
+    #[test]
+    fn a_question_implies_the_numbers_its_words_and_units_give() {
+        let has = |q: &str, n: f64| implied_numbers(q).iter().any(|&m| same(m, n));
+        let q = "Eva walks her dog for 25 minutes twice a day. How many minutes in a week?";
+        assert!(has(q, 2.0), "twice");
+        assert!(has(q, 7.0), "a day and a week");
+        assert!(!has(q, 24.0), "no hours named");
+        assert!(!has(q, 60.0), "minutes without hours");
+        assert!(has("She rides half that distance.", 0.5));
+        assert!(has("She rides half that distance.", 2.0));
+        assert!(has("He buys a dozen eggs.", 12.0));
+        assert!(has("It costs 5 dollars and 20 cents.", 100.0));
+        assert!(has("A discount of 20% applies.", 100.0));
+        assert!(has("It takes 3 hours. How many minutes?", 60.0));
+        assert!(has("Seven friends share it.", 7.0));
+        assert!(!has("Someone shares it.", 1.0), "a word inside a word");
+        assert!(implied_numbers("Tom reads 14 pages every day for 6 days.").is_empty());
     }
 
     #[test]

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
-use crate::align::{Aligner, PipelineConfig, SentenceEvent, Uncorrected, best_of, majority};
+use crate::align::{
+    Aligner, PipelineConfig, Resampled, SentenceEvent, Uncorrected, best_of, majority,
+};
 use crate::cancel::CancelToken;
 use crate::decoder::GenerateOptions;
 use crate::engine::Engine;
@@ -122,6 +124,10 @@ pub struct Evaluator {
     pub max_sentences: usize,
     /// Best of K: the upstream that samples, and K.
     sampled: Option<(LocalUpstream, usize)>,
+    /// The upstream that draws another sentence for a step whose correction does not hold up
+    /// ([`Resampled`]), and how many it draws at most (0: none).
+    resampler: LocalUpstream,
+    tries: usize,
 }
 
 impl Evaluator {
@@ -139,6 +145,8 @@ impl Evaluator {
         let mut corrector = Aligner::new(aligner.clone());
         corrector.max_tokens = max_tokens;
         Self {
+            resampler: LocalUpstream::new(upstream.clone(), options.clone()),
+            tries: 0,
             upstream: LocalUpstream::new(upstream, options.clone()),
             aligner_alone: LocalUpstream::new(aligner, options),
             aligner: corrector,
@@ -147,6 +155,14 @@ impl Evaluator {
             max_sentences: 8,
             sampled: None,
         }
+    }
+
+    /// The loop's runs (accuracy's and best of K's) draw up to `tries` more sentences, the
+    /// upstream sampled at `temperature`, for a step whose correction does not hold up.
+    pub fn with_resample(mut self, tries: usize, temperature: f32) -> Self {
+        self.resampler.options.sampler.temperature = temperature;
+        self.tries = tries;
+        self
     }
 
     /// Best of `samples` runs with the upstream sampled at `temperature` ([`Self::best_of`]).
@@ -214,7 +230,7 @@ impl Evaluator {
         let t = Instant::now();
         let full = crate::align::run(
             &mut self.upstream,
-            &mut self.aligner,
+            &mut Resampled::new(&mut self.aligner, &mut self.resampler, self.tries),
             question,
             &config,
             &CancelToken::default(),
@@ -269,7 +285,8 @@ impl Evaluator {
         let t = Instant::now();
         let cancel = CancelToken::default();
         let quiet = |_: &SentenceEvent| ControlFlow::Continue(());
-        let (up, aligner) = (&mut self.upstream, &mut self.aligner);
+        let up = &mut self.upstream;
+        let aligner = &mut Resampled::new(&mut self.aligner, &mut self.resampler, self.tries);
         let b = best_of(
             up, sampler, aligner, question, &config, *samples, 0, &cancel, quiet,
         );

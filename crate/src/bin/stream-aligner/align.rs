@@ -61,9 +61,15 @@ pub struct AlignArgs {
     /// its rounds are shown once all K are done
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     samples: u16,
-    /// The upstream's temperature in best of K's sampled runs
+    /// The upstream's temperature in best of K's sampled runs and in --resample's draws
     #[arg(long, default_value_t = 0.4)]
     sample_temperature: f32,
+    /// For a step whose correction does not hold up (false, a number from nowhere, done
+    /// again, an answer nobody computed), draw up to N more sentences from the upstream
+    /// sampled at --sample-temperature (seeds --seed, --seed + 1, ...) and keep the first
+    /// whose correction does
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=16))]
+    resample: u16,
     /// The aligner decodes with a calculator: after "expression =" it writes the value
     #[arg(long)]
     calculator: bool,
@@ -169,6 +175,13 @@ pub fn run(args: AlignArgs) -> Result<()> {
         ControlFlow::Continue(())
     };
     let mut up = upstream(&args, &engine, args.temperature)?;
+    let mut resampler = upstream(&args, &engine, args.sample_temperature)?;
+    let mut aligner = align::Resampled {
+        aligner: &mut aligner,
+        sampler: &mut resampler,
+        tries: args.resample.into(),
+        seed: args.seed,
+    };
     // The remote upstream's HTTP client needs a tokio runtime; the local one runs under it too.
     let runtime = tokio::runtime::Runtime::new()?;
     let answer = if args.samples > 1 {

@@ -40,9 +40,15 @@ pub struct EvalArgs {
     /// Runs of the loop for best-of
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64))]
     samples: u16,
-    /// The upstream's temperature in best-of's sampled runs
+    /// The upstream's temperature in best-of's sampled runs and in --resample's draws
     #[arg(long, default_value_t = 0.4)]
     sample_temperature: f32,
+    /// For a step whose correction does not hold up (false, a number from nowhere, done
+    /// again, an answer nobody computed), draw up to N more sentences from the upstream
+    /// sampled at --sample-temperature and keep the first whose correction does (accuracy's
+    /// and best-of's runs of the loop)
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=16))]
+    resample: u16,
     /// Evaluate the first N problems of each set only
     #[arg(long)]
     limit: Option<usize>,
@@ -350,7 +356,8 @@ impl SetRun<'_> {
         )
         .with_calculator(args.calculator)
         .with_copy_margin(args.margin.copy_margin)
-        .with_best_of(args.samples.into(), args.sample_temperature);
+        .with_best_of(args.samples.into(), args.sample_temperature)
+        .with_resample(args.resample.into(), args.sample_temperature);
         ev.max_sentences = args.max_sentences;
         loop {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
