@@ -8,7 +8,9 @@
 //! happens, and where the aligner's rewrite does not repair it, the step is drawn again, not the
 //! whole answer (as best of K does). A step that holds up costs nothing more; a failing one
 //! costs up to `tries` more rounds. The loop itself is unchanged: the event's original is still
-//! the upstream's first sentence, and its corrected text is the one kept.
+//! the upstream's first sentence, and its corrected text is the one kept; its aligner tokens and
+//! passes count every correction made for the step, and none of a drawn sentence's tokens came
+//! from the original as a draft.
 
 use super::aligner::{Correction, Corrector, holds_up};
 use crate::error::Result;
@@ -43,7 +45,7 @@ impl<C: Corrector, S: Upstream> Corrector for Resampled<'_, C, S> {
         }
         let (mut tokens, mut passes) = (first.tokens, first.passes);
         for i in 0..self.tries {
-            self.sampler.reseed(self.seed + i as u64);
+            self.sampler.reseed(self.seed.wrapping_add(i as u64));
             let drawn = self.sampler.next_sentence(query, prefix).await?;
             if drawn.text.trim().is_empty() {
                 continue;

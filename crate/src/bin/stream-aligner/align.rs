@@ -157,6 +157,10 @@ pub fn run(args: AlignArgs) -> Result<()> {
         args.samples == 1 || args.mode == Mode::Stream,
         "--samples is for --mode stream"
     );
+    anyhow::ensure!(
+        args.resample == 0 || args.mode == Mode::Stream,
+        "--resample is for --mode stream (it draws from the upstream)"
+    );
     let engine = Arc::new(args.model.load()?);
     let mut aligner = Aligner::new(Arc::new(args.adapter.apply(&engine)?));
     aligner.calculator = args.calculator;
