@@ -20,6 +20,7 @@ use crate::text::arithmetic::{
     checks_out, computations, equations, format_number, implied_numbers, numbers, same,
     stated_answer,
 };
+use crate::text::quantities::fits_quantities;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Correction {
@@ -160,12 +161,16 @@ fn makes_progress(prefix: &str, sentence: &str) -> bool {
 }
 
 /// Whether the copy margin protects `original`: the opening, a step whose arithmetic checks out
-/// ([`checks_out`]) and is a new one ([`makes_progress`]), and an answer that states a number
-/// the answer has reached. Narration after the opening, a false step, a step computed with a
-/// number from nowhere, a step done again and anything after the answer was stated get no
+/// ([`checks_out`]), is a new one ([`makes_progress`]) and fits its quantities
+/// ([`fits_quantities`]), and an answer that states a number the answer has reached. Narration
+/// after the opening, a false step, a step computed with a number from nowhere, a step done
+/// again, an operation its quantities rule out and anything after the answer was stated get no
 /// margin: the aligner was trained to rewrite them (into the next step, or to end the answer).
 fn protected(query: &str, prefix: &str, original: &str) -> bool {
-    if stated_answer(prefix).is_some() || !checks_out(original, &format!("{query}\n{prefix}")) {
+    if stated_answer(prefix).is_some()
+        || !checks_out(original, &format!("{query}\n{prefix}"))
+        || !fits_quantities(query, prefix, original)
+    {
         return false;
     }
     match stated_answer(original) {
@@ -186,10 +191,12 @@ fn reached(prefix: &str, sentence: &str, answer: f64) -> bool {
 /// Whether a corrected sentence holds up as the answer's next step: its arithmetic checks out
 /// against the question, the numbers the question's words imply ([`implied_numbers`]: "twice",
 /// "a week" of days) and the answer so far; a sentence with an equation does a new computation
-/// ([`makes_progress`]); a stated answer is a number reached. Narration holds up. What fails is
-/// what the aligner was trained to rewrite and sometimes still copies or writes: a false step, a
-/// number from nowhere, a step done again, an answer nobody computed ([`super::Resampled`] asks
-/// the upstream for another sentence then).
+/// ([`makes_progress`]) and fits the quantities it uses ([`fits_quantities`]: no rate added to
+/// a count, no subtraction after a quoted gain); a stated answer is a number reached. Narration
+/// holds up. What fails is what the aligner was trained to rewrite and sometimes still copies or
+/// writes: a false step, a number from nowhere, a step done again, an operation its quantities
+/// rule out, an answer nobody computed ([`super::Resampled`] asks the upstream for another
+/// sentence then).
 pub fn holds_up(query: &str, prefix: &str, sentence: &str) -> bool {
     let implied: Vec<String> = implied_numbers(query)
         .into_iter()
@@ -201,7 +208,10 @@ pub fn holds_up(query: &str, prefix: &str, sentence: &str) -> bool {
     }
     match stated_answer(sentence) {
         Some(answer) => reached(prefix, sentence, answer),
-        None => equations(sentence).is_empty() || makes_progress(prefix, sentence),
+        None => {
+            equations(sentence).is_empty()
+                || makes_progress(prefix, sentence) && fits_quantities(query, prefix, sentence)
+        }
     }
 }
 
@@ -233,6 +243,10 @@ mod tests {
             "24 from nowhere"
         );
         assert!(!holds_up(q, p, "She walks 50 * 7 = 340 minutes."), "false");
+        assert!(
+            !holds_up(q, p, "She walks 50 minutes a day, so 50 + 25 = 75 minutes."),
+            "a rate added to a count"
+        );
         assert!(
             !holds_up(q, p, "So 25 * 2 = 50 minutes each day."),
             "done again"
@@ -281,6 +295,10 @@ mod tests {
         assert!(
             !protected(q, p, "She doubles them: 17 * 2 = 34."),
             "2 from nowhere"
+        );
+        assert!(
+            !protected(q, p, "She gives away 3, so 17 + 3 = 20 apples."),
+            "a loss added"
         );
         assert!(!protected(q, "", "So 12 + 5 = 18."), "a false opening");
         assert!(

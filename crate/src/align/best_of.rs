@@ -4,8 +4,9 @@
 //!
 //! The choice reads only the answers: first how many of the question's numbers an answer's
 //! steps compute with ([`coverage`]: a solution that leaves a given quantity unused, or works
-//! with one it invented, is suspect), then how many answers end on the same number (the vote of
-//! self-consistency), then the earlier sample. An answer that ends on no number comes last.
+//! with one it invented, is suspect), then whether every step fits the quantities it uses
+//! ([`fits`]: no rate added to a count, no subtraction after a quoted gain), then how many
+//! answers end on the same number (the vote of self-consistency), then the earlier sample. An answer that ends on no number comes last.
 //! The chosen answer's events are sent once all K are done; the loop of each run is the method's,
 //! unchanged.
 
@@ -17,6 +18,8 @@ use super::pipeline::{Answer, PipelineConfig, SentenceEvent, run};
 use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
 use crate::text::arithmetic::{computations, numbers, predicted_answer, same};
+use crate::text::quantities::fits_quantities;
+use crate::text::split_sentences;
 use crate::upstream::Upstream;
 
 /// K answers to one query and the one chosen.
@@ -55,6 +58,17 @@ pub fn coverage(question: &str, answer: &str) -> f64 {
     used as f64 / given.len() as f64
 }
 
+/// Whether every sentence of an answer fits the quantities it uses, after the ones before it
+/// ([`fits_quantities`]).
+pub fn fits(question: &str, answer: &str) -> bool {
+    let mut prefix = String::new();
+    split_sentences(answer).into_iter().all(|s| {
+        let ok = fits_quantities(question, &prefix, s);
+        prefix.push_str(s);
+        ok
+    })
+}
+
 /// How many of `answers` end on the same number as each one (0 for one that ends on none).
 fn votes(answers: &[&str]) -> Vec<usize> {
     let finals: Vec<Option<f64>> = answers.iter().map(|a| predicted_answer(a)).collect();
@@ -76,9 +90,19 @@ fn first_best<K>(
 /// `None` when there are none.
 pub fn choose(question: &str, answers: &[&str]) -> Option<usize> {
     let votes = votes(answers);
-    let key = |i: usize| (votes[i] > 0, coverage(question, answers[i]), votes[i]);
+    let key = |i: usize| {
+        let a = answers[i];
+        (
+            votes[i] > 0,
+            coverage(question, a),
+            fits(question, a),
+            votes[i],
+        )
+    };
     first_best(answers.len(), key, |x, y| {
-        x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)).then(x.2.cmp(&y.2))
+        (x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)))
+            .then(x.2.cmp(&y.2))
+            .then(x.3.cmp(&y.3))
     })
 }
 
@@ -140,13 +164,20 @@ mod tests {
     }
 
     #[test]
-    fn the_answer_using_every_number_wins_then_the_vote_then_the_first() {
+    fn the_answer_using_every_number_wins_then_the_fitting_one_then_the_vote_then_the_first() {
         let wrong_a = "She buys 7, so 3 + 7 = 10. Then 10 * 50 = 500. The answer is 500.";
         let wrong_b = "3 + 7 = 10 kilograms. The answer is 10.";
+        let wrong_c = "She pays 7 * 3 = 21 dollars. Then 50 * 21 = 1050. The answer is 1050.";
         let right = "7 * 3 = 21 dollars. 50 - 21 = 29 dollars. The answer is 29.";
+        assert!(
+            !fits(Q, wrong_a),
+            "3 dollars per kilogram added to 7 kilograms"
+        );
+        assert!(fits(Q, right) && fits(Q, wrong_c));
         assert_eq!(choose(Q, &[wrong_b, right, wrong_b]), Some(1), "coverage");
-        assert_eq!(choose(Q, &[wrong_a, right, right]), Some(1), "the vote");
-        assert_eq!(choose(Q, &[wrong_a, right]), Some(0), "the first of equals");
+        assert_eq!(choose(Q, &[wrong_a, right]), Some(1), "fits its quantities");
+        assert_eq!(choose(Q, &[wrong_c, right, right]), Some(1), "the vote");
+        assert_eq!(choose(Q, &[wrong_c, right]), Some(0), "the first of equals");
         assert_eq!(choose(Q, &["I don't know.", wrong_b]), Some(1), "no number");
         assert_eq!(choose(Q, &[]), None);
         assert_eq!(

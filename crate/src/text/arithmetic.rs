@@ -6,7 +6,8 @@
 //! - [`equations`] and [`claims`]: the equations a sentence states, each with the value of its
 //!   expression and the number it claims (the generator's oracle reads every "expression = n";
 //!   the grounded oracle reads them as the calculator writes them); [`computations`]: the same
-//!   equations as the numbers they combine (a step done again is the same computation);
+//!   equations as the numbers they combine (a step done again is the same computation), and
+//!   [`operations`] those of one operation on two numbers;
 //! - [`numbers`], [`stated_answer`] and [`predicted_answer`]: a sentence's numbers, the answer
 //!   a sentence states, and the number a whole answer ends on (evaluation);
 //! - [`format_number`] and [`same`]: a value as the calculator writes it, and two values that
@@ -233,6 +234,28 @@ pub fn computations(s: &str) -> Vec<(Vec<f64>, f64)> {
             (operands, claimed)
         })
         .collect()
+}
+
+/// The equations of a sentence that do one operation on two numbers ("45 - 4 = 41"; the number
+/// claimed may be negative: "18 - 195 = -177"), each as (a, the operation, b, the number
+/// claimed), in order.
+pub fn operations(s: &str) -> Vec<(f64, Op, f64, f64)> {
+    let t = tokens(s);
+    let mut out = Vec::new();
+    for i in 3..t.len() {
+        let claimed = match (t[i], t.get(i + 1), t.get(i + 2)) {
+            (Token::Eq, Some(&Token::Num(n)), _) => n,
+            (Token::Eq, Some(&Token::Op(Op::Sub)), Some(&Token::Num(n))) => -n,
+            _ => continue,
+        };
+        let alone = i == 3 || !matches!(t[i - 4], Token::Num(_) | Token::Op(_));
+        if let [Token::Num(a), Token::Op(op), Token::Num(b)] = t[i - 3..i]
+            && alone
+        {
+            out.push((a, op, b, claimed));
+        }
+    }
+    out
 }
 
 /// The "expression = n" of a sentence's tokens: the longest run of numbers and operators before

@@ -1,9 +1,11 @@
 //! Text: the tokenizer and chat template from the GGUF, streaming detokenization, the
-//! calculator that decoding may consult, and the arithmetic it and the training oracles read.
+//! calculator that decoding may consult, the arithmetic it and the training oracles read, and
+//! what a question's quantities allow a step to do with them.
 
 pub mod arithmetic;
 pub mod calculator;
 pub mod chat_template;
+pub mod quantities;
 pub mod sentence_splitter;
 pub mod stream_decoder;
 pub mod tokenizer;
