@@ -57,15 +57,15 @@ pub struct AlignArgs {
     seed: u64,
     /// Best of K (stream mode): run the loop K times, first with the upstream as set, then
     /// sampled at --sample-temperature (seeds --seed, --seed + 1, ...), and keep the answer
-    /// whose steps use the most of the question's numbers, then the one most runs agree on;
-    /// its rounds are shown once all K are done
+    /// whose steps use the most of the question's numbers, then one whose steps fit their
+    /// quantities, then the one most runs agree on; its rounds are shown once all K are done
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     samples: u16,
     /// The upstream's temperature in best of K's sampled runs and in --resample's draws
     #[arg(long, default_value_t = 0.4)]
     sample_temperature: f32,
     /// For a step whose correction does not hold up (false, a number from nowhere, done
-    /// again, an answer nobody computed), draw up to N more sentences from the upstream
+    /// again, an operation its quantities rule out, an answer nobody computed), draw up to N more sentences from the upstream
     /// sampled at --sample-temperature (seeds --seed, --seed + 1, ...) and keep the first
     /// whose correction does
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=16))]
