@@ -6,7 +6,8 @@
 //! steps compute with ([`coverage`]: a solution that leaves a given quantity unused, or works
 //! with one it invented, is suspect), then whether every step fits the quantities it uses
 //! ([`fits`]: no rate added to a count, no subtraction after a quoted gain), then how many
-//! answers end on the same number (the vote of self-consistency), then the earlier sample. An answer that ends on no number comes last.
+//! answers end on the same number (the vote of self-consistency), then the earlier sample. An
+//! answer that ends on no number comes last.
 //! The chosen answer's events are sent once all K are done; the loop of each run is the method's,
 //! unchanged.
 

@@ -65,9 +65,9 @@ pub struct AlignArgs {
     #[arg(long, default_value_t = 0.4)]
     sample_temperature: f32,
     /// For a step whose correction does not hold up (false, a number from nowhere, done
-    /// again, an operation its quantities rule out, an answer nobody computed), draw up to N more sentences from the upstream
-    /// sampled at --sample-temperature (seeds --seed, --seed + 1, ...) and keep the first
-    /// whose correction does
+    /// again, an operation its quantities rule out, an answer nobody computed), draw up to N
+    /// more sentences from the upstream sampled at --sample-temperature (seeds --seed,
+    /// --seed + 1, ...) and keep the first whose correction does
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=16))]
     resample: u16,
     /// The aligner decodes with a calculator: after "expression =" it writes the value

@@ -44,9 +44,9 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 0.4)]
     sample_temperature: f32,
     /// For a step whose correction does not hold up (false, a number from nowhere, done
-    /// again, an operation its quantities rule out, an answer nobody computed), draw up to N more sentences from the upstream
-    /// sampled at --sample-temperature and keep the first whose correction does (accuracy's
-    /// and best-of's runs of the loop)
+    /// again, an operation its quantities rule out, an answer nobody computed), draw up to N
+    /// more sentences from the upstream sampled at --sample-temperature and keep the first
+    /// whose correction does (accuracy's and best-of's runs of the loop)
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=16))]
     resample: u16,
     /// Evaluate the first N problems of each set only
