@@ -91,20 +91,22 @@ fn first_best<K>(
 /// `None` when there are none.
 pub fn choose(question: &str, answers: &[&str]) -> Option<usize> {
     let votes = votes(answers);
-    let key = |i: usize| {
-        let a = answers[i];
-        (
-            votes[i] > 0,
-            coverage(question, a),
-            fits(question, a),
-            votes[i],
-        )
-    };
-    first_best(answers.len(), key, |x, y| {
-        (x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)))
-            .then(x.2.cmp(&y.2))
-            .then(x.3.cmp(&y.3))
-    })
+    // Each answer's key once: the comparisons of `first_best` would read it again and again.
+    let keys: Vec<_> = answers
+        .iter()
+        .zip(&votes)
+        .map(|(a, &v)| (v > 0, coverage(question, a), fits(question, a), v))
+        .collect();
+    first_best(
+        answers.len(),
+        |i| keys[i],
+        |x, y| {
+            x.0.cmp(&y.0)
+                .then(x.1.total_cmp(&y.1))
+                .then(x.2.cmp(&y.2))
+                .then(x.3.cmp(&y.3))
+        },
+    )
 }
 
 /// Self-consistency alone: the first of the answers that most answers agree with.
