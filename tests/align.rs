@@ -752,3 +752,44 @@ fn a_step_that_does_not_hold_up_is_drawn_again_until_one_does() {
     assert!(s.seeds.is_empty(), "a step that holds up draws nothing");
     assert!(!a.events[0].changed);
 }
+
+#[test]
+fn a_step_its_quantities_rule_out_is_repaired_to_the_operation_the_aligner_finds_likeliest() {
+    let q = "Ana saves 15 dollars a week for 8 weeks, then spends 47 dollars on a jacket. How much \
+             money does she have left?";
+    let p = "To solve this problem, we need to calculate the total amount of money Ana has left \
+             after 8 weeks and then subtract the amount she spent on the jacket.";
+    let wrong = "Ana saves 15 dollars a week, so 15 - 8 = 7 dollars.";
+    let mut aligner = shipped_aligner();
+    aligner.repair_margin = None;
+    let plain = block_on(aligner.correct(q, p, wrong)).unwrap();
+    aligner.repair_margin = Some(align::DEFAULT_REPAIR_MARGIN);
+    let repaired = block_on(aligner.correct(q, p, wrong)).unwrap();
+    assert!(
+        repaired.text.contains("15 * 8 = 120"),
+        "{:?} (without the repair: {:?})",
+        repaired.text,
+        plain.text
+    );
+    assert!(
+        repaired.passes > plain.passes,
+        "the options were scored: {} passes against {}",
+        repaired.passes,
+        plain.passes
+    );
+    // A step that fits is the aligner's own revision, at no extra cost.
+    let right = "Ana saves 15 dollars a week, so 15 * 8 = 120 dollars.";
+    aligner.repair_margin = None;
+    let plain = block_on(aligner.correct(q, p, right)).unwrap();
+    aligner.repair_margin = Some(align::DEFAULT_REPAIR_MARGIN);
+    assert_eq!(block_on(aligner.correct(q, p, right)).unwrap(), plain);
+    // A margin below zero asks more than the aligner's preference can give: nothing changes
+    // when it finds its own revision likelier than every option.
+    aligner.repair_margin = Some(-1000.0);
+    let strict = block_on(aligner.correct(q, p, wrong)).unwrap();
+    aligner.repair_margin = None;
+    assert_eq!(
+        strict.text,
+        block_on(aligner.correct(q, p, wrong)).unwrap().text
+    );
+}

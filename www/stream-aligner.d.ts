@@ -59,6 +59,10 @@ export interface StreamOptions {
   /** How many nats likelier the aligner's own token must be than the original's before it
    * leaves the original (default: the shipped margin; 0 is plain greedy decoding). */
   copyMargin?: number;
+  /** The operation repair (default true): a step whose operation its quantities rule out ("15
+   * dollars a week" added to 8 weeks) becomes the operation that fits which the aligner finds
+   * likeliest. */
+  repair?: boolean;
   signal?: AbortSignal;
   /** Which upstream writes this answer (default: remote when one was given to load()). */
   upstream?: 'local' | 'remote';
@@ -82,7 +86,7 @@ export interface Api extends EventTarget {
   /** The upstream model's greedy continuation of `prompt` as it is (no chat template), with its timings. */
   generate(prompt: string, options?: { maxTokens?: number; signal?: AbortSignal }): Promise<Generation>;
   stream(query: string, options?: StreamOptions): AsyncGenerator<SentenceEvent, void, void>;
-  correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; copyMargin?: number; signal?: AbortSignal; onEvent?: (ev: SentenceEvent) => void }): Promise<Answer>;
+  correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; copyMargin?: number; repair?: boolean; signal?: AbortSignal; onEvent?: (ev: SentenceEvent) => void }): Promise<Answer>;
   addEventListener(type: 'sentence', listener: (e: CustomEvent<SentenceEvent>) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
 }

@@ -198,12 +198,12 @@ export class StreamAligner extends EventTarget {
   }
 
   /** The answer to `query`, sentence by sentence as each is corrected. */
-  async *stream(query, { maxRounds, maxSentences, maxTokens, calculator, copyMargin, signal, upstream, mode = 'stream' } = {}) {
+  async *stream(query, { maxRounds, maxSentences, maxTokens, calculator, copyMargin, repair, signal, upstream, mode = 'stream' } = {}) {
     const queue = [];
     let wake = () => {};
     let finished = false;
     let failure;
-    this.#run(query, { mode, maxRounds, maxSentences, maxTokens, calculator, copyMargin, signal, upstream }, (ev) => {
+    this.#run(query, { mode, maxRounds, maxSentences, maxTokens, calculator, copyMargin, repair, signal, upstream }, (ev) => {
       queue.push(ev);
       wake();
     }).then(() => { finished = true; wake(); }, (e) => { failure = e; finished = true; wake(); });
@@ -259,7 +259,7 @@ export class StreamAligner extends EventTarget {
    * Post-hoc correction of a complete answer (what an extension rewriting output needs). Each
    * sentence's event goes to `onEvent` and to 'sentence' listeners, as in `stream`.
    */
-  correct(query, answer, { maxSentences, calculator, copyMargin, signal, onEvent } = {}) {
-    return this.#run(query, { mode: 'posthoc', answer, maxSentences, calculator, copyMargin, signal }, onEvent);
+  correct(query, answer, { maxSentences, calculator, copyMargin, repair, signal, onEvent } = {}) {
+    return this.#run(query, { mode: 'posthoc', answer, maxSentences, calculator, copyMargin, repair, signal }, onEvent);
   }
 }

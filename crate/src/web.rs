@@ -56,6 +56,8 @@ struct RunOptions {
     calculator: bool,
     /// Nats by which a rewrite must beat the original's token (default: the shipped margin).
     copy_margin: Option<f32>,
+    /// The operation repair (default: on, at the shipped margin).
+    repair: bool,
 }
 
 impl Default for RunOptions {
@@ -69,6 +71,7 @@ impl Default for RunOptions {
             remote: None,
             calculator: false,
             copy_margin: None,
+            repair: true,
         }
     }
 }
@@ -143,6 +146,9 @@ impl Session {
             aligner.calculator = opts.calculator;
             if let Some(m) = opts.copy_margin {
                 aligner.copy_margin = m;
+            }
+            if !opts.repair {
+                aligner.repair_margin = None;
             }
             let config = PipelineConfig {
                 max_rounds: opts.max_rounds.unwrap_or(usize::MAX),

@@ -15,12 +15,12 @@ use crate::cancel::CancelToken;
 use crate::decoder::GenerateOptions;
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::model::{KvCache, SamplerConfig};
+use crate::model::{KvCache, Logits, SamplerConfig};
 use crate::text::arithmetic::{
     checks_out, computations, equations, format_number, implied_numbers, numbers, same,
     stated_answer,
 };
-use crate::text::quantities::fits_quantities;
+use crate::text::quantities::{fits_quantities, refits};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Correction {
@@ -39,6 +39,14 @@ pub struct Correction {
 /// validation references correct (models/aligner/README.md).
 pub const DEFAULT_COPY_MARGIN: f32 = 3.0;
 
+/// The shipped repair margin ([`Aligner::repair_margin`]): a step its quantities rule out
+/// becomes the likeliest operation that fits when the aligner scores it at most this many nats
+/// below its own revision. Set on 500 GSM8K training problems (the operation check, none of them
+/// in the validation split): wider margins fixed more wrong operations and broke no more right
+/// ones up to 10; beyond it only absurd steps were left ("42000 * 32000"). With the shipped
+/// adapter it keeps 97.3% of the validation references correct (models/aligner/README.md).
+pub const DEFAULT_REPAIR_MARGIN: f32 = 10.0;
+
 pub struct Aligner {
     engine: Arc<Engine>,
     cache: KvCache,
@@ -55,6 +63,10 @@ pub struct Aligner {
     /// How much more likely (in nats) a rewrite's first differing token must be than the
     /// original's for the aligner to leave the original (see [`DEFAULT_COPY_MARGIN`]).
     pub copy_margin: f32,
+    /// The operation repair: a revision with a step its quantities rule out
+    /// ([`refits`]) becomes the likeliest of the operations that fit, when the aligner finds it
+    /// no more than this many nats less likely than its own (None: off).
+    pub repair_margin: Option<f32>,
     pub cancel: CancelToken,
 }
 
@@ -98,6 +110,7 @@ impl Aligner {
             max_tokens: usize::MAX,
             calculator: false,
             copy_margin: DEFAULT_COPY_MARGIN,
+            repair_margin: Some(DEFAULT_REPAIR_MARGIN),
             cancel: CancelToken::default(),
         }
     }
@@ -137,13 +150,95 @@ impl Aligner {
             })
             .await?;
         self.cancel.check()?;
-        Ok(Correction {
+        let mut out = Correction {
             text: e.tokenizer.decode(&d.tokens)?,
             tokens: d.tokens.len(),
             accepted: d.accepted,
             passes: d.passes,
-        })
+        };
+        if let Some(margin) = self.repair_margin {
+            self.repair(&prompt, query, prefix, margin, &mut out)
+                .await?;
+        }
+        Ok(out)
     }
+
+    /// The operation repair ([`Self::repair_margin`]): when the revision's step does not fit
+    /// its quantities, each operation that does ([`refits`]) is scored by the aligner after the
+    /// same prompt, and the likeliest replaces the revision if it is within `margin` nats of it.
+    /// The rule says which operations are possible; the aligner, which one the step meant.
+    async fn repair(
+        &mut self,
+        prompt: &[u32],
+        query: &str,
+        prefix: &str,
+        margin: f32,
+        out: &mut Correction,
+    ) -> Result<()> {
+        let Some(options) = refits(query, prefix, &out.text) else {
+            return Ok(());
+        };
+        if options.is_empty() {
+            return Ok(());
+        }
+        let Some(own) = self.log_prob(prompt, &out.text).await? else {
+            return Ok(());
+        };
+        let mut best: Option<(f32, String)> = None;
+        for option in options {
+            let Some(score) = self.log_prob(prompt, &option).await? else {
+                continue;
+            };
+            out.passes += 1;
+            if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                best = Some((score, option));
+            }
+        }
+        out.passes += 1;
+        if let Some((score, text)) = best
+            && score >= own - margin
+        {
+            out.tokens = self.engine.tokenizer.encode(&text)?.len();
+            out.accepted = 0;
+            out.text = text;
+        }
+        Ok(())
+    }
+
+    /// The aligner's log-probability of `text` as the revision after `prompt` (one pass, the
+    /// prompt's cached part reused); None when it would not fit the context.
+    async fn log_prob(&mut self, prompt: &[u32], text: &str) -> Result<Option<f32>> {
+        let e = &self.engine;
+        let revision = e.tokenizer.encode(text)?;
+        let ids: Vec<u32> = prompt.iter().chain(&revision).copied().collect();
+        if revision.is_empty() || ids.len() >= e.model.config.context {
+            return Ok(None);
+        }
+        let keep = self.cache.common_prefix(&ids).min(prompt.len() - 1);
+        self.cache.truncate(keep);
+        let rows = e
+            .model
+            .logits(
+                &ids[keep..],
+                &mut self.cache,
+                Logits::From(prompt.len() - 1 - keep),
+            )
+            .await?;
+        let vocab = e.model.config.vocab;
+        Ok(Some(
+            rows.chunks_exact(vocab)
+                .zip(&revision)
+                .map(|(row, &id)| log_softmax_at(row, id as usize))
+                .sum(),
+        ))
+    }
+}
+
+/// `row`'s log-softmax at `i`.
+fn log_softmax_at(row: &[f32], i: usize) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+    row[i] - max - sum.ln()
 }
 
 /// Whether one of the sentence's equations does a computation the prefix hasn't done: a new

@@ -8,7 +8,10 @@ pub mod pipeline;
 pub mod prompt;
 pub mod resample;
 
-pub use aligner::{Aligner, Correction, Corrector, DEFAULT_COPY_MARGIN, Uncorrected, holds_up};
+pub use aligner::{
+    Aligner, Correction, Corrector, DEFAULT_COPY_MARGIN, DEFAULT_REPAIR_MARGIN, Uncorrected,
+    holds_up,
+};
 pub use best_of::{BestOf, best_of, choose, majority};
 pub use pipeline::{Answer, Mode, PipelineConfig, SentenceEvent, Stop, run, run_mode, whole};
 pub use prompt::AlignerPrompt;

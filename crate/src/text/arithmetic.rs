@@ -80,6 +80,11 @@ enum Token {
 /// follows it), operators (× ÷ − too, and "x" as a word of its own: "3 x 4"), parentheses, "="
 /// and anything else. Spaces and currency signs are skipped: "2 × $3" multiplies.
 fn tokens(s: &str) -> Vec<Token> {
+    spanned(s).into_iter().map(|(t, _)| t).collect()
+}
+
+/// As [`tokens`], each with the bytes of `s` it was read from.
+fn spanned(s: &str) -> Vec<(Token, std::ops::Range<usize>)> {
     let mut out = Vec::new();
     let mut chars = s.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
@@ -106,7 +111,8 @@ fn tokens(s: &str) -> Vec<Token> {
             'x' => Token::Other,
             _ => Op::from_symbol(c.encode_utf8(&mut [0; 4])).map_or(Token::Other, Token::Op),
         };
-        out.push(token);
+        let end = chars.peek().map_or(s.len(), |&(j, _)| j);
+        out.push((token, i..end));
     }
     out
 }
@@ -240,7 +246,14 @@ pub fn computations(s: &str) -> Vec<(Vec<f64>, f64)> {
 /// claimed may be negative: "18 - 195 = -177"), each as (a, the operation, b, the number
 /// claimed), in order.
 pub fn operations(s: &str) -> Vec<(f64, Op, f64, f64)> {
-    let t = tokens(s);
+    one_operations(&tokens(s))
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect()
+}
+
+/// [`operations`], each with the index of its first token in `t`.
+fn one_operations(t: &[Token]) -> Vec<(usize, (f64, Op, f64, f64))> {
     let mut out = Vec::new();
     for i in 3..t.len() {
         let claimed = match (t[i], t.get(i + 1), t.get(i + 2)) {
@@ -252,10 +265,41 @@ pub fn operations(s: &str) -> Vec<(f64, Op, f64, f64)> {
         if let [Token::Num(a), Token::Op(op), Token::Num(b)] = t[i - 3..i]
             && alone
         {
-            out.push((a, op, b, claimed));
+            out.push((i - 3, (a, op, b, claimed)));
         }
     }
     out
+}
+
+/// `s` with its `k`-th one-operation equation ([`operations`]) done with `op` instead, its two
+/// numbers in the other order when `swap`, and the number claimed what that computes, as the
+/// calculator writes it: "45 - 4 = 41 boxes" redone as `/`, swapped: "4 / 45" is not whole, but
+/// as `*`: "45 * 4 = 180 boxes". The numbers keep their writing ("$1,200"); None when there is
+/// no such equation, or a division by zero.
+pub fn redo_operation(s: &str, k: usize, op: Op, swap: bool) -> Option<String> {
+    let spanned = spanned(s);
+    let t: Vec<Token> = spanned.iter().map(|(t, _)| *t).collect();
+    let (at, (a, _, b, _)) = *one_operations(&t).get(k)?;
+    let (x, y) = if swap { (b, a) } else { (a, b) };
+    let value = op.eval(x, y)?;
+    let span = |i: usize| spanned[i].1.clone();
+    let (a_text, b_text) = (&s[span(at)], &s[span(at + 2)]);
+    let claimed = if t[at + 4] == Token::Op(Op::Sub) {
+        span(at + 4).start..span(at + 5).end
+    } else {
+        span(at + 4)
+    };
+    let mut out = String::with_capacity(s.len() + 8);
+    out.push_str(&s[..span(at).start]);
+    out.push_str(if swap { b_text } else { a_text });
+    out.push_str(&s[span(at).end..span(at + 1).start]);
+    out.push_str(op.symbol());
+    out.push_str(&s[span(at + 1).end..span(at + 2).start]);
+    out.push_str(if swap { a_text } else { b_text });
+    out.push_str(&s[span(at + 2).end..claimed.start]);
+    out.push_str(&format_number(value));
+    out.push_str(&s[claimed.end..]);
+    Some(out)
 }
 
 /// The "expression = n" of a sentence's tokens: the longest run of numbers and operators before
@@ -451,6 +495,48 @@ pub fn predicted_answer(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_operation_is_redone_in_place_with_its_result() {
+        let s = "She earns $15 a week, so $15 - 8 = 7 dollars, then 7 + 2 = 9.";
+        assert_eq!(
+            redo_operation(s, 0, Op::Mul, false).as_deref(),
+            Some("She earns $15 a week, so $15 * 8 = 120 dollars, then 7 + 2 = 9.")
+        );
+        assert_eq!(
+            redo_operation(s, 1, Op::Sub, true).as_deref(),
+            Some("She earns $15 a week, so $15 - 8 = 7 dollars, then 2 - 7 = -5.")
+        );
+        let s = "So 18 - 195 = -177 seats.";
+        assert_eq!(
+            redo_operation(s, 0, Op::Sub, true).as_deref(),
+            Some("So 195 - 18 = 177 seats."),
+            "a negative claim replaced whole"
+        );
+        assert_eq!(
+            redo_operation("1,200 x 3 = 3,600 meters", 0, Op::Div, false).as_deref(),
+            Some("1,200 / 3 = 400 meters")
+        );
+        assert_eq!(
+            redo_operation("10 / 4 = 2.5", 0, Op::Sub, false).as_deref(),
+            Some("10 - 4 = 6")
+        );
+        assert_eq!(
+            redo_operation("5 - 0 = 5", 0, Op::Div, false),
+            None,
+            "by zero"
+        );
+        assert_eq!(
+            redo_operation("2 + 3 * 4 = 14", 0, Op::Mul, false),
+            None,
+            "two operations"
+        );
+        assert_eq!(
+            redo_operation("5 - 3 = 2", 1, Op::Add, false),
+            None,
+            "no second one"
+        );
+    }
 
     #[test]
     fn expressions_follow_precedence_parentheses_and_decimals() {

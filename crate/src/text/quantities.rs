@@ -17,7 +17,7 @@
 //! `models/aligner/wrong-operator-*.jsonl`) they flag 10.4-10.7% of the swapped GSM8K steps and
 //! 1.5-1.7% of the right ones; of the generator's, 26-36% and 0-0.1%.
 
-use super::arithmetic::{Op, operations, same};
+use super::arithmetic::{Op, checks_out, operations, redo_operation, same};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Item {
@@ -292,28 +292,116 @@ fn fits_roles(a: &Quantity, op: Op, b: &Quantity) -> bool {
 /// than there is (no subtraction below zero), and it does not subtract after a quoted gain nor
 /// add after a quoted loss. A step with no operation of two numbers fits.
 pub fn fits_quantities(question: &str, prefix: &str, sentence: &str) -> bool {
+    misfit(question, prefix, sentence).is_none()
+}
+
+/// The index of the first of the sentence's operations ([`operations`]) that does not fit
+/// ([`fits_quantities`]).
+fn misfit(question: &str, prefix: &str, sentence: &str) -> Option<usize> {
     let asked = quantities(question);
     let results = results(prefix);
     operations(sentence)
         .into_iter()
         .enumerate()
-        .all(|(k, (a, op, b, c))| {
+        .position(|(k, (a, op, b, c))| {
             if k == 0 && against_its_cue(sentence, op) || op == Op::Sub && c < 0.0 {
-                return false;
+                return true;
             }
             match (
                 quantity_of(a, &results, &asked),
                 quantity_of(b, &results, &asked),
             ) {
-                (Some(x), Some(y)) => fits_roles(&x, op, &y),
-                _ => true,
+                (Some(x), Some(y)) => !fits_roles(&x, op, &y),
+                _ => false,
             }
         })
 }
 
+/// What a step that does not fit its quantities could have done instead: the sentence with its
+/// first ill-fitting operation done with each other operation, or its two numbers the other way
+/// round ("18 - 195" as "195 - 18"), its result recomputed ([`redo_operation`]), where the whole
+/// sentence then fits, a division comes out whole, and a sentence whose arithmetic checked out
+/// still does (a later equation that used the old result does not). None for a step that fits;
+/// an empty list when nothing does.
+pub fn refits(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
+    let k = misfit(question, prefix, sentence)?;
+    let (a, op, b, _) = operations(sentence)[k];
+    let context = format!("{question}\n{prefix}");
+    let consistent = checks_out(sentence, &context);
+    let mut out: Vec<String> = Vec::new();
+    for other in [Op::Add, Op::Sub, Op::Mul, Op::Div] {
+        for swap in [false, true] {
+            let ordered = matches!(other, Op::Sub | Op::Div);
+            if (other == op && !(swap && ordered)) || (swap && !ordered) {
+                continue;
+            }
+            let (x, y) = if swap { (b, a) } else { (a, b) };
+            if other == Op::Div && (y == 0.0 || (x / y).fract().abs() > 1e-9) {
+                continue;
+            }
+            if let Some(redone) = redo_operation(sentence, k, other, swap)
+                && fits_quantities(question, prefix, &redone)
+                && (!consistent || checks_out(&redone, &context))
+                && !out.contains(&redone)
+            {
+                out.push(redone);
+            }
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::fits_quantities;
+    use super::{fits_quantities, refits};
+
+    #[test]
+    fn a_step_that_does_not_fit_is_offered_the_operations_that_do() {
+        let q = "Ana saves 15 dollars a week for 8 weeks, then spends 47 dollars.";
+        assert_eq!(
+            refits(q, "", "Ana saves 15 * 8 = 120 dollars."),
+            None,
+            "it fits"
+        );
+        assert_eq!(
+            refits(q, "", "Ana saves 15 - 8 = 7 dollars.").unwrap(),
+            ["Ana saves 15 * 8 = 120 dollars."],
+            "a rate is neither added to a count nor taken from it, and 15 / 8 is not whole"
+        );
+        let q = "A bus has 28 people. At the second stop, 7 people got on.";
+        assert_eq!(
+            refits(
+                q,
+                "",
+                "At the second stop, 7 people got on, so 28 - 7 = 21 passengers."
+            )
+            .unwrap(),
+            [
+                "At the second stop, 7 people got on, so 28 + 7 = 35 passengers.",
+                "At the second stop, 7 people got on, so 28 * 7 = 196 passengers.",
+                "At the second stop, 7 people got on, so 28 / 7 = 4 passengers.",
+            ],
+            "every operation but a subtraction after a gain"
+        );
+        let q = "A hall has 18 rows of 14 seats. 195 seats are taken.";
+        assert!(
+            refits(q, "", "So 18 - 195 = -177 seats.")
+                .unwrap()
+                .contains(&"So 195 - 18 = 177 seats.".to_string()),
+            "below zero: the other way round"
+        );
+        let q = "Ana saves 15 dollars a week for 8 weeks, then spends 47 dollars.";
+        assert_eq!(
+            refits(
+                q,
+                "",
+                "Ana saves 15 - 8 = 7 dollars, so with 47 more 7 + 47 = 54."
+            )
+            .unwrap(),
+            Vec::<String>::new(),
+            "the next equation used the old result"
+        );
+    }
 
     #[test]
     fn a_rate_or_multiplier_is_not_added_to_a_count() {

@@ -181,6 +181,12 @@ impl Evaluator {
         self
     }
 
+    /// The aligner repairs a step its quantities rule out (`Aligner::repair_margin`).
+    pub fn with_repair_margin(mut self, margin: Option<f32>) -> Self {
+        self.aligner.repair_margin = margin;
+        self
+    }
+
     /// The aligner (answering alone and correcting) decodes with the calculator, and the
     /// upstream alone is also measured with it, so the comparison stays fair.
     pub fn with_calculator(mut self, on: bool) -> Self {

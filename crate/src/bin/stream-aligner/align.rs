@@ -165,6 +165,7 @@ pub fn run(args: AlignArgs) -> Result<()> {
     let mut aligner = Aligner::new(Arc::new(args.adapter.apply(&engine)?));
     aligner.calculator = args.calculator;
     aligner.copy_margin = args.margin.copy_margin;
+    aligner.repair_margin = args.margin.repair();
     let aligner_cancel = aligner.cancel.clone();
     let config = PipelineConfig {
         max_rounds: args.max_rounds.unwrap_or(usize::MAX),

@@ -76,6 +76,7 @@ pub fn run(args: DatagenArgs) -> Result<()> {
         let mut a = Aligner::new(Arc::new(args.adapter.apply(&engine)?));
         a.calculator = true;
         a.copy_margin = args.margin.copy_margin;
+        a.repair_margin = args.margin.repair();
         Some(a)
     } else {
         None

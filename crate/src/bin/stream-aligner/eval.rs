@@ -356,6 +356,7 @@ impl SetRun<'_> {
         )
         .with_calculator(args.calculator)
         .with_copy_margin(args.margin.copy_margin)
+        .with_repair_margin(args.margin.repair())
         .with_best_of(args.samples.into(), args.sample_temperature)
         .with_resample(args.resample.into(), args.sample_temperature);
         ev.max_sentences = args.max_sentences;
