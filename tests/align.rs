@@ -759,14 +759,16 @@ fn a_step_its_quantities_rule_out_is_repaired_to_the_operation_the_aligner_finds
              money does she have left?";
     let p = "To solve this problem, we need to calculate the total amount of money Ana has left \
              after 8 weeks and then subtract the amount she spent on the jacket.";
-    let wrong = "Ana saves 15 dollars a week, so 15 - 8 = 7 dollars.";
+    // The aligner rewrites the upstream's wrong operation into another wrong one ("15 - 8 =
+    // 7"), a rate taken from a count; "15 * 8 = 120" is the one option that fits.
+    let upstream = "Ana saves 15 dollars a week for 8 weeks, so she saves 15 + 8 = 23 dollars.";
     let mut aligner = shipped_aligner();
     aligner.repair_margin = None;
-    let plain = block_on(aligner.correct(q, p, wrong)).unwrap();
+    let plain = block_on(aligner.correct(q, p, upstream)).unwrap();
     aligner.repair_margin = Some(align::DEFAULT_REPAIR_MARGIN);
-    let repaired = block_on(aligner.correct(q, p, wrong)).unwrap();
+    let repaired = block_on(aligner.correct(q, p, upstream)).unwrap();
     assert!(
-        repaired.text.contains("15 * 8 = 120"),
+        repaired.text.contains("15 * 8 = 120") && !plain.text.contains("15 * 8 = 120"),
         "{:?} (without the repair: {:?})",
         repaired.text,
         plain.text
@@ -783,13 +785,12 @@ fn a_step_its_quantities_rule_out_is_repaired_to_the_operation_the_aligner_finds
     let plain = block_on(aligner.correct(q, p, right)).unwrap();
     aligner.repair_margin = Some(align::DEFAULT_REPAIR_MARGIN);
     assert_eq!(block_on(aligner.correct(q, p, right)).unwrap(), plain);
-    // A margin below zero asks more than the aligner's preference can give: nothing changes
-    // when it finds its own revision likelier than every option.
-    aligner.repair_margin = Some(-1000.0);
-    let strict = block_on(aligner.correct(q, p, wrong)).unwrap();
-    aligner.repair_margin = None;
-    assert_eq!(
-        strict.text,
-        block_on(aligner.correct(q, p, wrong)).unwrap().text
-    );
+    // The margin is a prior like the copy margin's: a step the aligner copies with confidence
+    // stays unless the option is near it (here "15 * 8" is 8.5 nats below the copy).
+    let copied = "Ana saves 15 dollars a week, so 15 - 8 = 7 dollars.";
+    let kept = block_on(aligner.correct(q, p, copied)).unwrap();
+    assert_eq!(kept.text, copied);
+    aligner.repair_margin = Some(10.0);
+    let wide = block_on(aligner.correct(q, p, copied)).unwrap();
+    assert!(wide.text.contains("15 * 8 = 120"), "{:?}", wide.text);
 }

@@ -145,6 +145,12 @@ test('the JavaScript API: bad URLs reject clearly, an abort stops the answer', {
     });
     out.abortMs = performance.now() - started;
     out.seen = seen.length;
+    // The operation repair runs in wasm too: a step its quantities rule out becomes the
+    // operation that fits which the aligner scores likeliest (tests/align.rs, natively).
+    out.repaired = (await a.correctSentence(
+      'Ana saves 15 dollars a week for 8 weeks, then spends 47 dollars on a jacket. How much money does she have left?',
+      'To solve this problem, we need to calculate the total amount of money Ana has left after 8 weeks and then subtract the amount she spent on the jacket.',
+      'Ana saves 15 dollars a week for 8 weeks, so she saves 15 + 8 = 23 dollars.')).text;
     const fixed = await a.correct('What is 2 + 3?', 'The answer is 5.');
     out.posthoc = fixed.events.length;
     out.stop = fixed.stop;
@@ -167,6 +173,7 @@ test('the JavaScript API: bad URLs reject clearly, an abort stops the answer', {
   assert.match(result.empty, /empty/);
   assert.match(result.aborted, /AbortError/);
   assert.equal(result.seen, 1, 'no sentence after the abort');
+  assert.match(result.repaired, /15 \* 8 = 120/);
   assert.equal(result.posthoc, 1);
   assert.equal(result.stop, 'finished');
   assert.equal(result.workerEvents.length, 2);
