@@ -332,7 +332,8 @@ pub fn refits(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String
     for other in [Op::Add, Op::Sub, Op::Mul, Op::Div] {
         for swap in [false, true] {
             let ordered = matches!(other, Op::Sub | Op::Div);
-            if (other == op && !(swap && ordered)) || (swap && !ordered) {
+            // The same operation only the other way round; a sum or product is one way round.
+            if (swap && !ordered) || (other == op && !swap) {
                 continue;
             }
             let (x, y) = if swap { (b, a) } else { (a, b) };
