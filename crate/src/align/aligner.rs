@@ -186,6 +186,7 @@ impl Aligner {
         };
         let mut best: Option<(f32, String)> = None;
         for option in options {
+            self.cancel.check()?;
             let Some(score) = self.log_prob(prompt, &option).await? else {
                 continue;
             };

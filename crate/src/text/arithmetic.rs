@@ -273,8 +273,8 @@ fn one_operations(t: &[Token]) -> Vec<(usize, (f64, Op, f64, f64))> {
 
 /// `s` with its `k`-th one-operation equation ([`operations`]) done with `op` instead, its two
 /// numbers in the other order when `swap`, and the number claimed what that computes, as the
-/// calculator writes it: "45 - 4 = 41 boxes" redone as `/`, swapped: "4 / 45" is not whole, but
-/// as `*`: "45 * 4 = 180 boxes". The numbers keep their writing ("$1,200"); None when there is
+/// calculator writes it: "45 - 4 = 41 boxes" redone as `*` is "45 * 4 = 180 boxes", as `-`
+/// swapped "4 - 45 = -41 boxes". The numbers keep their writing ("$1,200"); None when there is
 /// no such equation, or a division by zero.
 pub fn redo_operation(s: &str, k: usize, op: Op, swap: bool) -> Option<String> {
     let spanned = spanned(s);
