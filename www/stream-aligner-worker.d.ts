@@ -12,7 +12,7 @@ export declare class StreamAlignerWorker extends EventTarget {
   generate(prompt: string, options?: { maxTokens?: number; signal?: AbortSignal }): Promise<Generation>;
   stream(query: string, options?: StreamOptions): AsyncGenerator<SentenceEvent, void, void>;
   /** Post-hoc correction; each sentence's event also goes to 'sentence' listeners. */
-  correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; signal?: AbortSignal }): Promise<Answer>;
+  correct(query: string, answer: string, options?: { maxSentences?: number; calculator?: boolean; copyMargin?: number; repair?: boolean; signal?: AbortSignal }): Promise<Answer>;
   addEventListener(type: 'sentence', listener: (e: CustomEvent<SentenceEvent>) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
   terminate(): void;
