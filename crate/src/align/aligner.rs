@@ -184,6 +184,7 @@ impl Aligner {
         let Some(own) = self.log_prob(prompt, &out.text).await? else {
             return Ok(());
         };
+        out.passes += 1;
         let mut best: Option<(f32, String)> = None;
         for option in options {
             self.cancel.check()?;
@@ -195,7 +196,6 @@ impl Aligner {
                 best = Some((score, option));
             }
         }
-        out.passes += 1;
         if let Some((score, text)) = best
             && score >= own - margin
         {

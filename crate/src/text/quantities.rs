@@ -295,15 +295,15 @@ pub fn fits_quantities(question: &str, prefix: &str, sentence: &str) -> bool {
     misfit(question, prefix, sentence).is_none()
 }
 
-/// The index of the first of the sentence's operations ([`operations`]) that does not fit
-/// ([`fits_quantities`]).
-fn misfit(question: &str, prefix: &str, sentence: &str) -> Option<usize> {
+/// The first of the sentence's operations ([`operations`]) that does not fit
+/// ([`fits_quantities`]), with its index.
+fn misfit(question: &str, prefix: &str, sentence: &str) -> Option<(usize, (f64, Op, f64, f64))> {
     let asked = quantities(question);
     let results = results(prefix);
     operations(sentence)
         .into_iter()
         .enumerate()
-        .position(|(k, (a, op, b, c))| {
+        .find(|&(k, (a, op, b, c))| {
             if k == 0 && against_its_cue(sentence, op) || op == Op::Sub && c < 0.0 {
                 return true;
             }
@@ -324,8 +324,7 @@ fn misfit(question: &str, prefix: &str, sentence: &str) -> Option<usize> {
 /// still does (a later equation that used the old result does not). None for a step that fits;
 /// an empty list when nothing does.
 pub fn refits(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
-    let k = misfit(question, prefix, sentence)?;
-    let (a, op, b, _) = operations(sentence)[k];
+    let (k, (a, op, b, _)) = misfit(question, prefix, sentence)?;
     let context = format!("{question}\n{prefix}");
     let consistent = checks_out(sentence, &context);
     let mut out: Vec<String> = Vec::new();
