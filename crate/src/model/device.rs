@@ -82,12 +82,21 @@ impl EngineDevice {
         }
     }
 
-    /// The CPU reference path with autodiff: where the aligner is trained.
-    pub fn training() -> Self {
-        Self {
-            device: Device::flex().autodiff(),
-            backend: Backend::CpuReference,
-        }
+    /// Where the aligner is trained: burn's differentiable operations on the weights
+    /// dequantized to f32 (the reference path), with autodiff. The CPU backends train on the
+    /// CPU; `wgpu` and `wgpu-burn` on burn's wgpu device (Vulkan/Metal natively), the same
+    /// model code on the GPU.
+    pub async fn training(backend: Backend) -> Result<Self> {
+        Ok(match backend {
+            Backend::Wgpu | Backend::WgpuBurn => Self {
+                device: Self::wgpu().await?.device.autodiff(),
+                backend: Backend::WgpuBurn,
+            },
+            Backend::Cpu | Backend::CpuF32 | Backend::CpuReference => Self {
+                device: Device::flex().autodiff(),
+                backend: Backend::CpuReference,
+            },
+        })
     }
 
     /// Initialises the wgpu runtime once; later calls reuse it.

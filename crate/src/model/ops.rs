@@ -363,10 +363,13 @@ impl QLinear {
             // On the GPU the weights stay quantized: GGML's 4-bit blocks carry an offset that
             // burn's symmetric schemes lack, so each block of 32 inputs is requantized to
             // symmetric 8 bits (an error ~10x below Q4_1's own step), and burn's quantized
-            // matmul dequantizes on the fly.
-            Backend::Wgpu | Backend::WgpuBurn => dense_matrix(&weight, &dev.device)
-                .quantize_dynamic(&gpu_scheme())
-                .transpose(),
+            // matmul dequantizes on the fly. Training (autodiff) keeps them in f32, as on the
+            // CPU: the same weights the CPU trains on.
+            Backend::Wgpu | Backend::WgpuBurn if !dev.device.is_autodiff() => {
+                dense_matrix(&weight, &dev.device)
+                    .quantize_dynamic(&gpu_scheme())
+                    .transpose()
+            }
             _ => dense_matrix(&weight, &dev.device).transpose(),
         });
         Self {

@@ -279,7 +279,7 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// `engine` must run on an autodiff device (`EngineDevice::training()`).
+    /// `engine` must run on an autodiff device (`EngineDevice::training`).
     pub fn new(engine: Engine, config: TrainConfig) -> Result<Self> {
         if !engine.model.device.device.is_autodiff() {
             return Err(Error::Device("training needs an autodiff device".into()));
@@ -415,25 +415,28 @@ impl Trainer {
     /// One optimizer step over `batch` (gradients accumulated example by example).
     pub async fn step(&mut self, batch: &[&Example]) -> Result<StepStats> {
         let mut accum = GradientsAccumulator::<LoraWeights>::new();
-        let (mut loss_sum, mut answer_tokens, mut tokens) = (0.0, 0, 0);
+        let (mut losses, mut answer_tokens, mut tokens) = (Vec::new(), 0, 0);
         for ex in batch {
             let loss = self.loss(ex, &self.weights).await? / batch.len() as f32;
-            let value = read_f32(loss.clone().inner()).await?[0] as f64;
-            if !value.is_finite() {
-                return Err(Error::Diverged(format!(
-                    "loss is {value} at step {}",
-                    self.state.step
-                )));
-            }
+            // The value is read once for the whole batch: a read per example would make the
+            // host wait for each pass on a GPU before queueing the next one.
+            losses.push(loss.clone().inner());
             let grads = loss.backward();
             accum.accumulate(
                 &self.weights,
                 GradientsParams::from_grads(grads, &self.weights),
             );
-            loss_sum += value;
             answer_tokens += ex.answer_tokens();
             tokens += ex.ids.len() - 1;
         }
+        let values = read_f32(Tensor::cat(losses, 0)).await?;
+        if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+            return Err(Error::Diverged(format!(
+                "loss is {v} at step {}",
+                self.state.step
+            )));
+        }
+        let loss_sum = values.iter().map(|&v| v as f64).sum();
         let lr = self.config.lr_at(self.state.step);
         self.weights = self.optim.step(lr, self.weights.clone(), accum.grads());
         self.state.step += 1;

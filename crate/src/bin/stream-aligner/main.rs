@@ -164,7 +164,7 @@ enum Command {
     Datagen(datagen::DatagenArgs),
     /// Split GSM8K's training file (a seeded validation set) and write records from its reference solutions
     References(references::ReferencesArgs),
-    /// Train the aligner's LoRA adapter on correction records (burn autodiff, CPU)
+    /// Train the aligner's LoRA adapter on correction records (burn autodiff: on the CPU, or on the GPU with --backend wgpu)
     Train(train::TrainArgs),
     /// Accuracy by correction rounds on word problems (GSM8K-format JSONL)
     Eval(eval::EvalArgs),

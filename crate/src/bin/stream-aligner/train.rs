@@ -82,7 +82,8 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let engine = Engine::load(&args.model.path()?, &EngineDevice::training())?;
+    let device = block_on(EngineDevice::training(args.model.backend))?;
+    let engine = Engine::load(&args.model.path()?, &device)?;
     let records = read_data(&args.data, &args.skip_kinds)?;
     let split = Split::new(
         &engine,
