@@ -63,6 +63,12 @@ export interface StreamOptions {
    * dollars a week" added to 8 weeks) becomes the operation that fits which the aligner finds
    * likeliest. */
   repair?: boolean;
+  /** Sentences drawn again from the upstream, sampled at `sampleTemperature` (default 0.4), for
+   * a step whose correction does not hold up (a false step, a number from nowhere, an operation
+   * its quantities rule out); the first correction that holds up is kept. Default 0; mode
+   * 'stream' only. */
+  resample?: number;
+  sampleTemperature?: number;
   signal?: AbortSignal;
   /** Which upstream writes this answer (default: remote when one was given to load()). */
   upstream?: 'local' | 'remote';

@@ -198,12 +198,12 @@ export class StreamAligner extends EventTarget {
   }
 
   /** The answer to `query`, sentence by sentence as each is corrected. */
-  async *stream(query, { maxRounds, maxSentences, maxTokens, calculator, copyMargin, repair, signal, upstream, mode = 'stream' } = {}) {
+  async *stream(query, { maxRounds, maxSentences, maxTokens, calculator, copyMargin, repair, resample, sampleTemperature, signal, upstream, mode = 'stream' } = {}) {
     const queue = [];
     let wake = () => {};
     let finished = false;
     let failure;
-    this.#run(query, { mode, maxRounds, maxSentences, maxTokens, calculator, copyMargin, repair, signal, upstream }, (ev) => {
+    this.#run(query, { mode, maxRounds, maxSentences, maxTokens, calculator, copyMargin, repair, resample, sampleTemperature, signal, upstream }, (ev) => {
       queue.push(ev);
       wake();
     }).then(() => { finished = true; wake(); }, (e) => { failure = e; finished = true; wake(); });

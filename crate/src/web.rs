@@ -16,7 +16,7 @@ use crate::align::{self, Aligner, Mode, PipelineConfig};
 use crate::cancel::CancelToken;
 use crate::decoder::GenerateOptions;
 use crate::engine::Engine;
-use crate::model::EngineDevice;
+use crate::model::{EngineDevice, SamplerConfig};
 use crate::upstream::{AnyUpstream, LocalUpstream, RemoteConfig, RemoteOptions, RemoteUpstream};
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
@@ -58,6 +58,11 @@ struct RunOptions {
     copy_margin: Option<f32>,
     /// The operation repair (default: on, at the shipped margin).
     repair: bool,
+    /// Sentences the upstream draws again (sampled) for a step whose correction does not hold
+    /// up (`align --resample`); 0: none.
+    resample: usize,
+    /// The upstream's temperature in those draws.
+    sample_temperature: f32,
 }
 
 impl Default for RunOptions {
@@ -72,6 +77,8 @@ impl Default for RunOptions {
             calculator: false,
             copy_margin: None,
             repair: true,
+            resample: 0,
+            sample_temperature: 0.4,
         }
     }
 }
@@ -136,11 +143,15 @@ impl Session {
     ) -> Result<js_sys::Promise, JsError> {
         let opts: RunOptions =
             serde_json::from_str(options).map_err(|e| js_err(format!("options: {e}")))?;
+        if opts.resample > 0 && opts.mode != Mode::Stream {
+            return Err(js_err("resample is for mode 'stream' (it draws from the upstream)"));
+        }
         let inner = self.inner.clone();
         let cancel = cancel.0.clone();
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let mut upstream =
-                upstream(&inner, &opts, &cancel).map_err(|e| JsValue::from(js_err(e)))?;
+                upstream(&inner, &opts, &cancel, 0.0).map_err(|e| JsValue::from(js_err(e)))?;
+            let mut sampler = upstream_sampling(&inner, &opts, &cancel)?;
             let mut aligner = Aligner::new(inner.aligner.clone());
             aligner.cancel = cancel.clone();
             aligner.calculator = opts.calculator;
@@ -154,6 +165,7 @@ impl Session {
                 max_rounds: opts.max_rounds.unwrap_or(usize::MAX),
                 max_sentences: opts.max_sentences,
             };
+            let mut aligner = align::Resampled::new(&mut aligner, &mut sampler, opts.resample);
             let answer = align::run_mode(
                 opts.mode,
                 &mut upstream,
@@ -291,12 +303,23 @@ pub fn split_sentences(text: &str, finished: bool) -> Vec<String> {
 }
 
 /// The local model, or the remote server the options name.
-fn upstream(inner: &Inner, opts: &RunOptions, cancel: &CancelToken) -> crate::Result<AnyUpstream> {
+/// The upstream of one answer: greedy (`temperature` 0) for the answer itself, sampled for
+/// `resample`'s draws.
+fn upstream(
+    inner: &Inner,
+    opts: &RunOptions,
+    cancel: &CancelToken,
+    temperature: f32,
+) -> crate::Result<AnyUpstream> {
     let Some(r) = &opts.remote else {
         let mut local = LocalUpstream::new(
             inner.upstream.clone(),
             GenerateOptions {
                 max_tokens: opts.max_tokens,
+                sampler: SamplerConfig {
+                    temperature,
+                    ..SamplerConfig::greedy()
+                },
                 ..GenerateOptions::default()
             },
         );
@@ -305,9 +328,26 @@ fn upstream(inner: &Inner, opts: &RunOptions, cancel: &CancelToken) -> crate::Re
     };
     let mut config = RemoteConfig::from_options(r.clone(), inner.upstream.template.clone());
     config.max_tokens = opts.max_tokens;
+    if temperature > 0.0 {
+        config.temperature = temperature;
+    }
     let mut remote = RemoteUpstream::new(config)?;
     remote.cancel = cancel.clone();
     Ok(AnyUpstream::Remote(remote))
+}
+
+/// The sampling upstream `resample` draws from (its temperature checked here: a bad option is
+/// the caller's error, not a panic).
+fn upstream_sampling(
+    inner: &Inner,
+    opts: &RunOptions,
+    cancel: &CancelToken,
+) -> Result<AnyUpstream, JsValue> {
+    let t = opts.sample_temperature;
+    if !(t.is_finite() && t > 0.0 && t <= 2.0) {
+        return Err(js_err(format!("sampleTemperature {t}: between 0 (excluded) and 2")).into());
+    }
+    upstream(inner, opts, cancel, t).map_err(|e| JsValue::from(js_err(e)))
 }
 
 /// Panics become console errors with their message (a panic is a bug; this makes it visible).

@@ -151,6 +151,18 @@ test('the JavaScript API: bad URLs reject clearly, an abort stops the answer', {
       'Ana saves 15 dollars a week for 8 weeks, then spends 47 dollars on a jacket. How much money does she have left?',
       'To solve this problem, we need to calculate the total amount of money Ana has left after 8 weeks and then subtract the amount she spent on the jacket.',
       'Ana saves 15 dollars a week for 8 weeks, so she saves 15 + 8 = 23 dollars.')).text;
+    // resample: a step whose correction does not hold up ("4 + 3 = 7" done again for 7 days) is
+    // drawn again from the upstream, sampled; the event keeps the upstream's first sentence as
+    // its original and carries the correction kept.
+    const jack = 'Jack runs 4 kilometers each morning and 3 kilometers each evening. How many kilometers does he run in 7 days?';
+    const second = async (options) => {
+      const evs = [];
+      for await (const ev of a.stream(jack, { calculator: true, maxSentences: 2, ...options })) evs.push(ev);
+      return evs[1];
+    };
+    out.plain = await second({});
+    out.resampled = await second({ resample: 3 });
+    out.resampleMode = await msg(async () => { for await (const _ of a.stream(jack, { mode: 'upstream', resample: 2 })) { /* nothing */ } });
     const fixed = await a.correct('What is 2 + 3?', 'The answer is 5.');
     out.posthoc = fixed.events.length;
     out.stop = fixed.stop;
@@ -174,6 +186,9 @@ test('the JavaScript API: bad URLs reject clearly, an abort stops the answer', {
   assert.match(result.aborted, /AbortError/);
   assert.equal(result.seen, 1, 'no sentence after the abort');
   assert.match(result.repaired, /15 \* 8 = 120/);
+  assert.equal(result.resampled.original, result.plain.original, JSON.stringify([result.plain, result.resampled]));
+  assert.notEqual(result.resampled.corrected, result.plain.corrected, 'the drawn step replaced the one that did not hold up');
+  assert.match(result.resampleMode, /resample is for mode 'stream'/);
   assert.equal(result.posthoc, 1);
   assert.equal(result.stop, 'finished');
   assert.equal(result.workerEvents.length, 2);
