@@ -118,6 +118,40 @@ fn optimistic_streaming_gives_the_sequential_answer_with_fewer_requests() {
     });
 }
 
+/// `serve --resample N`: a step whose correction does not hold up (Jack's "4 + 3 = 7" done again
+/// for the 7 days) is drawn again from the upstream, sampled, one request a draw; the sentence's
+/// original stays the upstream's first, its correction is the drawn one's, and the draws count
+/// in the answer's upstream requests.
+#[test]
+fn a_step_that_does_not_hold_up_is_drawn_again_from_the_upstream() {
+    let _serial = serial();
+    runtime().block_on(async {
+        let upstream = engine_upstream().await;
+        let body = json!({
+            "model": "smollm2",
+            "messages": [{ "role": "user", "content": "Jack runs 4 kilometers each morning and 3 kilometers each evening. How many kilometers does he run in 7 days?" }],
+            "max_tokens": 200,
+            "stream_aligner": { "details": true },
+        });
+        let mut answers = Vec::new();
+        for resample in [0, 3] {
+            let mut c = config(&upstream, false);
+            c.max_sentences = 2;
+            c.resample = resample;
+            let base = gateway_on(c).await;
+            let (status, _, v) = send_json(&format!("{base}/chat/completions"), body.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{v}");
+            answers.push(v);
+        }
+        let second = |v: &Value| v["stream_aligner"]["sentences"][1].clone();
+        let requests = |v: &Value| v["usage"]["upstream_requests"].as_u64().unwrap();
+        let (plain, drawn) = (&answers[0], &answers[1]);
+        assert_eq!(second(drawn)["original"], second(plain)["original"], "{plain}\n{drawn}");
+        assert_ne!(second(drawn)["corrected"], second(plain)["corrected"], "{plain}\n{drawn}");
+        assert!(requests(drawn) > requests(plain), "{plain}\n{drawn}");
+    });
+}
+
 /// Streams through the gateway with curl -N and with the official openai SDK (Python).
 #[test]
 fn real_clients_stream_the_corrected_answer() {

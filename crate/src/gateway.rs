@@ -33,7 +33,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use web_time::Instant;
 
 use crate::align::pipeline::{self, PipelineConfig, SentenceEvent, Stop};
-use crate::align::{Aligner, Correction, Corrector};
+use crate::align::{Aligner, Correction, Corrector, Resampled};
 use crate::cancel::CancelToken;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -77,6 +77,10 @@ pub struct GatewayConfig {
     pub max_rounds: usize,
     pub max_sentences: usize,
     pub calculator: bool,
+    /// Sentences drawn again from the upstream (one request each, sampled at
+    /// `sample_temperature`) for a step whose correction does not hold up; 0: none.
+    pub resample: usize,
+    pub sample_temperature: f32,
 }
 
 impl GatewayConfig {
@@ -94,6 +98,8 @@ impl GatewayConfig {
             max_rounds: usize::MAX,
             max_sentences: 64,
             calculator: true,
+            resample: 0,
+            sample_temperature: 0.4,
         }
     }
 }
@@ -609,6 +615,16 @@ impl Gateway {
             gateway: self.clone(),
             aligner: Some(aligner),
         };
+        // resample's draws: the same upstream, sampled, one request a sentence.
+        let mut sampler = upstream.config.clone();
+        sampler.temperature = self.config.sample_temperature;
+        sampler.optimistic = false;
+        let mut sampler = match RemoteUpstream::new(sampler) {
+            Ok(s) => s,
+            Err(e) => return Some(Chunk::Failed(e)),
+        };
+        sampler.cancel = cancel.clone();
+        let mut seat = Resampled::new(&mut seat, &mut sampler, self.config.resample);
         let config = PipelineConfig {
             max_rounds: self.config.max_rounds,
             max_sentences: self.config.max_sentences,
@@ -623,8 +639,13 @@ impl Gateway {
         };
         // Whatever ended the loop, nothing more of this answer is computed.
         cancel.cancel();
-        let stats = upstream.stats;
+        // The draws count as the upstream's work for this answer.
+        let stats = UpstreamStats {
+            requests: upstream.stats.requests + sampler.stats.requests,
+            chunks: upstream.stats.chunks + sampler.stats.chunks,
+        };
         upstream.close();
+        sampler.close();
         let m = &self.metrics;
         m.upstream_requests
             .fetch_add(stats.requests as u64, Ordering::Relaxed);

@@ -144,7 +144,9 @@ impl Session {
         let opts: RunOptions =
             serde_json::from_str(options).map_err(|e| js_err(format!("options: {e}")))?;
         if opts.resample > 0 && opts.mode != Mode::Stream {
-            return Err(js_err("resample is for mode 'stream' (it draws from the upstream)"));
+            return Err(js_err(
+                "resample is for mode 'stream' (it draws from the upstream)",
+            ));
         }
         let inner = self.inner.clone();
         let cancel = cancel.0.clone();

@@ -82,7 +82,7 @@ async function job(request, chat) {
   return { context, query, stream: req.stream === true, details: req.stream_aligner?.details === true, maxTokens, model: req.model };
 }
 
-export function createGateway({ Session, Cancel, load, upstream, apiKeys = [], maxActive = 4, modelName }) {
+export function createGateway({ Session, Cancel, load, upstream, apiKeys = [], maxActive = 4, modelName, resample = 0 }) {
   let session = null;
   let loading = null;
   let active = 0;
@@ -152,6 +152,8 @@ export function createGateway({ Session, Cancel, load, upstream, apiKeys = [], m
       maxSentences: 32,
       maxTokens: j.maxTokens,
       calculator: true,
+      // A step whose correction does not hold up is drawn again, sampled (one request each).
+      resample,
       remote: { baseUrl: upstream.baseUrl, model: upstream.model, apiKey: upstream.apiKey, api: 'chat', timeoutMs: upstream.timeoutMs ?? 60000, context: j.context },
     };
     const cancel = new Cancel();

@@ -59,6 +59,13 @@ pub struct ServeArgs {
     /// Decode the aligner without the calculator
     #[arg(long)]
     no_calculator: bool,
+    /// Sentences drawn again from the upstream (one request each, sampled) for a step whose
+    /// correction does not hold up, as `align --resample`
+    #[arg(long, default_value_t = 0)]
+    resample: u16,
+    /// The upstream's temperature in those draws
+    #[arg(long, default_value_t = 0.4)]
+    sample_temperature: f32,
     #[command(flatten)]
     adapter: AdapterArgs,
 }
@@ -111,6 +118,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
     config.max_rounds = args.max_rounds.unwrap_or(usize::MAX);
     config.max_sentences = args.max_sentences;
     config.calculator = !args.no_calculator;
+    config.resample = args.resample.into();
+    anyhow::ensure!(
+        args.sample_temperature.is_finite() && args.sample_temperature > 0.0,
+        "--sample-temperature must be above 0"
+    );
+    config.sample_temperature = args.sample_temperature;
     let aligner = Arc::new(args.adapter.apply(&engine)?);
     rt.block_on(async {
         let bound = gateway::spawn(Gateway::new(aligner, config), &args.addr).await?;
