@@ -324,7 +324,6 @@ fn after_max_rounds_the_upstream_continues_uncorrected() {
     let config = PipelineConfig {
         max_rounds: 1,
         max_sentences: 6,
-        ..Default::default()
     };
     let a = answer(QUERIES[1], &config).unwrap();
     assert!(
@@ -410,7 +409,6 @@ fn evaluation_by_rounds_matches_real_runs_with_max_rounds() {
         let config = PipelineConfig {
             max_rounds: k,
             max_sentences: 6,
-            ..Default::default()
         };
         let real = answer(q, &config).unwrap();
         assert_eq!(r.stream[k - 1].text, real.text, "after {k} rounds");

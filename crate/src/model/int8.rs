@@ -35,7 +35,10 @@ pub struct Q8Row<'a> {
 impl Q8Rows {
     /// Quantizes `x` (`n` rows of `cols`, `cols` a multiple of 32).
     pub fn quantize(x: &[f32], cols: usize) -> Self {
-        assert!(cols % QK == 0, "activation width not a multiple of {QK}");
+        assert!(
+            cols.is_multiple_of(QK),
+            "activation width not a multiple of {QK}"
+        );
         let blocks = x.len() / QK;
         let (mut qs, mut d, mut s) = (vec![0i8; x.len()], vec![0.0; blocks], vec![0.0; blocks]);
         for (b, (xb, qb)) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
@@ -382,8 +385,8 @@ pub(crate) fn rows_at(w: &QMatrix, x: &Q8Rows, simd: Simd, r0: usize, o: &mut [f
                     o_row[t..t + TILE].copy_from_slice(&tile);
                     t += TILE;
                 }
-                for t in t..n {
-                    o_row[t] = avx2::dot_tile::<1>(w.ty, wr, [x.row(t)])[0];
+                for (j, o) in o_row[t..n].iter_mut().enumerate() {
+                    *o = avx2::dot_tile::<1>(w.ty, wr, [x.row(t + j)])[0];
                 }
             },
         }

@@ -6,6 +6,8 @@ use burn::tensor::Tensor;
 use crate::error::{Error, Result};
 
 /// One layer's keys and values.
+// One per layer and cache, never moved in a hot loop: boxing the larger variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum Kv {
     /// On the device, [kv_heads, tokens, head_dim] (the tensor path).

@@ -76,8 +76,10 @@ pub fn next_index(r: &Reference, prefix: &str) -> usize {
         })
         .collect();
     let last_done = done.iter().rposition(|&d| d);
+    // A step without results (narration, a fact) is passed once a later step is done.
+    let passed = |i: usize| res[i].is_empty() && last_done.is_some_and(|l| l > i);
     (0..r.steps.len())
-        .find(|&i| !done[i] && !(res[i].is_empty() && last_done.is_some_and(|l| l > i)))
+        .find(|&i| !done[i] && !passed(i))
         .unwrap_or(r.steps.len())
 }
 

@@ -259,7 +259,7 @@ pub enum RunEnd {
 }
 
 fn every(step: usize, n: usize) -> bool {
-    n > 0 && step % n == 0
+    n > 0 && step.is_multiple_of(n)
 }
 
 fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
@@ -379,10 +379,10 @@ impl Trainer {
                 false => None,
             };
             let stop = on_step(&stats, eval).is_break();
-            if let Some(dir) = &schedule.checkpoint {
-                if every(stats.step, schedule.checkpoint_every) || last || stop {
-                    self.save(dir).await?;
-                }
+            if let Some(dir) = &schedule.checkpoint
+                && (every(stats.step, schedule.checkpoint_every) || last || stop)
+            {
+                self.save(dir).await?;
             }
             if stop {
                 return Ok(RunEnd::Stopped);

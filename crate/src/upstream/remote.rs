@@ -445,10 +445,8 @@ impl RemoteUpstream {
             if open.ended.is_some() {
                 return Ok(open.finish(sentence, chunks));
             }
-            if sentence {
-                if let Some(s) = open.ready(self.config.max_sentence_chars, chunks) {
-                    return Ok(Some(s));
-                }
+            if sentence && let Some(s) = open.ready(self.config.max_sentence_chars, chunks) {
+                return Ok(Some(s));
             }
             if self.cancel.is_cancelled() {
                 return Err(Failure {

@@ -109,11 +109,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut trainer = start(&args, engine)?;
     std::fs::create_dir_all(&args.out)?;
     let mut log = Log::open(&args.out.join("train-log.jsonl"))?;
-    if trainer.state.step == 0 {
-        if let Some(l) = block_on(trainer.held_out_loss(&split.held))? {
-            log.eval(0, l)?;
-            eprintln!("held-out loss before training: {l:.4}");
-        }
+    if trainer.state.step == 0
+        && let Some(l) = block_on(trainer.held_out_loss(&split.held))?
+    {
+        log.eval(0, l)?;
+        eprintln!("held-out loss before training: {l:.4}");
     }
     let started = Instant::now();
     let (end, last_eval) = train(&args, &mut trainer, &split, &mut log, started)?;

@@ -443,7 +443,7 @@ pub fn attention(
 /// `dst[i] = src[i]` for `i < n`: a cache grown to a larger buffer.
 #[cube(launch)]
 pub fn copy(src: &[f32], dst: &mut [f32], n: u32) {
-    let i = ABSOLUTE_POS as usize;
+    let i = ABSOLUTE_POS;
     if i < n as usize {
         dst[i] = src[i];
     }
