@@ -394,16 +394,9 @@ fn seeded_sampling_is_reproducible() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn gpu_kernels_match_the_reference() {
-    if std::env::var("STREAM_ALIGNER_SKIP_WGPU").as_deref() == Ok("1") {
-        eprintln!("skipping the wgpu backend: STREAM_ALIGNER_SKIP_WGPU=1");
+    let Some(device) = common::wgpu_device(EngineDevice::wgpu()) else {
         return;
-    }
-    let device = block_on(EngineDevice::wgpu()).unwrap_or_else(|e| {
-        panic!(
-            "{e}\nno wgpu adapter: install a Vulkan driver (lavapipe: apt-get install \
-             mesa-vulkan-drivers), or set STREAM_ALIGNER_SKIP_WGPU=1 to skip this test"
-        )
-    });
+    };
     let e = Engine::from_gguf(gguf(), &device).unwrap();
     for c in &golden().cases {
         let d = max_diff(&e, c);

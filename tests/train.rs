@@ -171,16 +171,9 @@ fn a_tiny_run_lowers_the_loss_and_resumes_exactly() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn training_on_the_gpu_takes_the_steps_the_cpu_takes() {
-    if std::env::var("STREAM_ALIGNER_SKIP_WGPU").as_deref() == Ok("1") {
-        eprintln!("skipping the wgpu backend: STREAM_ALIGNER_SKIP_WGPU=1");
+    let Some(device) = common::wgpu_device(EngineDevice::training(Backend::Wgpu)) else {
         return;
-    }
-    let device = block_on(EngineDevice::training(Backend::Wgpu)).unwrap_or_else(|e| {
-        panic!(
-            "{e}\nno wgpu adapter: install a Vulkan driver (lavapipe: apt-get install \
-             mesa-vulkan-drivers), or set STREAM_ALIGNER_SKIP_WGPU=1 to skip this test"
-        )
-    });
+    };
     assert!(device.device.is_autodiff());
     let gpu_engine = Engine::load(&common::model_path(), &device).unwrap();
     let (mut cpu, split) = trainer(tiny());

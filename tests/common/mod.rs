@@ -77,3 +77,22 @@ pub fn equations(text: &str) -> Vec<(String, bool)> {
         })
         .collect()
 }
+
+/// A wgpu device for a test, or None where STREAM_ALIGNER_SKIP_WGPU=1 skips the wgpu tests on
+/// purpose. A machine without any Vulkan adapter fails the test with how to get one (lavapipe,
+/// from `mesa-vulkan-drivers`, is a CPU Vulkan device).
+#[allow(dead_code)]
+pub fn wgpu_device<F: std::future::Future<Output = stream_aligner::Result<EngineDevice>>>(
+    make: F,
+) -> Option<EngineDevice> {
+    if std::env::var("STREAM_ALIGNER_SKIP_WGPU").as_deref() == Ok("1") {
+        eprintln!("skipping the wgpu backend: STREAM_ALIGNER_SKIP_WGPU=1");
+        return None;
+    }
+    Some(futures::executor::block_on(make).unwrap_or_else(|e| {
+        panic!(
+            "{e}\nno wgpu adapter: install a Vulkan driver (lavapipe: apt-get install \
+             mesa-vulkan-drivers), or set STREAM_ALIGNER_SKIP_WGPU=1 to skip this test"
+        )
+    }))
+}
