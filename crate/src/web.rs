@@ -304,9 +304,8 @@ pub fn split_sentences(text: &str, finished: bool) -> Vec<String> {
         .collect()
 }
 
-/// The local model, or the remote server the options name.
-/// The upstream of one answer: greedy (`temperature` 0) for the answer itself, sampled for
-/// `resample`'s draws.
+/// The local model, or the remote server the options name: at `temperature` 0 (greedy, or the
+/// remote options' own) for the answer itself, sampled for `resample`'s draws.
 fn upstream(
     inner: &Inner,
     opts: &RunOptions,
