@@ -619,15 +619,7 @@ impl Gateway {
             gateway: self.clone(),
             aligner: Some(aligner),
         };
-        // resample's draws: the same upstream, sampled, one request a sentence.
-        let mut sampler = upstream.config.clone();
-        sampler.temperature = self.config.sample_temperature;
-        sampler.optimistic = false;
-        let mut sampler = match RemoteUpstream::new(sampler) {
-            Ok(s) => s,
-            Err(e) => return Some(Chunk::Failed(e)),
-        };
-        sampler.cancel = cancel.clone();
+        let mut sampler = upstream.sampling(self.config.sample_temperature);
         let mut seat = Resampled::new(&mut seat, &mut sampler, self.config.resample);
         let config = PipelineConfig {
             max_rounds: self.config.max_rounds,

@@ -16,7 +16,7 @@ use crate::align::{self, Aligner, Mode, PipelineConfig};
 use crate::cancel::CancelToken;
 use crate::decoder::GenerateOptions;
 use crate::engine::Engine;
-use crate::model::{EngineDevice, SamplerConfig};
+use crate::model::EngineDevice;
 use crate::upstream::{AnyUpstream, LocalUpstream, RemoteConfig, RemoteOptions, RemoteUpstream};
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
@@ -148,12 +148,18 @@ impl Session {
                 "resample is for mode 'stream' (it draws from the upstream)",
             ));
         }
+        let t = opts.sample_temperature;
+        if !(t.is_finite() && t > 0.0 && t <= 2.0) {
+            return Err(js_err(format!(
+                "sampleTemperature {t}: between 0 (excluded) and 2"
+            )));
+        }
         let inner = self.inner.clone();
         let cancel = cancel.0.clone();
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let mut upstream =
-                upstream(&inner, &opts, &cancel, 0.0).map_err(|e| JsValue::from(js_err(e)))?;
-            let mut sampler = upstream_sampling(&inner, &opts, &cancel)?;
+                upstream(&inner, &opts, &cancel).map_err(|e| JsValue::from(js_err(e)))?;
+            let mut sampler = upstream.sampling(opts.sample_temperature);
             let mut aligner = Aligner::new(inner.aligner.clone());
             aligner.cancel = cancel.clone();
             aligner.calculator = opts.calculator;
@@ -304,23 +310,13 @@ pub fn split_sentences(text: &str, finished: bool) -> Vec<String> {
         .collect()
 }
 
-/// The local model, or the remote server the options name: at `temperature` 0 (greedy, or the
-/// remote options' own) for the answer itself, sampled for `resample`'s draws.
-fn upstream(
-    inner: &Inner,
-    opts: &RunOptions,
-    cancel: &CancelToken,
-    temperature: f32,
-) -> crate::Result<AnyUpstream> {
+/// The local model, or the remote server the options name.
+fn upstream(inner: &Inner, opts: &RunOptions, cancel: &CancelToken) -> crate::Result<AnyUpstream> {
     let Some(r) = &opts.remote else {
         let mut local = LocalUpstream::new(
             inner.upstream.clone(),
             GenerateOptions {
                 max_tokens: opts.max_tokens,
-                sampler: SamplerConfig {
-                    temperature,
-                    ..SamplerConfig::greedy()
-                },
                 ..GenerateOptions::default()
             },
         );
@@ -329,26 +325,9 @@ fn upstream(
     };
     let mut config = RemoteConfig::from_options(r.clone(), inner.upstream.template.clone());
     config.max_tokens = opts.max_tokens;
-    if temperature > 0.0 {
-        config.temperature = temperature;
-    }
     let mut remote = RemoteUpstream::new(config)?;
     remote.cancel = cancel.clone();
     Ok(AnyUpstream::Remote(remote))
-}
-
-/// The sampling upstream `resample` draws from (its temperature checked here: a bad option is
-/// the caller's error, not a panic).
-fn upstream_sampling(
-    inner: &Inner,
-    opts: &RunOptions,
-    cancel: &CancelToken,
-) -> Result<AnyUpstream, JsValue> {
-    let t = opts.sample_temperature;
-    if !(t.is_finite() && t > 0.0 && t <= 2.0) {
-        return Err(js_err(format!("sampleTemperature {t}: between 0 (excluded) and 2")).into());
-    }
-    upstream(inner, opts, cancel, t).map_err(|e| JsValue::from(js_err(e)))
 }
 
 /// Panics become console errors with their message (a panic is a bug; this makes it visible).

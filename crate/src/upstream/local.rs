@@ -33,6 +33,16 @@ impl LocalUpstream {
         }
     }
 
+    /// A twin of this upstream that samples at `temperature`, what `align::Resampled` draws
+    /// from: the same engine, options and cancel token, a KV cache of its own.
+    pub fn sampling(&self, temperature: f32) -> Self {
+        let mut twin = Self::new(self.engine.clone(), self.options.clone());
+        twin.options.sampler.temperature = temperature;
+        twin.cancel = self.cancel.clone();
+        twin.reuse_cache = self.reuse_cache;
+        twin
+    }
+
     /// Token ids of the query's chat prompt continued by `prefix` in the assistant turn.
     fn prompt(&mut self, query: &str, prefix: &str) -> Result<Vec<u32>> {
         if !self.reuse_cache {

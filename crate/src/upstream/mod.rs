@@ -52,6 +52,17 @@ pub enum AnyUpstream {
     Remote(RemoteUpstream),
 }
 
+impl AnyUpstream {
+    /// Its twin that samples at `temperature` (`LocalUpstream::sampling`,
+    /// `RemoteUpstream::sampling`): what `align::Resampled` draws from.
+    pub fn sampling(&self, temperature: f32) -> Self {
+        match self {
+            Self::Local(u) => Self::Local(u.sampling(temperature)),
+            Self::Remote(u) => Self::Remote(u.sampling(temperature)),
+        }
+    }
+}
+
 impl Upstream for AnyUpstream {
     async fn next_sentence(&mut self, query: &str, prefix: &str) -> Result<UpstreamSentence> {
         match self {

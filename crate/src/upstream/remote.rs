@@ -513,6 +513,22 @@ impl RemoteUpstream {
         }
     }
 
+    /// A twin of this upstream that samples at `temperature`, what `align::Resampled` draws
+    /// from: the same server, model, key and cancel token, one request a sentence (a draw keeps
+    /// no stream open), its own tally, the HTTP client (and its connections) shared.
+    pub fn sampling(&self, temperature: f32) -> Self {
+        let mut config = self.config.clone();
+        config.temperature = temperature;
+        config.optimistic = false;
+        Self {
+            client: self.client.clone(),
+            config,
+            cancel: self.cancel.clone(),
+            stats: UpstreamStats::default(),
+            open: None,
+        }
+    }
+
     /// Drops the open stream, if any (the server stops generating).
     pub fn close(&mut self) {
         self.open = None;

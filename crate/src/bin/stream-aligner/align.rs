@@ -180,7 +180,7 @@ pub fn run(args: AlignArgs) -> Result<()> {
         ControlFlow::Continue(())
     };
     let mut up = upstream(&args, &engine, args.temperature)?;
-    let mut resampler = upstream(&args, &engine, args.sample_temperature)?;
+    let mut resampler = up.sampling(args.sample_temperature);
     let mut aligner = align::Resampled {
         aligner: &mut aligner,
         sampler: &mut resampler,
