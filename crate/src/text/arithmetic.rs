@@ -277,13 +277,56 @@ fn one_operations(t: &[Token]) -> Vec<(usize, (f64, Op, f64, f64))> {
 /// swapped "4 - 45 = -41 boxes". The numbers keep their writing ("$1,200"); None when there is
 /// no such equation, or a division by zero.
 pub fn redo_operation(s: &str, k: usize, op: Op, swap: bool) -> Option<String> {
+    rewrite_operation(s, k, |a, b| {
+        Some(if swap { (b, op, a) } else { (a, op, b) })
+    })
+}
+
+/// `s` with one number of its `k`-th one-operation equation (`which`: 0 the first, 1 the second)
+/// replaced by `value`, and the number claimed what the same operation then computes: "14 * 12
+/// = 168 pages" with the second number 6 is "14 * 6 = 84 pages". None when there is no such
+/// equation, or a division by zero.
+pub fn replace_operand(s: &str, k: usize, which: usize, value: f64) -> Option<String> {
+    let op = op_of(s, k)?;
+    rewrite_operation(s, k, |a, b| {
+        let mut pair = [a, b];
+        *pair.get_mut(which)? = (format_number(value), value);
+        let [x, y] = pair;
+        Some((x, op, y))
+    })
+}
+
+/// A number as a sentence writes it ("$1,200"), and its value.
+type Written = (String, f64);
+
+/// `s` with its `k`-th one-operation equation replaced by `x op y` and what that computes: "In 7
+/// days he runs 4 + 3 = 7 km" with 7 * 7 is "In 7 days he runs 7 * 7 = 49 km". None when there
+/// is no such equation, or a division by zero.
+pub fn replace_operation(s: &str, k: usize, x: f64, op: Op, y: f64) -> Option<String> {
+    let written = |v: f64| (format_number(v), v);
+    rewrite_operation(s, k, |_, _| Some((written(x), op, written(y))))
+}
+
+/// The operation of the `k`-th one-operation equation of `s`.
+fn op_of(s: &str, k: usize) -> Option<Op> {
+    operations(s).get(k).map(|&(_, op, _, _)| op)
+}
+
+/// The `k`-th one-operation equation of `s` rewritten: `make` gets its two numbers (as written,
+/// and their values) and gives the new ones and the operation; the number claimed becomes what
+/// they compute, the rest of `s` is kept.
+fn rewrite_operation(
+    s: &str,
+    k: usize,
+    make: impl FnOnce(Written, Written) -> Option<(Written, Op, Written)>,
+) -> Option<String> {
     let spanned = spanned(s);
     let t: Vec<Token> = spanned.iter().map(|(t, _)| *t).collect();
     let (at, (a, _, b, _)) = *one_operations(&t).get(k)?;
-    let (x, y) = if swap { (b, a) } else { (a, b) };
-    let value = op.eval(x, y)?;
     let span = |i: usize| spanned[i].1.clone();
-    let (a_text, b_text) = (&s[span(at)], &s[span(at + 2)]);
+    let written = |i: usize, v: f64| (s[span(i)].to_string(), v);
+    let ((x_text, x), op, (y_text, y)) = make(written(at, a), written(at + 2, b))?;
+    let value = op.eval(x, y)?;
     let claimed = if t[at + 4] == Token::Op(Op::Sub) {
         span(at + 4).start..span(at + 5).end
     } else {
@@ -291,11 +334,11 @@ pub fn redo_operation(s: &str, k: usize, op: Op, swap: bool) -> Option<String> {
     };
     let mut out = String::with_capacity(s.len() + 8);
     out.push_str(&s[..span(at).start]);
-    out.push_str(if swap { b_text } else { a_text });
+    out.push_str(&x_text);
     out.push_str(&s[span(at).end..span(at + 1).start]);
     out.push_str(op.symbol());
     out.push_str(&s[span(at + 1).end..span(at + 2).start]);
-    out.push_str(if swap { a_text } else { b_text });
+    out.push_str(&y_text);
     out.push_str(&s[span(at + 2).end..claimed.start]);
     out.push_str(&format_number(value));
     out.push_str(&s[claimed.end..]);
@@ -430,6 +473,8 @@ pub fn implied_numbers(question: &str) -> Vec<f64> {
         ("liter", "milliliter", 1000.0),
         ("foot", "inch", 12.0),
         ("feet", "inch", 12.0),
+        ("kilogram", "g", 1000.0),
+        ("kg", "g", 1000.0),
         ("yard", "feet", 3.0),
     ];
     let lower = question.to_lowercase();
@@ -449,6 +494,15 @@ pub fn implied_numbers(question: &str) -> Vec<f64> {
         .filter(|(w, _)| words.contains(w))
         .flat_map(|(_, v)| v.iter().copied())
         .collect();
+    // "two and a half", "3 and a half": the number and a half.
+    for (at, _) in lower.match_indices(" and a half") {
+        let before = lower[..at].split_whitespace().last().unwrap_or("");
+        let whole = before
+            .parse::<f64>()
+            .ok()
+            .or_else(|| WORDS.iter().find(|(w, _)| *w == before).map(|(_, v)| v[0]));
+        out.extend(whole.map(|n| n + 0.5));
+    }
     if question.contains('%') {
         out.push(100.0);
     }
@@ -536,6 +590,37 @@ mod tests {
             None,
             "no second one"
         );
+    }
+
+    #[test]
+    fn an_operand_is_replaced_in_place_with_the_result() {
+        assert_eq!(
+            replace_operand("Tom reads 14 * 12 = 168 pages.", 0, 1, 6.0).as_deref(),
+            Some("Tom reads 14 * 6 = 84 pages.")
+        );
+        assert_eq!(
+            replace_operand("She has $1,200 - 300 = $900 left.", 0, 0, 1500.0).as_deref(),
+            Some("She has $1500 - 300 = $1200 left.")
+        );
+        assert_eq!(
+            replace_operand("So 8 - 5 = 3 and 3 * 4 = 12.", 1, 1, 0.5).as_deref(),
+            Some("So 8 - 5 = 3 and 3 * 0.5 = 1.5.")
+        );
+        assert_eq!(
+            replace_operand("8 - 5 = 3", 0, 2, 1.0),
+            None,
+            "no third number"
+        );
+        assert_eq!(replace_operand("8 / 5 = 1.6", 0, 1, 0.0), None, "by zero");
+    }
+
+    #[test]
+    fn an_operation_is_replaced_in_place_with_its_result() {
+        assert_eq!(
+            replace_operation("In 7 days he runs 4 + 3 = 7 km.", 0, 7.0, Op::Mul, 7.0).as_deref(),
+            Some("In 7 days he runs 7 * 7 = 49 km.")
+        );
+        assert_eq!(replace_operation("7 - 4 = 3", 0, 7.0, Op::Div, 0.0), None);
     }
 
     #[test]
@@ -652,6 +737,12 @@ mod tests {
         assert!(has("It takes 3 hours. How many minutes?", 60.0));
         assert!(has("Seven friends share it.", 7.0));
         assert!(!has("Someone shares it.", 1.0), "a word inside a word");
+        assert!(has("It grows for two and a half years.", 2.5));
+        assert!(has("It grows for 3 and a half years.", 3.5));
+        assert!(has(
+            "A bar weighs 125 g. The box holds 2 kilograms.",
+            1000.0
+        ));
         assert!(implied_numbers("Tom reads 14 pages every day for 6 days.").is_empty());
     }
 

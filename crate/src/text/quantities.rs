@@ -17,7 +17,10 @@
 //! `models/aligner/wrong-operator-*.jsonl`) they flag 10.4-10.7% of the swapped GSM8K steps and
 //! 1.5-1.7% of the right ones; of the generator's, 26-36% and 0-0.1%.
 
-use super::arithmetic::{Op, checks_out, operations, redo_operation, same};
+use super::arithmetic::{
+    Op, checks_out, computations, equations, implied_numbers, numbers, operations, redo_operation,
+    replace_operand, replace_operation, same,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Item {
@@ -351,9 +354,131 @@ pub fn refits(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String
     Some(out)
 }
 
+/// What a step that computes with a number from nowhere could have computed with instead: its
+/// first one-operation equation with a number that is neither the question's (written or implied
+/// by its words: [`implied_numbers`]) nor a result the answer so far or the sentence before it
+/// computed (a number its narration brought in from nowhere is from nowhere too), that number
+/// replaced by each number the question gives or implies and each result the answer
+/// so far computed ("14 * 12 = 168 pages" for 14 pages a day for 6 days: "14 * 6 = 84 pages"),
+/// its result recomputed ([`replace_operand`]), where the sentence then checks out, fits its
+/// quantities, a division comes out whole and a subtraction not below zero. None for a step
+/// whose equations compute only with numbers it was given; an empty list when nothing fits.
+pub fn regrounds(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
+    let mut given: Vec<f64> = numbers(question);
+    given.extend(implied_numbers(question));
+    given.extend(equations(prefix).into_iter().map(|(_, c)| c));
+    let mut known = given.clone();
+    let is_known = |known: &[f64], n: f64| known.iter().any(|&k| same(k, n));
+    let (k, which, other, op) =
+        operations(sentence)
+            .into_iter()
+            .enumerate()
+            .find_map(|(k, (a, op, b, c))| {
+                let found = if !is_known(&known, a) {
+                    Some((k, 0, b, op))
+                } else if !is_known(&known, b) {
+                    Some((k, 1, a, op))
+                } else {
+                    None
+                };
+                known.push(c);
+                found
+            })?;
+    let context = format!("{question}\n{}\n{prefix}", written_list(&given));
+    let mut out: Vec<String> = Vec::new();
+    let mut tried: Vec<f64> = Vec::new();
+    for n in given {
+        if is_known(&tried, n) || same(n, other) {
+            continue;
+        }
+        tried.push(n);
+        let (x, y) = if which == 0 { (n, other) } else { (other, n) };
+        if !allowed(x, op, y) {
+            continue;
+        }
+        if let Some(redone) = replace_operand(sentence, k, which, n)
+            && checks_out(&redone, &context)
+            && fits_quantities(question, prefix, &redone)
+            && !out.contains(&redone)
+        {
+            out.push(redone);
+        }
+    }
+    Some(out)
+}
+
+/// What a step that does again a computation the answer so far has done ("In 7 days, he runs 4 +
+/// 3 = 7 kilometers" after "4 + 3 = 7 kilometers each day") could do instead: that equation
+/// replaced by the answer's latest result carried on with a number the question gives or implies
+/// that no step has computed with yet, by each operation, both ways round for a difference or a
+/// quotient ([`replace_operation`]: "7 * 7 = 49"), where the sentence then checks out and fits
+/// its quantities, a division comes out whole and a subtraction not below zero. None for a step
+/// that does no computation again; an empty list when nothing fits.
+pub fn renews(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
+    let done = computations(prefix);
+    let again = |a: f64, b: f64, c: f64| {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        done.iter()
+            .any(|(o, r)| same(*r, c) && o.len() == 2 && same(o[0], lo) && same(o[1], hi))
+    };
+    let k = operations(sentence)
+        .into_iter()
+        .position(|(a, _, b, c)| again(a, b, c))?;
+    let &(_, latest) = equations(prefix).last()?;
+    let used: Vec<f64> = done.iter().flat_map(|(o, _)| o.iter().copied()).collect();
+    let mut fresh: Vec<f64> = Vec::new();
+    for n in numbers(question)
+        .into_iter()
+        .chain(implied_numbers(question))
+    {
+        if ![&used[..], &fresh[..]].concat().iter().any(|&u| same(u, n)) {
+            fresh.push(n);
+        }
+    }
+    let context = format!("{question}\n{}\n{prefix}", written_list(&fresh));
+    let mut out: Vec<String> = Vec::new();
+    for &n in &fresh {
+        for op in [Op::Add, Op::Sub, Op::Mul, Op::Div] {
+            let ordered = matches!(op, Op::Sub | Op::Div);
+            for (i, (x, y)) in [(latest, n), (n, latest)].into_iter().enumerate() {
+                if i == 1 && !ordered || !allowed(x, op, y) {
+                    continue;
+                }
+                if let Some(redone) = replace_operation(sentence, k, x, op, y)
+                    && checks_out(&redone, &context)
+                    && fits_quantities(question, prefix, &redone)
+                    && !out.contains(&redone)
+                {
+                    out.push(redone);
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Whether `x op y` is a step worth offering: a division comes out whole, a subtraction not
+/// below zero.
+fn allowed(x: f64, op: Op, y: f64) -> bool {
+    match op {
+        Op::Div => y != 0.0 && (x / y).fract().abs() < 1e-9,
+        Op::Sub => x >= y,
+        _ => true,
+    }
+}
+
+/// Numbers written out, for a context the arithmetic checks read.
+fn written_list(numbers: &[f64]) -> String {
+    numbers
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{fits_quantities, refits};
+    use super::{fits_quantities, refits, regrounds, renews};
 
     #[test]
     fn a_step_that_does_not_fit_is_offered_the_operations_that_do() {
@@ -400,6 +525,67 @@ mod tests {
             .unwrap(),
             Vec::<String>::new(),
             "the next equation used the old result"
+        );
+    }
+
+    #[test]
+    fn a_number_from_nowhere_is_offered_the_numbers_given_that_fit() {
+        let q = "Tom reads 14 pages every day for 6 days. The book has 120 pages.";
+        assert_eq!(regrounds(q, "", "Tom reads 14 * 6 = 84 pages."), None);
+        assert_eq!(
+            regrounds(q, "", "Tom reads 14 * 12 = 168 pages.").unwrap(),
+            ["Tom reads 14 * 6 = 84 pages."],
+            "14 pages a day times 120 pages does not fit"
+        );
+        assert_eq!(
+            regrounds(
+                q,
+                "Tom reads 14 * 6 = 84 pages.",
+                "He has 120 - 48 = 72 left."
+            )
+            .unwrap(),
+            ["He has 120 - 84 = 36 left."],
+            "the answer's result: 14 and 6 stand by \"every\", rates, not taken from a count"
+        );
+        let q = "Eva walks her dog for 25 minutes twice a day. How many minutes in a week?";
+        assert_eq!(
+            regrounds(q, "", "She walks 25 * 24 = 600 minutes.").unwrap(),
+            [
+                "She walks 25 * 2 = 50 minutes.",
+                "She walks 25 * 7 = 175 minutes."
+            ],
+            "numbers the words imply: twice, the days of a week"
+        );
+        assert_eq!(
+            regrounds(q, "", "She walks 25 * 24 = 600 minutes, so 600 / 2 = 300.").unwrap(),
+            Vec::<String>::new(),
+            "a later equation used the old result"
+        );
+    }
+
+    #[test]
+    fn a_step_done_again_is_offered_the_latest_result_carried_on() {
+        let q = "Jack runs 4 kilometers each morning and 3 kilometers each evening. How many kilometers does he run in 7 days?";
+        let p = "Jack runs 4 + 3 = 7 kilometers each day.";
+        assert_eq!(
+            renews(q, p, "In 7 days, he runs 7 * 7 = 49 kilometers."),
+            None
+        );
+        assert_eq!(
+            renews(q, p, "In 7 days, he runs 4 + 3 = 7 kilometers each day.").unwrap(),
+            [
+                "In 7 days, he runs 7 + 7 = 14 kilometers each day.",
+                "In 7 days, he runs 7 - 7 = 0 kilometers each day.",
+                "In 7 days, he runs 7 * 7 = 49 kilometers each day.",
+                "In 7 days, he runs 7 / 7 = 1 kilometers each day."
+            ],
+            "the latest result with the 7 days every way (the two 7s tell no roles apart); which \
+             one, the aligner says"
+        );
+        assert_eq!(
+            renews(q, "", "He runs 4 + 3 = 7 kilometers."),
+            None,
+            "nothing done yet"
         );
     }
 
