@@ -118,8 +118,8 @@ fn optimistic_streaming_gives_the_sequential_answer_with_fewer_requests() {
     });
 }
 
-/// `serve --resample N`: a step whose correction does not hold up (Jack's "4 + 3 = 7" done again
-/// for the 7 days) is drawn again from the upstream, sampled, one request a draw; the sentence's
+/// `serve --resample N`: a step whose correction does not hold up (the teacher's "5 * 67 = 335"
+/// done again, which the repair cannot carry on: no number left fits) is drawn again from the upstream, sampled, one request a draw; the sentence's
 /// original stays the upstream's first, its correction is the drawn one's, and the draws count
 /// in the answer's upstream requests.
 #[test]
@@ -129,7 +129,7 @@ fn a_step_that_does_not_hold_up_is_drawn_again_from_the_upstream() {
         let upstream = engine_upstream().await;
         let body = json!({
             "model": "smollm2",
-            "messages": [{ "role": "user", "content": "Jack runs 4 kilometers each morning and 3 kilometers each evening. How many kilometers does he run in 7 days?" }],
+            "messages": [{ "role": "user", "content": "Each box holds 24 crayons. A teacher has 5 boxes and hands out 67 crayons. How many crayons remain?" }],
             "max_tokens": 200,
             "stream_aligner": { "details": true },
         });

@@ -59,9 +59,10 @@ export interface StreamOptions {
   /** How many nats likelier the aligner's own token must be than the original's before it
    * leaves the original (default: the shipped margin; 0 is plain greedy decoding). */
   copyMargin?: number;
-  /** The operation repair (default true): a step whose operation its quantities rule out ("15
+  /** The step repair (default true): a step whose operation its quantities rule out ("15
    * dollars a week" added to 8 weeks) becomes the operation that fits which the aligner finds
-   * likeliest. */
+   * likeliest; one that computes with a number from nowhere or does a step again, the likeliest
+   * step with the numbers given. */
   repair?: boolean;
   /** Sentences drawn again from the upstream, sampled at `sampleTemperature` (default 0.4), for
    * a step whose correction does not hold up (a false step, a number from nowhere, an operation

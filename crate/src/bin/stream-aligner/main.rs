@@ -88,12 +88,13 @@ pub(crate) struct MarginArgs {
     /// many nats (0: plain greedy decoding)
     #[arg(long, default_value_t = stream_aligner::align::DEFAULT_COPY_MARGIN)]
     pub copy_margin: f32,
-    /// The operation repair: a revision whose step its quantities rule out (a rate added to a
-    /// count, a subtraction after a gain) becomes the likeliest operation that fits, when the
-    /// aligner scores it no more than this many nats below its own
+    /// The step repair: a revision whose step its quantities rule out (a rate added to a count, a
+    /// subtraction after a gain) becomes the likeliest operation that fits, when the aligner
+    /// scores it no more than this many nats below its own; one that computes with a number from
+    /// nowhere or does a step again, the likeliest step with the numbers given (within 1.5 nats)
     #[arg(long, default_value_t = stream_aligner::align::DEFAULT_REPAIR_MARGIN)]
     pub repair_margin: f32,
-    /// No operation repair: the aligner's revision stands
+    /// No step repair: the aligner's revision stands
     #[arg(long)]
     pub no_repair: bool,
 }
