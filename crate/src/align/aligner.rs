@@ -17,8 +17,8 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::model::{KvCache, Logits, SamplerConfig};
 use crate::text::arithmetic::{
-    checks_out, computations, equations, format_number, implied_numbers, numbers, same,
-    stated_answer,
+    checks_out, checks_out_with, computations, equations, implied_numbers, numbers, same,
+    same_computation, stated_answer,
 };
 use crate::text::quantities::{fits_quantities, refits, regrounds, renews};
 
@@ -268,12 +268,9 @@ fn log_softmax_at(row: &[f32], i: usize) -> f32 {
 /// "2 * 3 = 6 miles").
 fn makes_progress(prefix: &str, sentence: &str) -> bool {
     let done = computations(prefix);
-    let same_step = |(a, x): &(Vec<f64>, f64), (b, y): &(Vec<f64>, f64)| {
-        same(*x, *y) && a.len() == b.len() && a.iter().zip(b).all(|(&m, &n)| same(m, n))
-    };
     computations(sentence)
         .iter()
-        .any(|c| !done.iter().any(|d| same_step(c, d)))
+        .any(|c| !done.iter().any(|d| same_computation(c, d)))
 }
 
 /// Whether the copy margin protects `original`: the opening, a step whose arithmetic checks out
@@ -314,12 +311,10 @@ fn reached(prefix: &str, sentence: &str, answer: f64) -> bool {
 /// rule out, an answer nobody computed ([`super::Resampled`] asks the upstream for another
 /// sentence then).
 pub fn holds_up(query: &str, prefix: &str, sentence: &str) -> bool {
-    let implied: Vec<String> = implied_numbers(query)
-        .into_iter()
-        .map(format_number)
-        .collect();
-    let context = format!("{query}\n{}\n{prefix}", implied.join(" "));
-    if stated_answer(prefix).is_some() || !checks_out(sentence, &context) {
+    let context = format!("{query}\n{prefix}");
+    if stated_answer(prefix).is_some()
+        || !checks_out_with(sentence, &context, &implied_numbers(query))
+    {
         return false;
     }
     match stated_answer(sentence) {

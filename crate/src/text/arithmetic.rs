@@ -242,6 +242,12 @@ pub fn computations(s: &str) -> Vec<(Vec<f64>, f64)> {
         .collect()
 }
 
+/// Whether two computations ([`computations`]) are the same step: the same numbers and the same
+/// result.
+pub fn same_computation((a, x): &(Vec<f64>, f64), (b, y): &(Vec<f64>, f64)) -> bool {
+    same(*x, *y) && a.len() == b.len() && a.iter().zip(b).all(|(&m, &n)| same(m, n))
+}
+
 /// The equations of a sentence that do one operation on two numbers ("45 - 4 = 41"; the number
 /// claimed may be negative: "18 - 195 = -177"), each as (a, the operation, b, the number
 /// claimed), in order.
@@ -277,7 +283,7 @@ fn one_operations(t: &[Token]) -> Vec<(usize, (f64, Op, f64, f64))> {
 /// swapped "4 - 45 = -41 boxes". The numbers keep their writing ("$1,200"); None when there is
 /// no such equation, or a division by zero.
 pub fn redo_operation(s: &str, k: usize, op: Op, swap: bool) -> Option<String> {
-    rewrite_operation(s, k, |a, b| {
+    rewrite_operation(s, k, |a, _, b| {
         Some(if swap { (b, op, a) } else { (a, op, b) })
     })
 }
@@ -287,8 +293,7 @@ pub fn redo_operation(s: &str, k: usize, op: Op, swap: bool) -> Option<String> {
 /// = 168 pages" with the second number 6 is "14 * 6 = 84 pages". None when there is no such
 /// equation, or a division by zero.
 pub fn replace_operand(s: &str, k: usize, which: usize, value: f64) -> Option<String> {
-    let op = op_of(s, k)?;
-    rewrite_operation(s, k, |a, b| {
+    rewrite_operation(s, k, |a, op, b| {
         let mut pair = [a, b];
         *pair.get_mut(which)? = (format_number(value), value);
         let [x, y] = pair;
@@ -304,28 +309,23 @@ type Written = (String, f64);
 /// is no such equation, or a division by zero.
 pub fn replace_operation(s: &str, k: usize, x: f64, op: Op, y: f64) -> Option<String> {
     let written = |v: f64| (format_number(v), v);
-    rewrite_operation(s, k, |_, _| Some((written(x), op, written(y))))
-}
-
-/// The operation of the `k`-th one-operation equation of `s`.
-fn op_of(s: &str, k: usize) -> Option<Op> {
-    operations(s).get(k).map(|&(_, op, _, _)| op)
+    rewrite_operation(s, k, |_, _, _| Some((written(x), op, written(y))))
 }
 
 /// The `k`-th one-operation equation of `s` rewritten: `make` gets its two numbers (as written,
-/// and their values) and gives the new ones and the operation; the number claimed becomes what
+/// and their values) and its operation, and gives the new ones; the number claimed becomes what
 /// they compute, the rest of `s` is kept.
 fn rewrite_operation(
     s: &str,
     k: usize,
-    make: impl FnOnce(Written, Written) -> Option<(Written, Op, Written)>,
+    make: impl FnOnce(Written, Op, Written) -> Option<(Written, Op, Written)>,
 ) -> Option<String> {
     let spanned = spanned(s);
     let t: Vec<Token> = spanned.iter().map(|(t, _)| *t).collect();
-    let (at, (a, _, b, _)) = *one_operations(&t).get(k)?;
+    let (at, (a, op, b, _)) = *one_operations(&t).get(k)?;
     let span = |i: usize| spanned[i].1.clone();
     let written = |i: usize, v: f64| (s[span(i)].to_string(), v);
-    let ((x_text, x), op, (y_text, y)) = make(written(at, a), written(at + 2, b))?;
+    let ((x_text, x), op, (y_text, y)) = make(written(at, a), op, written(at + 2, b))?;
     let value = op.eval(x, y)?;
     let claimed = if t[at + 4] == Token::Op(Op::Sub) {
         span(at + 4).start..span(at + 5).end
@@ -379,7 +379,14 @@ fn expressions(t: &[Token], grouped: bool) -> Vec<(&[Token], f64)> {
 /// only such a sentence: a false step, or one that computes with a number from nowhere, is left
 /// to the aligner to rewrite.
 pub fn checks_out(sentence: &str, context: &str) -> bool {
+    checks_out_with(sentence, context, &[])
+}
+
+/// [`checks_out`], with `also` known besides the numbers of `context` (the numbers a question's
+/// words imply, say).
+pub fn checks_out_with(sentence: &str, context: &str, also: &[f64]) -> bool {
     let mut known = numbers(context);
+    known.extend(also);
     for (expr, claimed) in expressions(&tokens(sentence), true) {
         // False, or no expression to check ("22 * 16 shells = 360").
         let right = evaluate(expr).is_some_and(|v| same(v, claimed));

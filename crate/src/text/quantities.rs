@@ -18,8 +18,8 @@
 //! 1.5-1.7% of the right ones; of the generator's, 26-36% and 0-0.1%.
 
 use super::arithmetic::{
-    Op, checks_out, computations, equations, implied_numbers, numbers, operations, redo_operation,
-    replace_operand, replace_operation, same,
+    Op, checks_out, checks_out_with, computations, equations, implied_numbers, numbers, operations,
+    redo_operation, replace_operand, replace_operation, same, same_computation,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -339,7 +339,7 @@ pub fn refits(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String
                 continue;
             }
             let (x, y) = if swap { (b, a) } else { (a, b) };
-            if other == Op::Div && (y == 0.0 || (x / y).fract().abs() > 1e-9) {
+            if !allowed(x, other, y) {
                 continue;
             }
             if let Some(redone) = redo_operation(sentence, k, other, swap)
@@ -384,7 +384,7 @@ pub fn regrounds(question: &str, prefix: &str, sentence: &str) -> Option<Vec<Str
                 known.push(c);
                 found
             })?;
-    let context = format!("{question}\n{}\n{prefix}", written_list(&given));
+    let (context, implied) = (format!("{question}\n{prefix}"), implied_numbers(question));
     let mut out: Vec<String> = Vec::new();
     let mut tried: Vec<f64> = Vec::new();
     for n in given {
@@ -397,7 +397,7 @@ pub fn regrounds(question: &str, prefix: &str, sentence: &str) -> Option<Vec<Str
             continue;
         }
         if let Some(redone) = replace_operand(sentence, k, which, n)
-            && checks_out(&redone, &context)
+            && checks_out_with(&redone, &context, &implied)
             && fits_quantities(question, prefix, &redone)
             && !out.contains(&redone)
         {
@@ -417,25 +417,22 @@ pub fn regrounds(question: &str, prefix: &str, sentence: &str) -> Option<Vec<Str
 pub fn renews(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
     let done = computations(prefix);
     let again = |a: f64, b: f64, c: f64| {
-        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-        done.iter()
-            .any(|(o, r)| same(*r, c) && o.len() == 2 && same(o[0], lo) && same(o[1], hi))
+        let step = (if a <= b { vec![a, b] } else { vec![b, a] }, c);
+        done.iter().any(|d| same_computation(d, &step))
     };
     let k = operations(sentence)
         .into_iter()
         .position(|(a, _, b, c)| again(a, b, c))?;
     let &(_, latest) = equations(prefix).last()?;
     let used: Vec<f64> = done.iter().flat_map(|(o, _)| o.iter().copied()).collect();
+    let implied = implied_numbers(question);
     let mut fresh: Vec<f64> = Vec::new();
-    for n in numbers(question)
-        .into_iter()
-        .chain(implied_numbers(question))
-    {
-        if ![&used[..], &fresh[..]].concat().iter().any(|&u| same(u, n)) {
+    for n in numbers(question).into_iter().chain(implied.iter().copied()) {
+        if !used.iter().chain(&fresh).any(|&u| same(u, n)) {
             fresh.push(n);
         }
     }
-    let context = format!("{question}\n{}\n{prefix}", written_list(&fresh));
+    let context = format!("{question}\n{prefix}");
     let mut out: Vec<String> = Vec::new();
     for &n in &fresh {
         for op in [Op::Add, Op::Sub, Op::Mul, Op::Div] {
@@ -445,7 +442,7 @@ pub fn renews(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String
                     continue;
                 }
                 if let Some(redone) = replace_operation(sentence, k, x, op, y)
-                    && checks_out(&redone, &context)
+                    && checks_out_with(&redone, &context, &implied)
                     && fits_quantities(question, prefix, &redone)
                     && !out.contains(&redone)
                 {
@@ -465,15 +462,6 @@ fn allowed(x: f64, op: Op, y: f64) -> bool {
         Op::Sub => x >= y,
         _ => true,
     }
-}
-
-/// Numbers written out, for a context the arithmetic checks read.
-fn written_list(numbers: &[f64]) -> String {
-    numbers
-        .iter()
-        .map(|n| n.to_string())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]
