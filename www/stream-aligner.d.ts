@@ -62,7 +62,9 @@ export interface StreamOptions {
   /** The step repair (default true): a step whose operation its quantities rule out ("15
    * dollars a week" added to 8 weeks) becomes the operation that fits which the aligner finds
    * likeliest; one that computes with a number from nowhere or does a step again, the likeliest
-   * step with the numbers given. */
+   * step with the numbers given; one that skips an event of the question the answer tells in
+   * order ("Then 12 more meters are added" before "The amount is multiplied by 2"), that event
+   * carried out on the latest result. */
   repair?: boolean;
   /** Sentences drawn again from the upstream, sampled at `sampleTemperature` (default 0.4), for
    * a step whose correction does not hold up (a false step, a number from nowhere, an operation

@@ -56,7 +56,7 @@ struct RunOptions {
     calculator: bool,
     /// Nats by which a rewrite must beat the original's token (default: the shipped margin).
     copy_margin: Option<f32>,
-    /// The operation repair (default: on, at the shipped margin).
+    /// The step repair (default: on, at the shipped margins).
     repair: bool,
     /// Sentences the upstream draws again (sampled) for a step whose correction does not hold
     /// up (`align --resample`); 0: none.

@@ -20,6 +20,7 @@ use crate::text::arithmetic::{
     checks_out, checks_out_with, computations, equations, implied_numbers, numbers, same,
     same_computation, stated_answer,
 };
+use crate::text::events::skips;
 use crate::text::quantities::{fits_quantities, refits, regrounds, renews};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -177,7 +178,10 @@ impl Aligner {
     /// The rule says which operations are possible; the aligner, which one the step meant. A step
     /// that fits but computes with a number from nowhere ([`regrounds`]) or does a computation
     /// again ([`renews`]) is offered the numbers it was given instead, within the narrower
-    /// [`NUMBER_MARGIN`]: a number of the step changes, not only its operation.
+    /// [`NUMBER_MARGIN`]: a number of the step changes, not only its operation. First of all, a
+    /// revision that skips the next event of a question the answer tells in order ([`skips`])
+    /// becomes that event carried out by the operation the aligner finds likeliest, whatever its
+    /// own revision's score: the order says a step is missing, the aligner only which operation.
     async fn repair(
         &mut self,
         prompt: &[u32],
@@ -187,8 +191,9 @@ impl Aligner {
         out: &mut Correction,
     ) -> Result<()> {
         let text = &out.text;
-        let Some((options, margin)) = refits(query, prefix, text)
-            .map(|options| (options, margin))
+        let Some((options, margin)) = skips(query, prefix, text)
+            .map(|options| (options, f32::INFINITY))
+            .or_else(|| refits(query, prefix, text).map(|options| (options, margin)))
             .or_else(|| {
                 let mut options =
                     regrounds(query, prefix, text).or_else(|| renews(query, prefix, text))?;
@@ -201,10 +206,15 @@ impl Aligner {
         if options.is_empty() {
             return Ok(());
         }
-        let Some(own) = self.log_prob(prompt, &out.text).await? else {
-            return Ok(());
+        let own = if margin.is_finite() {
+            let Some(own) = self.log_prob(prompt, &out.text).await? else {
+                return Ok(());
+            };
+            out.passes += 1;
+            own
+        } else {
+            f32::NEG_INFINITY
         };
-        out.passes += 1;
         let mut best: Option<(f32, String)> = None;
         for option in options {
             self.cancel.check()?;

@@ -56,7 +56,7 @@ impl Op {
     }
 
     /// `a op b` in decimals; None for a division by zero.
-    fn eval(self, a: f64, b: f64) -> Option<f64> {
+    pub fn eval(self, a: f64, b: f64) -> Option<f64> {
         match self {
             Op::Add => Some(a + b),
             Op::Sub => Some(a - b),

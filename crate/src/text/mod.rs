@@ -1,10 +1,12 @@
 //! Text: the tokenizer and chat template from the GGUF, streaming detokenization, the
 //! calculator that decoding may consult, the arithmetic it and the training oracles read, and
-//! what a question's quantities allow a step to do with them.
+//! what a question's quantities allow a step to do with them, and the question's events an
+//! answer that quotes them must not skip.
 
 pub mod arithmetic;
 pub mod calculator;
 pub mod chat_template;
+pub mod events;
 pub mod quantities;
 pub mod sentence_splitter;
 pub mod stream_decoder;

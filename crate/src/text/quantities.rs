@@ -227,7 +227,7 @@ const GAINS: &[&str] = &[
 ];
 const LOSSES: &[&str] = &[
     "spends", "spent", "sells", "sold", "eats", "ate", "loses", "lost", "uses", "used", "left",
-    "remain", "remains", "fewer", "less", "breaks", "broke",
+    "remain", "remains", "fewer", "less", "breaks", "broke", "removes", "removed",
 ];
 const TOTALS: &[&str] = &["altogether", "total", "together", "all", "both", "combined"];
 
@@ -456,7 +456,7 @@ pub fn renews(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String
 
 /// Whether `x op y` is a step worth offering: a division comes out whole, a subtraction not
 /// below zero.
-fn allowed(x: f64, op: Op, y: f64) -> bool {
+pub(super) fn allowed(x: f64, op: Op, y: f64) -> bool {
     match op {
         Op::Div => y != 0.0 && (x / y).fract().abs() < 1e-9,
         Op::Sub => x >= y,

@@ -91,7 +91,9 @@ pub(crate) struct MarginArgs {
     /// The step repair: a revision whose step its quantities rule out (a rate added to a count, a
     /// subtraction after a gain) becomes the likeliest operation that fits, when the aligner
     /// scores it no more than this many nats below its own; one that computes with a number from
-    /// nowhere or does a step again, the likeliest step with the numbers given (within 1.5 nats)
+    /// nowhere or does a step again, the likeliest step with the numbers given (within 1.5 nats);
+    /// one that skips an event of the question the answer tells in order, that event carried
+    /// out on the latest result, by the operation the aligner scores likeliest
     #[arg(long, default_value_t = stream_aligner::align::DEFAULT_REPAIR_MARGIN)]
     pub repair_margin: f32,
     /// No step repair: the aligner's revision stands

@@ -1,0 +1,358 @@
+//! The question's events in order. An answer that tells them one by one, quoting each before
+//! its computation ("Then 12 more meters are added, so 34 + 12 = 46 meters."), must not skip
+//! one: once it has told an event, a step that quotes a later event while an earlier one is
+//! still undone, that quotes an event told already, or an answer stated while an event is
+//! undone, skips the next event.
+//! What the step should have been is that event carried out on the answer's latest result: its
+//! words quoted, then the latest result and the event's number by each operation
+//! ([`skips`]); the aligner chooses among them.
+//!
+//! An event is a sentence of the question with a number. A sentence quotes one when what it
+//! tells before its first equation holds four fifths of the event's words in their order (at
+//! least three words). An event is done
+//! when a sentence of the answer quoted it, or when every number it gives was computed with by
+//! a step that quoted no event of its own (each use of a number does one event). It only speaks when the answer quotes: a reference
+//! written in its own words, as GSM8K's are, is never read as skipping.
+
+use super::arithmetic::{
+    Op, checks_out_with, computations, equations, format_number, implied_numbers, numbers, same,
+    stated_answer,
+};
+use super::quantities::{allowed, fits_quantities};
+use super::sentence_splitter::split_sentences;
+
+struct Event<'a> {
+    text: &'a str,
+    words: Vec<String>,
+    numbers: Vec<f64>,
+}
+
+/// A text's words, lowercase; a number is a word ("12", and "2.5" as "2" and "5").
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// The sentences of the question that give a number, in order.
+fn events(question: &str) -> Vec<Event<'_>> {
+    split_sentences(question)
+        .into_iter()
+        .map(|text| Event {
+            text: text.trim(),
+            words: words(text),
+            numbers: numbers(text),
+        })
+        .filter(|e| !e.numbers.is_empty())
+        .collect()
+}
+
+/// The length of the longest common subsequence of two word lists.
+fn common_words(a: &[String], b: &[String]) -> usize {
+    let mut row = vec![0usize; b.len() + 1];
+    for x in a {
+        let mut diagonal = 0;
+        for (j, y) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if x == y {
+                diagonal + 1
+            } else {
+                above.max(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// A sentence's words before its first equation (all of them when it has none): what it tells,
+/// not what it computes ("Kevin has (16 + 5)/3 = 7 candy bars" tells "Kevin has").
+fn told(sentence: &str) -> Vec<String> {
+    let Some(eq) = sentence.find('=') else {
+        return words(sentence);
+    };
+    let expression = |c: char| c.is_ascii_digit() || " .,$()+-*/×÷x".contains(c);
+    words(sentence[..eq].trim_end_matches(expression))
+}
+
+/// Whether a sentence (what it tells: [`told`]) quotes `event`: four fifths of its words, in
+/// order.
+fn quotes(sentence: &[String], event: &Event) -> bool {
+    event.words.len() >= 3 && common_words(&event.words, sentence) * 5 >= event.words.len() * 4
+}
+
+/// The event a sentence quotes: the first it quotes that no earlier sentence quoted, else the
+/// first it quotes (a question may give the same event twice).
+fn quoting(events: &[Event], quoted: &[bool], sentence: &[String]) -> Option<usize> {
+    let quotes_it = |e: &Event| quotes(sentence, e);
+    (0..events.len())
+        .find(|&i| !quoted[i] && quotes_it(&events[i]))
+        .or_else(|| events.iter().position(quotes_it))
+}
+
+/// What the answer so far has done of the question's events.
+struct Progress {
+    /// Each event a sentence of the answer quoted.
+    quoted: Vec<bool>,
+    /// Each event done: quoted, or its numbers computed with by steps that quoted no event of
+    /// theirs (each use of a number does one event, the earliest).
+    done: Vec<bool>,
+}
+
+fn progress(events: &[Event], prefix: &str) -> Progress {
+    let mut quoted = vec![false; events.len()];
+    let mut used: Vec<f64> = Vec::new();
+    for sentence in split_sentences(prefix) {
+        let mut operands: Vec<f64> = computations(sentence)
+            .into_iter()
+            .flat_map(|(o, _)| o)
+            .collect();
+        if let Some(i) = quoting(events, &quoted, &told(sentence))
+            && !quoted[i]
+        {
+            quoted[i] = true;
+            // The event's own numbers are its step's: they do not also do another event.
+            for &n in &events[i].numbers {
+                if let Some(k) = operands.iter().position(|&o| same(o, n)) {
+                    operands.remove(k);
+                }
+            }
+        }
+        used.extend(operands);
+    }
+    let mut done = quoted.clone();
+    for (i, e) in events.iter().enumerate() {
+        if done[i] {
+            continue;
+        }
+        let mut left = used.clone();
+        let all = e.numbers.iter().all(|&n| {
+            let k = left.iter().position(|&u| same(u, n));
+            k.map(|k| left.remove(k)).is_some()
+        });
+        if all {
+            done[i] = true;
+            used = left;
+        }
+    }
+    Progress { quoted, done }
+}
+
+/// The word after the answer's latest result ("meters" of "34 + 12 = 46 meters."), if a word
+/// follows it.
+fn latest_unit(prefix: &str) -> Option<String> {
+    let sentence = split_sentences(prefix)
+        .into_iter()
+        .rev()
+        .find(|s| !equations(s).is_empty())?;
+    let after = &sentence[sentence.rfind('=')? + 1..];
+    let after = after
+        .trim_start()
+        .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.' || c == ',' || c == '$');
+    let unit: String = after
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_alphabetic())
+        .collect();
+    (!unit.is_empty()).then_some(unit)
+}
+
+/// What a step that skips the question's next event ([module docs](self)) should have been: that
+/// event's words, then the answer's latest result and the event's number by each operation,
+/// both ways round for a difference or a quotient ("The amount is multiplied by 2, so 34 * 2 =
+/// 68 meters."), where the step then fits its quantities and checks out, a division comes out
+/// whole and a subtraction not below zero. None for a step that skips nothing (or an answer
+/// that neither quotes nor has computed anything yet); an empty list when nothing fits.
+pub fn skips(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
+    let events = events(question);
+    let Progress { quoted, done } = progress(&events, prefix);
+    let next = done.iter().position(|d| !d)?;
+    // The answer must have told an earlier event: one that goes straight to a later event
+    // may have read the first as a premise ("Each box holds 24 crayons."), not a step.
+    if !quoted[..next].contains(&true) || stated_answer(prefix).is_some() {
+        return None;
+    }
+    let skipping = match quoting(&events, &quoted, &told(sentence)) {
+        // A later event, or one told already.
+        Some(j) => j > next || quoted[j],
+        None => stated_answer(sentence).is_some(),
+    };
+    if !skipping {
+        return None;
+    }
+    let &(_, latest) = equations(prefix).last()?;
+    let event = &events[next];
+    if event.text.ends_with('?') {
+        return Some(Vec::new());
+    }
+    let narration = event.text.trim_end_matches(['.', '!']);
+    let lead = &sentence[..sentence.len() - sentence.trim_start().len()];
+    let unit = latest_unit(prefix)
+        .map(|u| format!(" {u}"))
+        .unwrap_or_default();
+    let (context, implied) = (format!("{question}\n{prefix}"), implied_numbers(question));
+    let mut out: Vec<String> = Vec::new();
+    for &n in &event.numbers {
+        for op in [Op::Add, Op::Sub, Op::Mul, Op::Div] {
+            let ordered = matches!(op, Op::Sub | Op::Div);
+            for (i, (x, y)) in [(latest, n), (n, latest)].into_iter().enumerate() {
+                if i == 1 && !ordered || !allowed(x, op, y) {
+                    continue;
+                }
+                let Some(value) = op.eval(x, y) else { continue };
+                let step = format!(
+                    "{lead}{narration}, so {} {} {} = {}{unit}.",
+                    format_number(x),
+                    op.symbol(),
+                    format_number(y),
+                    format_number(value)
+                );
+                if fits_quantities(question, prefix, &step)
+                    && checks_out_with(&step, &context, &implied)
+                    && !out.contains(&step)
+                {
+                    out.push(step);
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::skips;
+
+    const WORKER: &str = "A worker starts with 29 meters of work done. Then 5 more meters are \
+        added. The amount is multiplied by 2. Then 12 more meters are added. What is the amount \
+        in meters at the end?";
+    const DONE_ONE: &str = "To solve this problem, we need to break it down step by step. Then 5 \
+        more meters are added, so 29 + 5 = 34 meters.";
+
+    #[test]
+    fn a_step_that_quotes_a_later_event_is_offered_the_skipped_one() {
+        let options = skips(
+            WORKER,
+            DONE_ONE,
+            " Then 12 more meters are added, so 34 + 12 = 46 meters.",
+        )
+        .expect("it skips \"multiplied by 2\"");
+        assert!(
+            options.contains(&" The amount is multiplied by 2, so 34 * 2 = 68 meters.".into()),
+            "{options:?}"
+        );
+        assert!(options.iter().all(|o| o.starts_with(" The amount")));
+    }
+
+    #[test]
+    fn the_next_event_and_narration_skip_nothing() {
+        let next = " The amount is multiplied by 2, so 34 * 2 = 68 meters.";
+        assert_eq!(skips(WORKER, DONE_ONE, next), None);
+        assert_eq!(skips(WORKER, DONE_ONE, " We keep going."), None);
+        let all =
+            format!("{DONE_ONE}{next} Then 12 more meters are added, so 68 + 12 = 80 meters.");
+        assert_eq!(skips(WORKER, &all, " The answer is 80."), None, "all done");
+    }
+
+    #[test]
+    fn an_early_answer_and_an_event_told_again_skip_the_next() {
+        let early = skips(WORKER, DONE_ONE, " The answer is 34.").unwrap();
+        assert!(early.contains(&" The amount is multiplied by 2, so 34 * 2 = 68 meters.".into()));
+        let again = skips(
+            WORKER,
+            DONE_ONE,
+            " Then 5 more meters are added, so 34 + 5 = 39 meters.",
+        )
+        .unwrap();
+        assert!(again.contains(&" The amount is multiplied by 2, so 34 * 2 = 68 meters.".into()));
+    }
+
+    #[test]
+    fn an_answer_in_its_own_words_is_never_read_as_skipping() {
+        let q = "Natalia sold clips to 48 of her friends in April, and then she sold half as many \
+            clips in May. How many clips did Natalia sell altogether in April and May?";
+        let prefix = "Natalia sold 48/2 = 24 clips in May.";
+        assert_eq!(skips(q, prefix, " The answer is 24."), None);
+    }
+
+    #[test]
+    fn a_question_giving_the_same_event_twice_needs_both() {
+        let q = "A bakery bakes 19 muffins. An order arrives for 2 times that amount. An order \
+            arrives for 2 times that amount. Customers buy 20 of them.";
+        let prefix = "An order arrives for 2 times that amount, so 19 * 2 = 38 muffins.";
+        assert_eq!(
+            skips(
+                q,
+                prefix,
+                " An order arrives for 2 times that amount, so 38 * 2 = 76 muffins."
+            ),
+            None,
+            "the second order is the next event"
+        );
+        let options = skips(
+            q,
+            prefix,
+            " Customers buy 20 of them, so 38 - 20 = 18 muffins.",
+        )
+        .expect("it skips the second order");
+        assert!(options.contains(
+            &" An order arrives for 2 times that amount, so 38 * 2 = 76 muffins.".into()
+        ));
+    }
+
+    #[test]
+    fn a_number_computed_with_does_one_event() {
+        // The start's 17 is not also the 17 used up.
+        let q = "A tank holds 17 liters of water. The amount is multiplied by 2. 17 liters are \
+            used up. Then 12 more liters are added. How many liters are left in the end?";
+        let prefix = "We go step by step. The amount is multiplied by 2, so 17 * 2 = 34 liters.";
+        assert_eq!(
+            skips(q, prefix, " 17 liters are used up, so 34 - 17 = 17 liters."),
+            None
+        );
+        // An event whose number a stray step happened to use is not told already.
+        let q = "Ben has 26 tokens in a wallet. He divides it into 2 equal envelopes and keeps \
+            one. He receives 22 tokens as a gift.";
+        let prefix = "Ben has 26 tokens in his wallet, and he has 2 * 2 = 4 tokens left.";
+        let next = " He divides it into 2 equal envelopes and keeps one, so 26 / 2 = 13 tokens.";
+        assert_eq!(skips(q, prefix, next), None);
+    }
+
+    #[test]
+    fn an_event_before_any_told_is_a_premise_and_an_answer_stated_ends_it() {
+        let q = "Each box holds 24 crayons. A teacher has 5 boxes and hands out 67 crayons. How \
+            many crayons remain?";
+        let prefix = "A teacher has 5 boxes and hands out 67 crayons, so 5 * 67 = 335 crayons.";
+        assert_eq!(skips(q, prefix, " The answer is 335."), None);
+        let stated = format!("{DONE_ONE} The answer is 34.");
+        assert_eq!(
+            skips(WORKER, &stated, " The amount is multiplied by 2."),
+            None
+        );
+    }
+
+    #[test]
+    fn a_sentence_quotes_with_what_it_tells_not_what_it_computes() {
+        // GSM8K's reference: "Kevin has (16 + 5)/3 = 7 candy bars" holds "has 16 candy bars"
+        // only in its equation, and "Lena has 16 - 11 = 5 more candy bars" tells the question
+        // nothing again.
+        let q = "Lena has 16 candy bars. She needs 5 more candy bars to have 3 times as many as \
+            Kevin, and Kevin has 4 candy bars less than Nicole. How many more candy bars does \
+            Lena have than Nicole?";
+        let prefix = "Kevin has (16 + 5)/3 = 7 candy bars. Nicole has 7 + 4 = 11 candy bars.";
+        let last = " Lena has 16 - 11 = 5 more candy bars than Nicole.";
+        assert_eq!(skips(q, prefix, last), None);
+    }
+
+    #[test]
+    fn each_option_fits_its_quantities() {
+        let q = "Sam starts with 16 apples. Then 8 apples are removed. They buy 3 more.";
+        let prefix = "Sam starts with 16 apples, so 16 * 1 = 16 apples. They buy 3 more, so \
+            16 + 3 = 19 apples.";
+        // "removed" is a loss: no option adds it.
+        let options = skips(q, prefix, " The answer is 19.").unwrap();
+        assert!(!options.iter().any(|o| o.contains(" + ")), "{options:?}");
+        assert!(options.contains(&" Then 8 apples are removed, so 19 - 8 = 11 apples.".into()));
+    }
+}
