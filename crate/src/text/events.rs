@@ -2,17 +2,16 @@
 //! its computation ("Then 12 more meters are added, so 34 + 12 = 46 meters."), must not skip
 //! one: once it has told an event, a step that quotes a later event while an earlier one is
 //! still undone, that quotes an event told already, or an answer stated while an event is
-//! undone, skips the next event.
-//! What the step should have been is that event carried out on the answer's latest result: its
-//! words quoted, then the latest result and the event's number by each operation
-//! ([`skips`]); the aligner chooses among them.
+//! undone, skips the next event. What the step should have been is that event carried out on
+//! the answer's latest result: its words quoted, then the latest result and the event's number
+//! by each operation ([`skips`]); the aligner chooses among them.
 //!
 //! An event is a sentence of the question with a number. A sentence quotes one when what it
 //! tells before its first equation holds four fifths of the event's words in their order (at
-//! least three words). An event is done
-//! when a sentence of the answer quoted it, or when every number it gives was computed with by
-//! a step that quoted no event of its own (each use of a number does one event). It only speaks when the answer quotes: a reference
-//! written in its own words, as GSM8K's are, is never read as skipping.
+//! least three words). An event is done when a sentence of the answer quoted it, or when every
+//! number it gives was computed with by a step that quoted no event of its own (each use of a
+//! number does one event). It only speaks when the answer quotes: a reference written in its
+//! own words, as GSM8K's are, is never read as skipping.
 
 use super::arithmetic::{
     Op, checks_out_with, computations, equations, format_number, implied_numbers, numbers, same,
