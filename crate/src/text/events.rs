@@ -14,10 +14,10 @@
 //! own words, as GSM8K's are, is never read as skipping.
 
 use super::arithmetic::{
-    Op, checks_out_with, computations, equations, format_number, implied_numbers, numbers, same,
+    checks_out_with, computations, equations, format_number, implied_numbers, numbers, same,
     stated_answer,
 };
-use super::quantities::{allowed, fits_quantities};
+use super::quantities::{carried_on, fits_quantities};
 use super::sentence_splitter::split_sentences;
 
 struct Event<'a> {
@@ -193,26 +193,20 @@ pub fn skips(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>
     let (context, implied) = (format!("{question}\n{prefix}"), implied_numbers(question));
     let mut out: Vec<String> = Vec::new();
     for &n in &event.numbers {
-        for op in [Op::Add, Op::Sub, Op::Mul, Op::Div] {
-            let ordered = matches!(op, Op::Sub | Op::Div);
-            for (i, (x, y)) in [(latest, n), (n, latest)].into_iter().enumerate() {
-                if i == 1 && !ordered || !allowed(x, op, y) {
-                    continue;
-                }
-                let Some(value) = op.eval(x, y) else { continue };
-                let step = format!(
-                    "{lead}{narration}, so {} {} {} = {}{unit}.",
-                    format_number(x),
-                    op.symbol(),
-                    format_number(y),
-                    format_number(value)
-                );
-                if fits_quantities(question, prefix, &step)
-                    && checks_out_with(&step, &context, &implied)
-                    && !out.contains(&step)
-                {
-                    out.push(step);
-                }
+        for (x, op, y) in carried_on(latest, n) {
+            let Some(value) = op.eval(x, y) else { continue };
+            let step = format!(
+                "{lead}{narration}, so {} {} {} = {}{unit}.",
+                format_number(x),
+                op.symbol(),
+                format_number(y),
+                format_number(value)
+            );
+            if fits_quantities(question, prefix, &step)
+                && checks_out_with(&step, &context, &implied)
+                && !out.contains(&step)
+            {
+                out.push(step);
             }
         }
     }

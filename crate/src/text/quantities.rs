@@ -435,28 +435,38 @@ pub fn renews(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String
     let context = format!("{question}\n{prefix}");
     let mut out: Vec<String> = Vec::new();
     for &n in &fresh {
-        for op in [Op::Add, Op::Sub, Op::Mul, Op::Div] {
-            let ordered = matches!(op, Op::Sub | Op::Div);
-            for (i, (x, y)) in [(latest, n), (n, latest)].into_iter().enumerate() {
-                if i == 1 && !ordered || !allowed(x, op, y) {
-                    continue;
-                }
-                if let Some(redone) = replace_operation(sentence, k, x, op, y)
-                    && checks_out_with(&redone, &context, &implied)
-                    && fits_quantities(question, prefix, &redone)
-                    && !out.contains(&redone)
-                {
-                    out.push(redone);
-                }
+        for (x, op, y) in carried_on(latest, n) {
+            if let Some(redone) = replace_operation(sentence, k, x, op, y)
+                && checks_out_with(&redone, &context, &implied)
+                && fits_quantities(question, prefix, &redone)
+                && !out.contains(&redone)
+            {
+                out.push(redone);
             }
         }
     }
     Some(out)
 }
 
+/// The steps that carry `latest` on with `n`: each operation, both ways round for a difference
+/// or a quotient, where it is [`allowed`] (the options of [`renews`] and of
+/// [`super::events::skips`]).
+pub(super) fn carried_on(latest: f64, n: f64) -> impl Iterator<Item = (f64, Op, f64)> {
+    [Op::Add, Op::Sub, Op::Mul, Op::Div]
+        .into_iter()
+        .flat_map(move |op| {
+            let ordered = matches!(op, Op::Sub | Op::Div);
+            let both = [(latest, n), (n, latest)];
+            both.into_iter()
+                .take(if ordered { 2 } else { 1 })
+                .map(move |(x, y)| (x, op, y))
+        })
+        .filter(|&(x, op, y)| allowed(x, op, y))
+}
+
 /// Whether `x op y` is a step worth offering: a division comes out whole, a subtraction not
 /// below zero.
-pub(super) fn allowed(x: f64, op: Op, y: f64) -> bool {
+fn allowed(x: f64, op: Op, y: f64) -> bool {
     match op {
         Op::Div => y != 0.0 && (x / y).fract().abs() < 1e-9,
         Op::Sub => x >= y,
