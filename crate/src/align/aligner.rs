@@ -20,7 +20,7 @@ use crate::text::arithmetic::{
     checks_out, checks_out_with, computations, equations, implied_numbers, numbers, same,
     same_computation, stated_answer,
 };
-use crate::text::events::skips;
+use crate::text::events::{leaves_out, skips};
 use crate::text::quantities::{fits_quantities, refits, regrounds, renews};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -182,6 +182,9 @@ impl Aligner {
     /// revision that skips the next event of a question the answer tells in order ([`skips`])
     /// becomes that event carried out by the operation the aligner finds likeliest, whatever its
     /// own revision's score: the order says a step is missing, the aligner only which operation.
+    /// So does a revision that quotes an event of two numbers and computes with one
+    /// ([`leaves_out`]): it becomes the two steps that use all three numbers the aligner finds
+    /// likeliest.
     async fn repair(
         &mut self,
         prompt: &[u32],
@@ -192,6 +195,7 @@ impl Aligner {
     ) -> Result<()> {
         let text = &out.text;
         let Some((options, margin)) = skips(query, prefix, text)
+            .or_else(|| leaves_out(query, prefix, text).filter(|o| !o.is_empty()))
             .map(|options| (options, f32::INFINITY))
             .or_else(|| refits(query, prefix, text).map(|options| (options, margin)))
             .or_else(|| {

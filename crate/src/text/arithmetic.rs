@@ -301,6 +301,26 @@ pub fn replace_operand(s: &str, k: usize, which: usize, value: f64) -> Option<St
     })
 }
 
+/// `s` with its `k`-th one-operation equation ([`operations`]), from its first number to the
+/// number claimed, replaced by `text`: "so 150 - 30 = 120 stickers" with "30 * 3 = 90, and 150 -
+/// 90 = 60" is "so 30 * 3 = 90, and 150 - 90 = 60 stickers". None when there is no such equation.
+pub fn replace_equation(s: &str, k: usize, text: &str) -> Option<String> {
+    let spanned = spanned(s);
+    let t: Vec<Token> = spanned.iter().map(|(t, _)| *t).collect();
+    let (at, _) = *one_operations(&t).get(k)?;
+    // The number claimed, with its minus sign when it has one ("= -177").
+    let end = if t[at + 4] == Token::Op(Op::Sub) {
+        at + 5
+    } else {
+        at + 4
+    };
+    Some(format!(
+        "{}{text}{}",
+        &s[..spanned[at].1.start],
+        &s[spanned[end].1.end..]
+    ))
+}
+
 /// A number as a sentence writes it ("$1,200"), and its value.
 type Written = (String, f64);
 
@@ -428,30 +448,39 @@ pub fn claims(s: &str) -> Vec<(Option<f64>, f64)> {
     out
 }
 
+/// The number words a text may write instead of digits.
+const CARDINALS: &[(&str, f64)] = &[
+    ("one", 1.0),
+    ("two", 2.0),
+    ("three", 3.0),
+    ("four", 4.0),
+    ("five", 5.0),
+    ("six", 6.0),
+    ("seven", 7.0),
+    ("eight", 8.0),
+    ("nine", 9.0),
+    ("ten", 10.0),
+    ("eleven", 11.0),
+    ("twelve", 12.0),
+    ("twenty", 20.0),
+    ("thirty", 30.0),
+    ("forty", 40.0),
+    ("fifty", 50.0),
+    ("hundred", 100.0),
+    ("thousand", 1000.0),
+];
+
+/// The number a number word names ("seven" is 7), if it names one.
+pub fn cardinal(word: &str) -> Option<f64> {
+    CARDINALS.iter().find(|(w, _)| *w == word).map(|&(_, v)| v)
+}
+
 /// Numbers a question's words give without writing them: number words ("seven", "a dozen"),
 /// multiples and fractions ("twice" is 2, "half" 2 and 0.5), percentages (100), and the factor
 /// between two units the question names both of ("a day" and "a week": 7). A step that
 /// computes with one of them does not compute with a number from nowhere.
 pub fn implied_numbers(question: &str) -> Vec<f64> {
     const WORDS: &[(&str, &[f64])] = &[
-        ("one", &[1.0]),
-        ("two", &[2.0]),
-        ("three", &[3.0]),
-        ("four", &[4.0]),
-        ("five", &[5.0]),
-        ("six", &[6.0]),
-        ("seven", &[7.0]),
-        ("eight", &[8.0]),
-        ("nine", &[9.0]),
-        ("ten", &[10.0]),
-        ("eleven", &[11.0]),
-        ("twelve", &[12.0]),
-        ("twenty", &[20.0]),
-        ("thirty", &[30.0]),
-        ("forty", &[40.0]),
-        ("fifty", &[50.0]),
-        ("hundred", &[100.0]),
-        ("thousand", &[1000.0]),
         ("dozen", &[12.0]),
         ("pair", &[2.0]),
         ("twice", &[2.0]),
@@ -496,18 +525,21 @@ pub fn implied_numbers(question: &str) -> Vec<f64> {
                 .is_some_and(|r| ["", "s", "es"].contains(&r))
         })
     };
-    let mut out: Vec<f64> = WORDS
+    let mut out: Vec<f64> = CARDINALS
         .iter()
         .filter(|(w, _)| words.contains(w))
-        .flat_map(|(_, v)| v.iter().copied())
+        .map(|&(_, v)| v)
         .collect();
+    out.extend(
+        WORDS
+            .iter()
+            .filter(|(w, _)| words.contains(w))
+            .flat_map(|(_, v)| v.iter().copied()),
+    );
     // "two and a half", "3 and a half": the number and a half.
     for (at, _) in lower.match_indices(" and a half") {
         let before = lower[..at].split_whitespace().last().unwrap_or("");
-        let whole = before
-            .parse::<f64>()
-            .ok()
-            .or_else(|| WORDS.iter().find(|(w, _)| *w == before).map(|(_, v)| v[0]));
+        let whole = before.parse::<f64>().ok().or_else(|| cardinal(before));
         out.extend(whole.map(|n| n + 0.5));
     }
     if question.contains('%') {
@@ -628,6 +660,20 @@ mod tests {
             Some("In 7 days he runs 7 * 7 = 49 km.")
         );
         assert_eq!(replace_operation("7 - 4 = 3", 0, 7.0, Op::Div, 0.0), None);
+    }
+
+    #[test]
+    fn an_equation_is_replaced_by_any_text() {
+        let s = "She has 150 - 30 = 120 stickers, and 18 - 195 = -177.";
+        assert_eq!(
+            replace_equation(s, 0, "30 * 3 = 90, and 150 - 90 = 60").as_deref(),
+            Some("She has 30 * 3 = 90, and 150 - 90 = 60 stickers, and 18 - 195 = -177.")
+        );
+        assert_eq!(
+            replace_equation(s, 1, "195 - 18 = 177").as_deref(),
+            Some("She has 150 - 30 = 120 stickers, and 195 - 18 = 177.")
+        );
+        assert_eq!(replace_equation(s, 2, "1 + 1 = 2"), None);
     }
 
     #[test]

@@ -14,10 +14,10 @@
 //! own words, as GSM8K's are, is never read as skipping.
 
 use super::arithmetic::{
-    checks_out_with, computations, equations, format_number, implied_numbers, numbers, same,
-    stated_answer,
+    checks_out_with, computations, equations, format_number, implied_numbers, numbers, operations,
+    replace_equation, same, stated_answer,
 };
-use super::quantities::{carried_on, fits_quantities};
+use super::quantities::{carried_on, fits_quantities, rate_and_count};
 use super::sentence_splitter::split_sentences;
 
 struct Event<'a> {
@@ -68,11 +68,16 @@ fn common_words(a: &[String], b: &[String]) -> usize {
 /// A sentence's words before its first equation (all of them when it has none): what it tells,
 /// not what it computes ("Kevin has (16 + 5)/3 = 7 candy bars" tells "Kevin has").
 fn told(sentence: &str) -> Vec<String> {
+    words(told_text(sentence))
+}
+
+/// The text of what a sentence tells ([`told`]).
+fn told_text(sentence: &str) -> &str {
     let Some(eq) = sentence.find('=') else {
-        return words(sentence);
+        return sentence;
     };
     let expression = |c: char| c.is_ascii_digit() || " .,$()+-*/×÷x".contains(c);
-    words(sentence[..eq].trim_end_matches(expression))
+    sentence[..eq].trim_end_matches(expression)
 }
 
 /// Whether a sentence (what it tells: [`told`]) quotes `event`: four fifths of its words, in
@@ -213,9 +218,62 @@ pub fn skips(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>
     Some(out)
 }
 
+/// What a step that quotes an event of a rate and a count, or tells one in its own words before
+/// its equation ("Her two brothers eat 4 slices each"), but computes with only one of them
+/// should have done ("She gave 30 to each of her 3 cousins, so 150 - 30 = 120 stickers" leaves
+/// out the 3): the rate times the count first, then that product carried on with the equation's
+/// other number by each operation, both ways round for a difference or a quotient ("so 30 * 3
+/// = 90, and 150 - 90 = 60 stickers"), where the step then fits its quantities and checks out,
+/// the division comes out whole and the subtraction not below zero. None for a step that quotes
+/// or tells no such event, or uses both its numbers or neither; an empty list when nothing fits.
+pub fn leaves_out(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
+    if stated_answer(prefix).is_some() {
+        return None;
+    }
+    let events = events(question);
+    let Progress { quoted, .. } = progress(&events, prefix);
+    // The event it quotes, else what it tells in its own words.
+    let told_it = match quoting(&events, &quoted, &told(sentence)) {
+        Some(j) => events[j].text,
+        None => told_text(sentence),
+    };
+    let pair = rate_and_count(told_it)?;
+    let of_event = |n: f64| pair.iter().any(|&e| same(e, n));
+    let used = |e: &f64| {
+        computations(sentence)
+            .iter()
+            .any(|(o, _)| o.iter().any(|&u| same(u, *e)))
+    };
+    if pair.iter().filter(|e| used(e)).count() != 1 {
+        return None;
+    }
+    // The equation that computes with one of the two and a number from elsewhere.
+    let (k, (a, _, b, _)) = operations(sentence)
+        .into_iter()
+        .enumerate()
+        .find(|&(_, (a, _, b, _))| of_event(a) != of_event(b))?;
+    let other = if of_event(a) { b } else { a };
+    let product = pair[0] * pair[1];
+    let (context, implied) = (format!("{question}\n{prefix}"), implied_numbers(question));
+    let mut out: Vec<String> = Vec::new();
+    for (x, op, y) in carried_on(other, product) {
+        let Some(r) = op.eval(x, y) else { continue };
+        let [m, n, p, x, y, r] = [pair[0], pair[1], product, x, y, r].map(format_number);
+        let two = format!("{m} * {n} = {p}, and {x} {} {y} = {r}", op.symbol());
+        if let Some(step) = replace_equation(sentence, k, &two)
+            && fits_quantities(question, prefix, &step)
+            && checks_out_with(&step, &context, &implied)
+            && !out.contains(&step)
+        {
+            out.push(step);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::skips;
+    use super::{leaves_out, skips};
 
     const WORKER: &str = "A worker starts with 29 meters of work done. Then 5 more meters are \
         added. The amount is multiplied by 2. Then 12 more meters are added. What is the amount \
@@ -347,5 +405,85 @@ mod tests {
         let options = skips(q, prefix, " The answer is 19.").unwrap();
         assert!(!options.iter().any(|o| o.contains(" + ")), "{options:?}");
         assert!(options.contains(&" Then 8 apples are removed, so 19 - 8 = 11 apples.".into()));
+    }
+
+    const PRIYA: &str = "Priya had 150 stickers. She gave 30 to each of her 3 cousins. How many \
+        stickers does she have left?";
+    const LEFT_OUT: &str = " She gave 30 to each of her 3 cousins, so she has 150 - 30 = 120 \
+        stickers left.";
+
+    #[test]
+    fn a_step_that_leaves_out_the_count_or_the_rate_it_quotes_is_offered_their_product() {
+        let options = leaves_out(PRIYA, "", LEFT_OUT).expect("it leaves out the 3");
+        assert!(
+            options.contains(
+                &" She gave 30 to each of her 3 cousins, so she has 30 * 3 = 90, and 150 - 90 = \
+                60 stickers left."
+                    .into()
+            ),
+            "{options:?}"
+        );
+        assert!(
+            options
+                .iter()
+                .all(|o| o.contains("so she has 30 * 3 = 90, and 150 ")),
+            "{options:?}"
+        );
+        let q = "Ben has 50 dollars. He buys 4 books at 6 dollars each. How much is left?";
+        let step = " He buys 4 books at 6 dollars each, so 50 - 4 = 46 dollars.";
+        let options = leaves_out(q, "Ben has 50 dollars.", step).unwrap();
+        assert!(
+            options.contains(
+                &" He buys 4 books at 6 dollars each, so 4 * 6 = 24, and 50 - 24 = 26 dollars."
+                    .into()
+            ),
+            "{options:?}"
+        );
+    }
+
+    #[test]
+    fn a_rate_and_a_count_told_in_its_own_words_count_too() {
+        let q = "A pizza is cut into 12 slices. Mia eats 3 slices and her two brothers eat 4 \
+            slices each. How many slices are left?";
+        let prefix = "Mia eats 3 slices, so 12 - 3 = 9 slices.";
+        let step = " Her two brothers eat 4 slices each, so 9 - 4 = 5 slices are left.";
+        let options = leaves_out(q, prefix, step).expect("it leaves out the two brothers");
+        assert!(
+            options.contains(
+                &" Her two brothers eat 4 slices each, so 2 * 4 = 8, and 9 - 8 = 1 slices are \
+                left."
+                    .into()
+            ),
+            "{options:?}"
+        );
+        assert!(
+            !options.iter().any(|o| o.contains("9 + 8")),
+            "eating is a loss"
+        );
+        let invented = " Her 3 brothers eat 4 slices each, so 9 - 4 = 5 slices are left.";
+        assert_eq!(
+            leaves_out(q, prefix, invented),
+            Some(vec![]),
+            "3 brothers from nowhere"
+        );
+    }
+
+    #[test]
+    fn a_step_that_uses_both_or_quotes_no_rate_and_count_leaves_nothing_out() {
+        let both = " She gave 30 to each of her 3 cousins, so she gave 30 * 3 = 90 stickers.";
+        assert_eq!(leaves_out(PRIYA, "", both), None);
+        assert_eq!(
+            leaves_out(PRIYA, "", " So 150 - 30 = 120."),
+            None,
+            "no quote"
+        );
+        let eggs = "A farmer collects 45 eggs. He puts them into boxes of 5 and sells 4 boxes.";
+        let step = " He puts them into boxes of 5 and sells 4 boxes, so 45 - 4 = 41 boxes.";
+        assert_eq!(leaves_out(eggs, "", step), None, "two counts");
+        assert_eq!(
+            leaves_out(PRIYA, "The answer is 120.", LEFT_OUT),
+            None,
+            "after the answer"
+        );
     }
 }

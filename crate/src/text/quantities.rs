@@ -18,8 +18,8 @@
 //! 1.5-1.7% of the right ones; of the generator's, 26-36% and 0-0.1%.
 
 use super::arithmetic::{
-    Op, checks_out, checks_out_with, computations, equations, implied_numbers, numbers, operations,
-    redo_operation, replace_operand, replace_operation, same, same_computation,
+    Op, cardinal, checks_out, checks_out_with, computations, equations, implied_numbers, numbers,
+    operations, redo_operation, replace_operand, replace_operation, same, same_computation,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +33,12 @@ enum Item {
 
 /// The words (lowercase), numbers ("$1,200.50" is 1200.5) and clause ends of a text.
 fn items(text: &str) -> Vec<Item> {
+    items_with(text, false)
+}
+
+/// [`items`], with a number word ("her two brothers", not "one") read as its number when
+/// `number_words`.
+fn items_with(text: &str, number_words: bool) -> Vec<Item> {
     let mut out = Vec::new();
     let mut chars = text.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
@@ -61,8 +67,10 @@ fn items(text: &str) -> Vec<Item> {
                 word.extend(d.to_lowercase());
                 chars.next();
             }
-            out.push(match word.as_str() {
-                "and" | "but" | "then" => Item::Break,
+            out.push(match (word.as_str(), cardinal(&word)) {
+                ("and" | "but" | "then", _) => Item::Break,
+                ("one", _) | (_, None) => Item::Word(word),
+                (_, Some(n)) if number_words => Item::Num(n, false),
                 _ => Item::Word(word),
             });
         } else if ".!?;,".contains(c) {
@@ -115,9 +123,12 @@ fn role_at(clause: &[Item], i: usize) -> Role {
     if word(clause, i + 1) == Some("times") {
         return Role::Times;
     }
+    // "each of her 3 cousins": the number after "each of" counts what each is of.
+    let each_of = |j: usize| word(clause, j) == Some("each") && word(clause, j + 1) == Some("of");
     let near = |from: usize, to: usize| {
-        (from..to.min(clause.len()))
-            .any(|j| word(clause, j).is_some_and(|w| RATE_WORDS.contains(&w)))
+        (from..to.min(clause.len())).any(|j| {
+            word(clause, j).is_some_and(|w| RATE_WORDS.contains(&w)) && !(j < i && each_of(j))
+        })
     };
     let per = |j: usize| {
         matches!(word(clause, j), Some("a" | "an"))
@@ -159,7 +170,12 @@ fn unit_at(clause: &[Item], i: usize) -> Option<String> {
 
 /// Every number of a text as a quantity, clause by clause.
 fn quantities(text: &str) -> Vec<Quantity> {
-    let items = items(text);
+    quantities_with(text, false)
+}
+
+/// [`quantities`], number words too when `number_words` ([`items_with`]).
+fn quantities_with(text: &str, number_words: bool) -> Vec<Quantity> {
+    let items = items_with(text, number_words);
     let mut out = Vec::new();
     for clause in items.split(|x| *x == Item::Break) {
         for (i, item) in clause.iter().enumerate() {
@@ -226,8 +242,8 @@ const GAINS: &[&str] = &[
     "joined",
 ];
 const LOSSES: &[&str] = &[
-    "spends", "spent", "sells", "sold", "eats", "ate", "loses", "lost", "uses", "used", "left",
-    "remain", "remains", "fewer", "less", "breaks", "broke", "removes", "removed",
+    "spends", "spent", "sells", "sold", "eat", "eats", "ate", "loses", "lost", "uses", "used",
+    "left", "remain", "remains", "fewer", "less", "breaks", "broke", "removes", "removed",
 ];
 const TOTALS: &[&str] = &["altogether", "total", "together", "all", "both", "combined"];
 
@@ -263,13 +279,29 @@ fn against_its_cue(sentence: &str, op: Op) -> bool {
     let loss = words.iter().any(|w| LOSSES.contains(w))
         || pair("gives", &["away"])
         || pair("gave", &["away"])
+        || given_away(&quoted)
         || pair("get", &["off"])
         || pair("got", &["off"])
         || pair("takes", &["away"]);
-    if words.iter().any(|w| TOTALS.contains(w)) {
+    // A purchase for a price gains things and spends money: nothing to go by.
+    let priced = quoted.iter().any(|x| matches!(x, Item::Num(_, true)))
+        || words
+            .iter()
+            .any(|w| ["dollar", "dollars", "cents"].contains(w));
+    let buys = words.iter().any(|w| ["buys", "bought", "buy"].contains(w));
+    if words.iter().any(|w| TOTALS.contains(w)) || priced && buys {
         return false;
     }
     (gain && !loss && op == Op::Sub) || (loss && !gain && op == Op::Add)
+}
+
+/// Whether a quoted event gives a number of things to someone ("She gave 30 to each of her 3
+/// cousins", "gives 5 apples to Tom"): a loss for its subject.
+fn given_away(quoted: &[Item]) -> bool {
+    quoted.windows(2).any(|w| {
+        matches!(&w[0], Item::Word(g) if ["give", "gives", "gave"].contains(&g.as_str()))
+            && matches!(w[1], Item::Num(..))
+    })
 }
 
 /// Whether `a op b` fits the quantities: a rate or multiplier is not added to a count or taken
@@ -303,11 +335,19 @@ pub fn fits_quantities(question: &str, prefix: &str, sentence: &str) -> bool {
 fn misfit(question: &str, prefix: &str, sentence: &str) -> Option<(usize, (f64, Op, f64, f64))> {
     let asked = quantities(question);
     let results = results(prefix);
-    operations(sentence)
-        .into_iter()
+    let operations = operations(sentence);
+    operations
+        .iter()
+        .copied()
         .enumerate()
         .find(|&(k, (a, op, b, c))| {
-            if k == 0 && against_its_cue(sentence, op) || op == Op::Sub && c < 0.0 {
+            // The quoted event's cue speaks for the first operation, and for one that carries
+            // the one before it on ("30 * 3 = 90, and 150 - 90 = 60").
+            let cued = k == 0 || {
+                let before = operations[k - 1].3;
+                same(a, before) || same(b, before)
+            };
+            if cued && against_its_cue(sentence, op) || op == Op::Sub && c < 0.0 {
                 return true;
             }
             match (
@@ -462,6 +502,17 @@ pub(super) fn carried_on(latest: f64, n: f64) -> impl Iterator<Item = (f64, Op, 
                 .map(move |(x, y)| (x, op, y))
         })
         .filter(|&(x, op, y)| allowed(x, op, y))
+}
+
+/// A text's two numbers when it gives exactly two, one a rate and the other a count ("She gave
+/// 30 to each of her 3 cousins": 30 and 3; "her two brothers eat 4 slices each": 2 and 4), in
+/// the text's order.
+pub(super) fn rate_and_count(text: &str) -> Option<[f64; 2]> {
+    let [a, b] = &quantities_with(text, true)[..] else {
+        return None;
+    };
+    let roles = [a.role, b.role];
+    (roles.contains(&Role::Rate) && roles.contains(&Role::Count)).then_some([a.value, b.value])
 }
 
 /// Whether `x op y` is a step worth offering: a division comes out whole, a subtraction not
@@ -651,6 +702,20 @@ mod tests {
             p,
             "It gives away 60 old ones, so 275 - 60 = 215 books."
         ));
+        // Giving a number of things away is a loss, also for the step that carries a product
+        // on.
+        let q = "Priya had 150 stickers. She gave 30 to each of her 3 cousins.";
+        let step = "She gave 30 to each of her 3 cousins, so 30 * 3 = 90, and 150 + 90 = 240.";
+        assert!(!fits_quantities(q, "", step));
+        let step = "She gave 30 to each of her 3 cousins, so 30 * 3 = 90, and 150 - 90 = 60.";
+        assert!(fits_quantities(q, "", step));
+        let q = "Tom had 10 apples. His mother gave him 5 apples.";
+        let step = "His mother gave him 5 apples, so 10 + 5 = 15 apples.";
+        assert!(fits_quantities(q, "", step), "given to him");
+        // Buying for a price spends money.
+        let q = "Ben has 50 dollars. He buys 4 books at 6 dollars each.";
+        let step = "He buys 4 books at 6 dollars each, so 4 * 6 = 24, and 50 - 24 = 26 dollars.";
+        assert!(fits_quantities(q, "", step));
         // Totalling, or no quoted event: nothing to go by.
         let q = "Natalia sold 48 clips in April and half as many in May. How many altogether?";
         assert!(fits_quantities(
