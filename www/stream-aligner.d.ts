@@ -64,7 +64,9 @@ export interface StreamOptions {
    * likeliest; one that computes with a number from nowhere or does a step again, the likeliest
    * step with the numbers given; one that skips an event of the question the answer tells in
    * order ("Then 12 more meters are added" before "The amount is multiplied by 2"), that event
-   * carried out on the latest result. */
+   * carried out on the latest result; one that tells a rate and a count and computes with one
+   * ("She gave 30 to each of her 3 cousins, so 150 - 30"), their product carried on ("30 * 3 =
+   * 90, and 150 - 90 = 60"). */
   repair?: boolean;
   /** Sentences drawn again from the upstream, sampled at `sampleTemperature` (default 0.4), for
    * a step whose correction does not hold up (a false step, a number from nowhere, an operation

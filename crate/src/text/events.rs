@@ -12,6 +12,11 @@
 //! number it gives was computed with by a step that quoted no event of its own (each use of a
 //! number does one event). It only speaks when the answer quotes: a reference written in its
 //! own words, as GSM8K's are, is never read as skipping.
+//!
+//! A step that quotes an event of a rate and a count ("She gave 30 to each of her 3 cousins"), or
+//! tells one in its own words, but computes with only one of them has left the other out
+//! ([`leaves_out`]): what it should have done is the rate times the count, then that product
+//! carried on.
 
 use super::arithmetic::{
     checks_out_with, computations, equations, format_number, implied_numbers, numbers, operations,

@@ -248,8 +248,10 @@ const LOSSES: &[&str] = &[
 const TOTALS: &[&str] = &["altogether", "total", "together", "all", "both", "combined"];
 
 /// Whether the event a step quotes before its computation (the words before ", so" or "which
-/// means") is a gain and it subtracts, or a loss and it adds.
-fn against_its_cue(sentence: &str, op: Op) -> bool {
+/// means") is a gain and it subtracts, or a loss and it adds. For an operation that `carries`
+/// a product on ("4 * 6 = 24, and 50 - 24"), a purchase for a price tells nothing: it gains
+/// things and spends money.
+fn against_its_cue(sentence: &str, op: Op, carries: bool) -> bool {
     let lower = sentence.to_lowercase();
     let Some(eq) = lower.find('=') else {
         return false;
@@ -283,13 +285,12 @@ fn against_its_cue(sentence: &str, op: Op) -> bool {
         || pair("get", &["off"])
         || pair("got", &["off"])
         || pair("takes", &["away"]);
-    // A purchase for a price gains things and spends money: nothing to go by.
     let priced = quoted.iter().any(|x| matches!(x, Item::Num(_, true)))
         || words
             .iter()
             .any(|w| ["dollar", "dollars", "cents"].contains(w));
     let buys = words.iter().any(|w| ["buys", "bought", "buy"].contains(w));
-    if words.iter().any(|w| TOTALS.contains(w)) || priced && buys {
+    if words.iter().any(|w| TOTALS.contains(w)) || carries && priced && buys {
         return false;
     }
     (gain && !loss && op == Op::Sub) || (loss && !gain && op == Op::Add)
@@ -343,11 +344,13 @@ fn misfit(question: &str, prefix: &str, sentence: &str) -> Option<(usize, (f64, 
         .find(|&(k, (a, op, b, c))| {
             // The quoted event's cue speaks for the first operation, and for one that carries
             // the one before it on ("30 * 3 = 90, and 150 - 90 = 60").
-            let cued = k == 0 || {
+            let carries = k > 0 && {
                 let before = operations[k - 1].3;
                 same(a, before) || same(b, before)
             };
-            if cued && against_its_cue(sentence, op) || op == Op::Sub && c < 0.0 {
+            if (k == 0 || carries) && against_its_cue(sentence, op, carries)
+                || op == Op::Sub && c < 0.0
+            {
                 return true;
             }
             match (
@@ -712,10 +715,14 @@ mod tests {
         let q = "Tom had 10 apples. His mother gave him 5 apples.";
         let step = "His mother gave him 5 apples, so 10 + 5 = 15 apples.";
         assert!(fits_quantities(q, "", step), "given to him");
-        // Buying for a price spends money.
+        // Buying for a price spends money: the cost carried on may be taken away.
         let q = "Ben has 50 dollars. He buys 4 books at 6 dollars each.";
         let step = "He buys 4 books at 6 dollars each, so 4 * 6 = 24, and 50 - 24 = 26 dollars.";
         assert!(fits_quantities(q, "", step));
+        // GSM8K's Janice: the count bought is not taken from the price.
+        let q = "Janice bought five juices for $10 in total and two sandwiches for $6 in total.";
+        let step = "Janice bought five juices for $10, so one juice costs 10 - 5 = 5.";
+        assert!(!fits_quantities(q, "", step));
         // Totalling, or no quoted event: nothing to go by.
         let q = "Natalia sold 48 clips in April and half as many in May. How many altogether?";
         assert!(fits_quantities(

@@ -93,7 +93,8 @@ pub(crate) struct MarginArgs {
     /// scores it no more than this many nats below its own; one that computes with a number from
     /// nowhere or does a step again, the likeliest step with the numbers given (within 1.5 nats);
     /// one that skips an event of the question the answer tells in order, that event carried
-    /// out on the latest result, by the operation the aligner scores likeliest
+    /// out on the latest result, by the operation the aligner scores likeliest; one that tells a
+    /// rate and a count and computes with one of them, their product carried on
     #[arg(long, default_value_t = stream_aligner::align::DEFAULT_REPAIR_MARGIN)]
     pub repair_margin: f32,
     /// No step repair: the aligner's revision stands
