@@ -151,19 +151,19 @@ test('the JavaScript API: bad URLs reject clearly, an abort stops the answer', {
       'Ana saves 15 dollars a week for 8 weeks, then spends 47 dollars on a jacket. How much money does she have left?',
       'To solve this problem, we need to calculate the total amount of money Ana has left after 8 weeks and then subtract the amount she spent on the jacket.',
       'Ana saves 15 dollars a week for 8 weeks, so she saves 15 + 8 = 23 dollars.')).text;
-    // resample: a step whose correction does not hold up (Priya's "150 - 30" takes the 30 she
-    // gave each cousin from her stickers, and the repair keeps it) is drawn again from the
-    // upstream, sampled; the event keeps the upstream's sentence as its original
-    // and carries the correction kept.
-    const priya = 'Priya had 150 stickers. She gave 30 to each of her 3 cousins. How many stickers does she have left?';
+    // resample: a step whose correction does not hold up (GSM8K's Tim: "3 * 5 = 15" takes a 5
+    // the question never gives, and no repair mends it) is drawn again from the upstream,
+    // sampled; the event keeps the upstream's sentence as its original and carries the
+    // correction kept.
+    const tim = 'Tim buys 3 dozen eggs.  Eggs cost $.50 each.  How much did he pay for eggs?';
     const first = async (options) => {
       const evs = [];
-      for await (const ev of a.stream(priya, { calculator: true, maxSentences: 1, ...options })) evs.push(ev);
+      for await (const ev of a.stream(tim, { calculator: true, maxSentences: 1, ...options })) evs.push(ev);
       return evs[0];
     };
     out.plain = await first({});
     out.resampled = await first({ resample: 3 });
-    out.resampleMode = await msg(async () => { for await (const _ of a.stream(priya, { mode: 'upstream', resample: 2 })) { /* nothing */ } });
+    out.resampleMode = await msg(async () => { for await (const _ of a.stream(tim, { mode: 'upstream', resample: 2 })) { /* nothing */ } });
     const fixed = await a.correct('What is 2 + 3?', 'The answer is 5.');
     out.posthoc = fixed.events.length;
     out.stop = fixed.stop;
