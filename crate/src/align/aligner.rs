@@ -182,9 +182,10 @@ impl Aligner {
     /// revision that skips the next event of a question the answer tells in order ([`skips`])
     /// becomes that event carried out by the operation the aligner finds likeliest, whatever its
     /// own revision's score: the order says a step is missing, the aligner only which operation.
-    /// So does a revision that quotes an event of two numbers and computes with one
-    /// ([`leaves_out`]): it becomes the two steps that use all three numbers the aligner finds
-    /// likeliest.
+    /// So does a revision that tells a rate and a count (quoting an event or in its own words)
+    /// and computes with only one of them, not per unit ([`leaves_out`]): it becomes the rate
+    /// times the count carried on by the operation the aligner finds likeliest; when none of
+    /// those fits, the repairs below are asked.
     async fn repair(
         &mut self,
         prompt: &[u32],

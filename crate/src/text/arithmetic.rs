@@ -92,8 +92,11 @@ fn spanned(s: &str) -> Vec<(Token, std::ops::Range<usize>)> {
             '0'..='9' => {
                 let mut digits = String::from(c);
                 while let Some(&(j, d)) = chars.peek() {
-                    let decimal = d == '.' && s[j + 1..].starts_with(|n: char| n.is_ascii_digit());
-                    if !(d.is_ascii_digit() || d == ',' || decimal) {
+                    // A point or a comma inside a number has a digit after it ("2.5", "1,200");
+                    // "= 120, leaving" ends the number at the comma.
+                    let inside = (d == '.' || d == ',')
+                        && s[j + 1..].starts_with(|n: char| n.is_ascii_digit());
+                    if !(d.is_ascii_digit() || inside) {
                         break;
                     }
                     if d != ',' {
@@ -301,24 +304,33 @@ pub fn replace_operand(s: &str, k: usize, which: usize, value: f64) -> Option<St
     })
 }
 
-/// `s` with its `k`-th one-operation equation ([`operations`]), from its first number to the
-/// number claimed, replaced by `text`: "so 150 - 30 = 120 stickers" with "30 * 3 = 90, and 150 -
-/// 90 = 60" is "so 30 * 3 = 90, and 150 - 90 = 60 stickers". None when there is no such equation.
-pub fn replace_equation(s: &str, k: usize, text: &str) -> Option<String> {
+/// Where the `k`-th one-operation equation of `s` ([`operations`]) lies: from its first number
+/// (with a currency sign before it) to the number it claims (with its minus sign, "= -177").
+/// None when there is no such equation.
+pub fn equation_span(s: &str, k: usize) -> Option<std::ops::Range<usize>> {
     let spanned = spanned(s);
     let t: Vec<Token> = spanned.iter().map(|(t, _)| *t).collect();
     let (at, _) = *one_operations(&t).get(k)?;
-    // The number claimed, with its minus sign when it has one ("= -177").
-    let end = if t[at + 4] == Token::Op(Op::Sub) {
-        at + 5
+    let start = spanned[at].1.start;
+    let start = s[..start].strip_suffix(['$', '€']).map_or(start, str::len);
+    Some(start..claimed(&spanned, at).end)
+}
+
+/// The span of the number the one-operation equation at token `at` claims, with its minus sign.
+fn claimed(spanned: &[(Token, std::ops::Range<usize>)], at: usize) -> std::ops::Range<usize> {
+    if spanned[at + 4].0 == Token::Op(Op::Sub) {
+        spanned[at + 4].1.start..spanned[at + 5].1.end
     } else {
-        at + 4
-    };
-    Some(format!(
-        "{}{text}{}",
-        &s[..spanned[at].1.start],
-        &s[spanned[end].1.end..]
-    ))
+        spanned[at + 4].1.clone()
+    }
+}
+
+/// `s` with its `k`-th one-operation equation ([`equation_span`]) replaced by `text`: "so 150 -
+/// 30 = 120 stickers" with "30 * 3 = 90, and 150 - 90 = 60" is "so 30 * 3 = 90, and 150 - 90 =
+/// 60 stickers". None when there is no such equation.
+pub fn replace_equation(s: &str, k: usize, text: &str) -> Option<String> {
+    let span = equation_span(s, k)?;
+    Some(format!("{}{text}{}", &s[..span.start], &s[span.end..]))
 }
 
 /// A number as a sentence writes it ("$1,200"), and its value.
@@ -347,11 +359,7 @@ fn rewrite_operation(
     let written = |i: usize, v: f64| (s[span(i)].to_string(), v);
     let ((x_text, x), op, (y_text, y)) = make(written(at, a), op, written(at + 2, b))?;
     let value = op.eval(x, y)?;
-    let claimed = if t[at + 4] == Token::Op(Op::Sub) {
-        span(at + 4).start..span(at + 5).end
-    } else {
-        span(at + 4)
-    };
+    let claimed = claimed(&spanned, at);
     let mut out = String::with_capacity(s.len() + 8);
     out.push_str(&s[..span(at).start]);
     out.push_str(&x_text);
@@ -674,6 +682,19 @@ mod tests {
             Some("She has 150 - 30 = 120 stickers, and 195 - 18 = 177.")
         );
         assert_eq!(replace_equation(s, 2, "1 + 1 = 2"), None);
+        // A comma after the number claimed stays; a currency sign goes with the equation.
+        assert_eq!(
+            replace_equation("so 150 - 30 = 120, leaving 120.", 0, "150 - 90 = 60").as_deref(),
+            Some("so 150 - 90 = 60, leaving 120.")
+        );
+        assert_eq!(
+            replace_equation("He pays $4 * 6 = $24 in all.", 0, "6 * 4 = 24").as_deref(),
+            Some("He pays 6 * 4 = 24 in all.")
+        );
+        assert_eq!(
+            numbers("1,200 and 3,4 but 5, 6"),
+            vec![1200.0, 34.0, 5.0, 6.0]
+        );
     }
 
     #[test]

@@ -19,10 +19,10 @@
 //! carried on.
 
 use super::arithmetic::{
-    checks_out_with, computations, equations, format_number, implied_numbers, numbers, operations,
-    replace_equation, same, stated_answer,
+    computations, equation_span, equations, format_number, numbers, operations, replace_equation,
+    same, stated_answer,
 };
-use super::quantities::{carried_on, fits_quantities, rate_and_count};
+use super::quantities::{carried_on, fitting, rate_and_count};
 use super::sentence_splitter::split_sentences;
 
 struct Event<'a> {
@@ -200,27 +200,19 @@ pub fn skips(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>
     let unit = latest_unit(prefix)
         .map(|u| format!(" {u}"))
         .unwrap_or_default();
-    let (context, implied) = (format!("{question}\n{prefix}"), implied_numbers(question));
-    let mut out: Vec<String> = Vec::new();
-    for &n in &event.numbers {
-        for (x, op, y) in carried_on(latest, n) {
-            let Some(value) = op.eval(x, y) else { continue };
-            let step = format!(
+    let steps = event.numbers.iter().flat_map(|&n| {
+        carried_on(latest, n).filter_map(|(x, op, y)| {
+            let value = op.eval(x, y)?;
+            Some(format!(
                 "{lead}{narration}, so {} {} {} = {}{unit}.",
                 format_number(x),
                 op.symbol(),
                 format_number(y),
                 format_number(value)
-            );
-            if fits_quantities(question, prefix, &step)
-                && checks_out_with(&step, &context, &implied)
-                && !out.contains(&step)
-            {
-                out.push(step);
-            }
-        }
-    }
-    Some(out)
+            ))
+        })
+    });
+    Some(fitting(question, prefix, steps))
 }
 
 /// What a step that quotes an event of a rate and a count, or tells one in its own words before
@@ -230,7 +222,10 @@ pub fn skips(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>
 /// other number by each operation, both ways round for a difference or a quotient ("so 30 * 3
 /// = 90, and 150 - 90 = 60 stickers"), where the step then fits its quantities and checks out,
 /// the division comes out whole and the subtraction not below zero. None for a step that quotes
-/// or tells no such event, or uses both its numbers or neither; an empty list when nothing fits.
+/// or tells no such event, uses both its numbers or neither, has no one-operation equation of
+/// one of them with another number, or works per unit ("each", "per", "every" in the
+/// equation's clause or after it); None too once the answer is stated; an empty list when
+/// nothing fits.
 pub fn leaves_out(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
     if stated_answer(prefix).is_some() {
         return None;
@@ -258,22 +253,28 @@ pub fn leaves_out(question: &str, prefix: &str, sentence: &str) -> Option<Vec<St
         .enumerate()
         .find(|&(_, (a, _, b, _))| of_event(a) != of_event(b))?;
     let other = if of_event(a) { b } else { a };
+    // A step that works per unit ("25 - 3 = 22 students are present in each classroom", "so
+    // each cousin has 12 + 30") needs no count: nothing is left out.
+    let span = equation_span(sentence, k)?;
+    let clause = sentence[..span.start]
+        .rfind([',', ';'])
+        .map_or(0, |i| i + 1);
+    let per_unit = |text: &str| {
+        words(text)
+            .iter()
+            .any(|w| ["each", "per", "every", "apiece"].contains(&w.as_str()))
+    };
+    if per_unit(&sentence[clause..span.start]) || per_unit(&sentence[span.end..]) {
+        return None;
+    }
     let product = pair[0] * pair[1];
-    let (context, implied) = (format!("{question}\n{prefix}"), implied_numbers(question));
-    let mut out: Vec<String> = Vec::new();
-    for (x, op, y) in carried_on(other, product) {
-        let Some(r) = op.eval(x, y) else { continue };
+    let steps = carried_on(other, product).filter_map(|(x, op, y)| {
+        let r = op.eval(x, y)?;
         let [m, n, p, x, y, r] = [pair[0], pair[1], product, x, y, r].map(format_number);
         let two = format!("{m} * {n} = {p}, and {x} {} {y} = {r}", op.symbol());
-        if let Some(step) = replace_equation(sentence, k, &two)
-            && fits_quantities(question, prefix, &step)
-            && checks_out_with(&step, &context, &implied)
-            && !out.contains(&step)
-        {
-            out.push(step);
-        }
-    }
-    Some(out)
+        replace_equation(sentence, k, &two)
+    });
+    Some(fitting(question, prefix, steps))
 }
 
 #[cfg(test)]
@@ -490,5 +491,14 @@ mod tests {
             None,
             "after the answer"
         );
+        // Working per unit needs no count.
+        let q = "There are 4 classrooms with 25 students in each classroom. 3 students are absent \
+            from each classroom. How many students are present in each classroom?";
+        let step = " There are 4 classrooms with 25 students in each classroom, and 3 are absent \
+            from each, so 25 - 3 = 22 students are present in each classroom.";
+        assert_eq!(leaves_out(q, "", step), None, "per classroom");
+        let q = "Each of her 3 cousins had 12 stickers. She gave 30 to each of her 3 cousins.";
+        let step = " She gave 30 to each of her 3 cousins, so each cousin has 12 + 30 = 42.";
+        assert_eq!(leaves_out(q, "", step), None, "per cousin");
     }
 }

@@ -248,10 +248,12 @@ const LOSSES: &[&str] = &[
 const TOTALS: &[&str] = &["altogether", "total", "together", "all", "both", "combined"];
 
 /// Whether the event a step quotes before its computation (the words before ", so" or "which
-/// means") is a gain and it subtracts, or a loss and it adds. For an operation that `carries`
-/// a product on ("4 * 6 = 24, and 50 - 24"), a purchase for a price tells nothing: it gains
-/// things and spends money.
-fn against_its_cue(sentence: &str, op: Op, carries: bool) -> bool {
+/// means") is a gain and it subtracts, or a loss and it adds. An operation that carries the
+/// one before it on with the number `carries` ("4 * 6 = 24, and 50 - 24": 50) answers to the
+/// cue only when that number is not the event's own ("eat 3 and 4 each, so 2 * 4 = 8 and 3 + 8"
+/// totals what was eaten), and for it a purchase for a price tells nothing: it gains things
+/// and spends money.
+fn against_its_cue(sentence: &str, op: Op, carries: Option<f64>) -> bool {
     let lower = sentence.to_lowercase();
     let Some(eq) = lower.find('=') else {
         return false;
@@ -265,6 +267,13 @@ fn against_its_cue(sentence: &str, op: Op, carries: bool) -> bool {
         return false;
     };
     let quoted = items(&head[..cut]);
+    if let Some(n) = carries
+        && quoted
+            .iter()
+            .any(|x| matches!(x, Item::Num(q, _) if same(*q, n)))
+    {
+        return false;
+    }
     let words: Vec<&str> = quoted
         .iter()
         .filter_map(|x| match x {
@@ -290,18 +299,31 @@ fn against_its_cue(sentence: &str, op: Op, carries: bool) -> bool {
             .iter()
             .any(|w| ["dollar", "dollars", "cents"].contains(w));
     let buys = words.iter().any(|w| ["buys", "bought", "buy"].contains(w));
-    if words.iter().any(|w| TOTALS.contains(w)) || carries && priced && buys {
+    if words.iter().any(|w| TOTALS.contains(w)) || carries.is_some() && priced && buys {
         return false;
     }
     (gain && !loss && op == Op::Sub) || (loss && !gain && op == Op::Add)
 }
 
-/// Whether a quoted event gives a number of things to someone ("She gave 30 to each of her 3
-/// cousins", "gives 5 apples to Tom"): a loss for its subject.
+/// Whether a quoted event gives a number of things to the subject's own people or to each of
+/// several ("She gave 30 to each of her 3 cousins", "gives 5 apples to his sister"): a loss for
+/// its subject. Given to someone named ("Anna gives 5 apples to Tom"), the step may as well
+/// count the receiver's, so it tells nothing.
 fn given_away(quoted: &[Item]) -> bool {
-    quoted.windows(2).any(|w| {
-        matches!(&w[0], Item::Word(g) if ["give", "gives", "gave"].contains(&g.as_str()))
+    const TO_OWN: &[&str] = &["each", "her", "his", "their", "my", "our", "your", "its"];
+    let word = |x: &Item, of: &[&str]| matches!(x, Item::Word(w) if of.contains(&w.as_str()));
+    let to_own = |clause: &[Item]| {
+        clause
+            .windows(2)
+            .any(|t| word(&t[0], &["to"]) && word(&t[1], TO_OWN))
+    };
+    quoted.windows(2).enumerate().any(|(i, w)| {
+        word(&w[0], &["give", "gives", "gave"])
             && matches!(w[1], Item::Num(..))
+            && quoted[i + 2..]
+                .split(|x| matches!(x, Item::Break))
+                .next()
+                .is_some_and(to_own)
     })
 }
 
@@ -326,7 +348,8 @@ fn fits_roles(a: &Quantity, op: Op, b: &Quantity) -> bool {
 
 /// Whether a step's operations fit the quantities they use ([`fits_roles`]), it takes no more
 /// than there is (no subtraction below zero), and it does not subtract after a quoted gain nor
-/// add after a quoted loss. A step with no operation of two numbers fits.
+/// add after a quoted loss ([`against_its_cue`]: its first operation, and one that carries the
+/// one before it on). A step with no operation of two numbers fits.
 pub fn fits_quantities(question: &str, prefix: &str, sentence: &str) -> bool {
     misfit(question, prefix, sentence).is_none()
 }
@@ -343,12 +366,17 @@ fn misfit(question: &str, prefix: &str, sentence: &str) -> Option<(usize, (f64, 
         .enumerate()
         .find(|&(k, (a, op, b, c))| {
             // The quoted event's cue speaks for the first operation, and for one that carries
-            // the one before it on ("30 * 3 = 90, and 150 - 90 = 60").
-            let carries = k > 0 && {
-                let before = operations[k - 1].3;
-                same(a, before) || same(b, before)
-            };
-            if (k == 0 || carries) && against_its_cue(sentence, op, carries)
+            // the one before it on ("30 * 3 = 90, and 150 - 90 = 60") with another number.
+            let carries = (k > 0).then(|| operations[k - 1].3).and_then(|before| {
+                if same(a, before) {
+                    Some(b)
+                } else if same(b, before) {
+                    Some(a)
+                } else {
+                    None
+                }
+            });
+            if (k == 0 || carries.is_some()) && against_its_cue(sentence, op, carries)
                 || op == Op::Sub && c < 0.0
             {
                 return true;
@@ -475,20 +503,31 @@ pub fn renews(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String
             fresh.push(n);
         }
     }
-    let context = format!("{question}\n{prefix}");
+    let redone = fresh.iter().flat_map(|&n| {
+        carried_on(latest, n).filter_map(|(x, op, y)| replace_operation(sentence, k, x, op, y))
+    });
+    Some(fitting(question, prefix, redone))
+}
+
+/// The `steps` that check out (against the question and the answer so far, and the numbers
+/// the question implies) and fit their quantities, each once, in order: the options the repairs
+/// offer.
+pub(super) fn fitting(
+    question: &str,
+    prefix: &str,
+    steps: impl IntoIterator<Item = String>,
+) -> Vec<String> {
+    let (context, implied) = (format!("{question}\n{prefix}"), implied_numbers(question));
     let mut out: Vec<String> = Vec::new();
-    for &n in &fresh {
-        for (x, op, y) in carried_on(latest, n) {
-            if let Some(redone) = replace_operation(sentence, k, x, op, y)
-                && checks_out_with(&redone, &context, &implied)
-                && fits_quantities(question, prefix, &redone)
-                && !out.contains(&redone)
-            {
-                out.push(redone);
-            }
+    for step in steps {
+        if !out.contains(&step)
+            && checks_out_with(&step, &context, &implied)
+            && fits_quantities(question, prefix, &step)
+        {
+            out.push(step);
         }
     }
-    Some(out)
+    out
 }
 
 /// The steps that carry `latest` on with `n`: each operation, both ways round for a difference
@@ -715,6 +754,17 @@ mod tests {
         let q = "Tom had 10 apples. His mother gave him 5 apples.";
         let step = "His mother gave him 5 apples, so 10 + 5 = 15 apples.";
         assert!(fits_quantities(q, "", step), "given to him");
+        let q = "Tom had 10 apples. Anna gives 5 apples to Tom.";
+        let step = "Anna gives 5 apples to Tom, so Tom has 10 + 5 = 15 apples.";
+        assert!(fits_quantities(q, "", step), "given to someone named");
+        let q = "Ann had 20 apples. She gives 5 apples to her sister.";
+        let step = "She gives 5 apples to her sister, so 20 + 5 = 25 apples.";
+        assert!(!fits_quantities(q, "", step), "given to her own");
+        // Carrying on with the event's own number totals it: no cue for that.
+        let q = "A pizza has 24 slices. Mia eats 3 slices and her two brothers eat 4 slices each.";
+        let step = "Mia eats 3 slices and her two brothers eat 4 slices each, so they eat 2 * 4 = 8 \
+            and 3 + 8 = 11 slices.";
+        assert!(fits_quantities(q, "", step), "what was eaten, totalled");
         // Buying for a price spends money: the cost carried on may be taken away.
         let q = "Ben has 50 dollars. He buys 4 books at 6 dollars each.";
         let step = "He buys 4 books at 6 dollars each, so 4 * 6 = 24, and 50 - 24 = 26 dollars.";
