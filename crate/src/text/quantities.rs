@@ -455,27 +455,19 @@ pub fn regrounds(question: &str, prefix: &str, sentence: &str) -> Option<Vec<Str
                 known.push(c);
                 found
             })?;
-    let (context, implied) = (format!("{question}\n{prefix}"), implied_numbers(question));
-    let mut out: Vec<String> = Vec::new();
     let mut tried: Vec<f64> = Vec::new();
+    let mut redone = Vec::new();
     for n in given {
         if is_known(&tried, n) || same(n, other) {
             continue;
         }
         tried.push(n);
         let (x, y) = if which == 0 { (n, other) } else { (other, n) };
-        if !allowed(x, op, y) {
-            continue;
-        }
-        if let Some(redone) = replace_operand(sentence, k, which, n)
-            && checks_out_with(&redone, &context, &implied)
-            && fits_quantities(question, prefix, &redone)
-            && !out.contains(&redone)
-        {
-            out.push(redone);
+        if allowed(x, op, y) {
+            redone.extend(replace_operand(sentence, k, which, n));
         }
     }
-    Some(out)
+    Some(fitting(question, prefix, redone))
 }
 
 /// What a step that does again a computation the answer so far has done ("In 7 days, he runs 4 +
@@ -511,7 +503,7 @@ pub fn renews(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String
 
 /// The `steps` that check out (against the question and the answer so far, and the numbers
 /// the question implies) and fit their quantities, each once, in order: the options the repairs
-/// offer.
+/// offer ([`regrounds`], [`renews`], [`super::events::skips`], [`super::events::leaves_out`]).
 pub(super) fn fitting(
     question: &str,
     prefix: &str,
