@@ -22,7 +22,7 @@ use super::arithmetic::{
     computations, equation_span, equations, format_number, numbers, operations, replace_equation,
     same, stated_answer,
 };
-use super::quantities::{carried_on, fitting, rate_and_count};
+use super::quantities::{RATE_WORDS, carried_on, fitting, rate_and_count};
 use super::sentence_splitter::split_sentences;
 
 struct Event<'a> {
@@ -239,11 +239,8 @@ pub fn leaves_out(question: &str, prefix: &str, sentence: &str) -> Option<Vec<St
     };
     let pair = rate_and_count(told_it)?;
     let of_event = |n: f64| pair.iter().any(|&e| same(e, n));
-    let used = |e: &f64| {
-        computations(sentence)
-            .iter()
-            .any(|(o, _)| o.iter().any(|&u| same(u, *e)))
-    };
+    let computed = computations(sentence);
+    let used = |e: &f64| computed.iter().any(|(o, _)| o.iter().any(|&u| same(u, *e)));
     if pair.iter().filter(|e| used(e)).count() != 1 {
         return None;
     }
@@ -262,7 +259,7 @@ pub fn leaves_out(question: &str, prefix: &str, sentence: &str) -> Option<Vec<St
     let per_unit = |text: &str| {
         words(text)
             .iter()
-            .any(|w| ["each", "per", "every", "apiece"].contains(&w.as_str()))
+            .any(|w| RATE_WORDS.contains(&w.as_str()) || w == "apiece")
     };
     if per_unit(&sentence[clause..span.start]) || per_unit(&sentence[span.end..]) {
         return None;

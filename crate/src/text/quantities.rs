@@ -89,7 +89,8 @@ enum Role {
     Times,
 }
 
-const RATE_WORDS: &[&str] = &["each", "per", "every"];
+/// The words that make the number before them a rate ("4 slices each", "30 per box").
+pub(super) const RATE_WORDS: &[&str] = &["each", "per", "every"];
 /// What "a"/"an" is a rate of: "15 dollars a week", "$12 an hour".
 const PER_UNITS: &[&str] = &[
     "second",
@@ -311,15 +312,15 @@ fn against_its_cue(sentence: &str, op: Op, carries: Option<f64>) -> bool {
 /// count the receiver's, so it tells nothing.
 fn given_away(quoted: &[Item]) -> bool {
     const TO_OWN: &[&str] = &["each", "her", "his", "their", "my", "our", "your", "its"];
-    let word = |x: &Item, of: &[&str]| matches!(x, Item::Word(w) if of.contains(&w.as_str()));
     let to_own = |clause: &[Item]| {
-        clause
-            .windows(2)
-            .any(|t| word(&t[0], &["to"]) && word(&t[1], TO_OWN))
+        (0..clause.len()).any(|j| {
+            word(clause, j) == Some("to")
+                && word(clause, j + 1).is_some_and(|w| TO_OWN.contains(&w))
+        })
     };
-    quoted.windows(2).enumerate().any(|(i, w)| {
-        word(&w[0], &["give", "gives", "gave"])
-            && matches!(w[1], Item::Num(..))
+    (0..quoted.len()).any(|i| {
+        matches!(word(quoted, i), Some("give" | "gives" | "gave"))
+            && matches!(quoted.get(i + 1), Some(Item::Num(..)))
             && quoted[i + 2..]
                 .split(|x| matches!(x, Item::Break))
                 .next()
