@@ -20,7 +20,7 @@ use crate::text::arithmetic::{
     checks_out, checks_out_with, computations, equations, implied_numbers, numbers, same,
     same_computation, stated_answer,
 };
-use crate::text::events::{leaves_out, skips};
+use crate::text::events::{leaves_out, repeats, shares, skips};
 use crate::text::quantities::{fits_quantities, refits, regrounds, renews};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -184,8 +184,11 @@ impl Aligner {
     /// own revision's score: the order says a step is missing, the aligner only which operation.
     /// So does a revision that tells a rate and a count (quoting an event or in its own words)
     /// and computes with only one of them, not per unit ([`leaves_out`]): it becomes the rate
-    /// times the count carried on by the operation the aligner finds likeliest; when none of
-    /// those fits, the repairs below are asked.
+    /// times the count carried on by the operation the aligner finds likeliest; and so does one
+    /// that quotes the next event but computes with its number twice, not with the latest result
+    /// ([`repeats`]): it becomes that event on the latest result; and one that tells a sharing by
+    /// one who shares too and computes with the others' number ([`shares`]): it divides by the
+    /// whole group. When none of those fits, the repairs below are asked.
     async fn repair(
         &mut self,
         prompt: &[u32],
@@ -196,6 +199,8 @@ impl Aligner {
     ) -> Result<()> {
         let text = &out.text;
         let Some((options, margin)) = skips(query, prefix, text)
+            .or_else(|| repeats(query, prefix, text).filter(|o| !o.is_empty()))
+            .or_else(|| shares(query, prefix, text).filter(|o| !o.is_empty()))
             .or_else(|| leaves_out(query, prefix, text).filter(|o| !o.is_empty()))
             .map(|options| (options, f32::INFINITY))
             .or_else(|| refits(query, prefix, text).map(|options| (options, margin)))

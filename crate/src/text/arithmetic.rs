@@ -485,7 +485,8 @@ pub fn cardinal(word: &str) -> Option<f64> {
 
 /// Numbers a question's words give without writing them: number words ("seven", "a dozen"),
 /// multiples and fractions ("twice" is 2, "half" 2 and 0.5), percentages (100), and the factor
-/// between two units the question names both of ("a day" and "a week": 7). A step that
+/// between two units the question names both of ("a day" and "a week": 7), and how many share
+/// when one shares with others too ([`sharing_group`]: "with 3 friends and herself", 4). A step that
 /// computes with one of them does not compute with a number from nowhere.
 pub fn implied_numbers(question: &str) -> Vec<f64> {
     const WORDS: &[(&str, &[f64])] = &[
@@ -553,6 +554,12 @@ pub fn implied_numbers(question: &str) -> Vec<f64> {
     if question.contains('%') {
         out.push(100.0);
     }
+    // "with 3 friends and keeps one share": 4 share.
+    out.extend(
+        super::sentence_splitter::split_sentences(question)
+            .into_iter()
+            .filter_map(|s| sharing_group(s).map(|(_, group)| group)),
+    );
     out.extend(
         UNITS
             .iter()
@@ -560,6 +567,54 @@ pub fn implied_numbers(question: &str) -> Vec<f64> {
             .map(|&(_, _, f)| f),
     );
     out
+}
+
+/// The words that make a text a sharing.
+pub(super) const SHARING: &[&str] = &[
+    "share", "shares", "shared", "split", "splits", "divide", "divides", "divided", "equally",
+];
+const OWN: &[&str] = &["his", "her", "their", "my", "our", "your"];
+const SELVES: &[&str] = &[
+    "herself",
+    "himself",
+    "themselves",
+    "myself",
+    "ourselves",
+    "yourself",
+];
+
+/// The number of others a sharing names and how many share, when one shares with them too:
+/// "splits the money equally with 3 friends and keeps one share", "with her 4 friends and
+/// herself", "between him and his 2 brothers" are (3, 4), (4, 5) and (2, 3). None for a text
+/// that shares nothing, names no such number, or gives the whole group's number itself.
+pub fn sharing_group(text: &str) -> Option<(f64, f64)> {
+    let w: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    let has = |list: &[&str]| w.iter().any(|x| list.contains(&x.as_str()));
+    if !has(SHARING) {
+        return None;
+    }
+    let keeps = has(SELVES)
+        || w.windows(2).any(|p| {
+            ["keeps", "keep", "keeping"].contains(&p[0].as_str())
+                && ["one", "a", "an"].contains(&p[1].as_str())
+        });
+    let value = |x: &str| x.parse::<f64>().ok().or_else(|| cardinal(x));
+    let at = |i: usize| w.get(i).map(String::as_str);
+    let found = (0..w.len()).find_map(|i| {
+        let n = value(&w[i])?;
+        let before = |k: usize| i.checked_sub(k).and_then(at);
+        let det = before(1).is_some_and(|x| OWN.contains(&x));
+        let with = before(1) == Some("with") || det && before(2) == Some("with");
+        // "Tom and his 2 brothers split", "between herself and her 3 friends".
+        let and_own = det && before(2) == Some("and");
+        ((with && keeps) || and_own).then_some((n, n + 1.0))
+    })?;
+    let written = numbers(text).into_iter().any(|x| same(x, found.1));
+    (!written).then_some(found)
 }
 
 /// The final answer a sentence states, if it states one: the first number after its first

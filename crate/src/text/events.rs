@@ -17,10 +17,18 @@
 //! tells one in its own words, but computes with only one of them has left the other out
 //! ([`leaves_out`]): what it should have done is the rate times the count, then that product
 //! carried on.
+//!
+//! A step that quotes the next event but computes with the event's number twice ("The baker
+//! scales the batch up 2 times, so 2 * 2 = 4 muffins" after 7 muffins) has lost the answer's
+//! thread ([`repeats`]): what it should have done is the event on the latest result.
+//!
+//! Shared "with 3 friends" by one who keeps a share, or "between him and his 3 friends", is
+//! shared by 4: a step that tells such a sharing and computes with the 3 should have divided by
+//! the 4 ([`shares`]).
 
 use super::arithmetic::{
-    computations, equation_span, equations, format_number, numbers, operations, replace_equation,
-    same, stated_answer,
+    SHARING, cardinal, computations, equation_span, equations, format_number, numbers, operations,
+    replace_equation, same, sharing_group, stated_answer,
 };
 use super::quantities::{RATE_WORDS, carried_on, fitting, rate_and_count};
 use super::sentence_splitter::split_sentences;
@@ -274,9 +282,110 @@ pub fn leaves_out(question: &str, prefix: &str, sentence: &str) -> Option<Vec<St
     Some(fitting(question, prefix, steps))
 }
 
+/// What a step that quotes the question's next event but computes with that event's only number
+/// twice, not with the answer's latest result, should have been ("The baker scales the batch up
+/// 2 times, so 2 * 2 = 4 muffins" after 7 muffins): the equation done on the latest result and
+/// the event's number by each operation, both ways round for a difference or a quotient ("so 7 *
+/// 2 = 14 muffins"), where the step then fits its quantities and checks out, a division comes
+/// out whole and a subtraction not below zero. None for a step that quotes no event or not the
+/// next, an event of more numbers than one, an answer with no result yet or stated already, a
+/// latest result that is the event's number, or no equation of that number twice; an empty list
+/// when nothing fits.
+pub fn repeats(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
+    if stated_answer(prefix).is_some() {
+        return None;
+    }
+    let events = events(question);
+    let Progress { quoted, done } = progress(&events, prefix);
+    let next = done.iter().position(|d| !d)?;
+    if quoting(&events, &quoted, &told(sentence))? != next {
+        return None;
+    }
+    let &[n] = &events[next].numbers[..] else {
+        return None;
+    };
+    let &(_, latest) = equations(prefix).last()?;
+    if same(latest, n) {
+        return None;
+    }
+    let k = operations(sentence)
+        .into_iter()
+        .position(|(a, _, b, _)| same(a, n) && same(b, n))?;
+    let steps = carried_on(latest, n).filter_map(|(x, op, y)| {
+        let r = op.eval(x, y)?;
+        let [x, y, r] = [x, y, r].map(format_number);
+        replace_equation(sentence, k, &format!("{x} {} {y} = {r}", op.symbol()))
+    });
+    Some(fitting(question, prefix, steps))
+}
+
+/// What a step that tells a sharing by one who shares too ([`sharing_group`], the event it
+/// quotes or in its own words, or shares out the others' number of such a sharing of the
+/// question) but computes with the number of the others should have done:
+/// divided by the whole group ("She splits the money equally with 3 friends and keeps one share,
+/// so 16 * 3 = 48" as "so 16 / 4 = 4"), the equation's other number divided, or the answer's
+/// latest result when the equation has none ("so 3 * 3 = 9"). None for a step that tells no such
+/// sharing, an answer that has the group's number already (it counted "3 + 1 = 4 people") or is
+/// stated, or no equation with the others' number; an empty list when the division does not
+/// check out or fit, or has more than two decimals.
+pub fn shares(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
+    if stated_answer(prefix).is_some() {
+        return None;
+    }
+    let events = events(question);
+    let Progress { quoted, .. } = progress(&events, prefix);
+    let told_it = match quoting(&events, &quoted, &told(sentence)) {
+        Some(j) => events[j].text,
+        None => told_text(sentence),
+    };
+    // A step that shares out the others' number in fewer words ("shares the rest equally with
+    // her 4 friends") tells the question's sharing of that number.
+    let told_words = told(sentence);
+    let names = |n: f64| {
+        told_words.iter().any(|w| {
+            w.parse()
+                .ok()
+                .or_else(|| cardinal(w))
+                .is_some_and(|v| same(v, n))
+        })
+    };
+    let (n, group) = sharing_group(told_it).or_else(|| {
+        let sharing = told_words.iter().any(|w| SHARING.contains(&w.as_str()));
+        sharing.then(|| {
+            events
+                .iter()
+                .filter_map(|e| sharing_group(e.text))
+                .find(|&(n, _)| names(n))
+        })?
+    })?;
+    let counted = |text: &str| numbers(text).into_iter().any(|x| same(x, group));
+    if counted(prefix) || counted(sentence) {
+        return None;
+    }
+    let (k, (a, _, b, _)) = operations(sentence)
+        .into_iter()
+        .enumerate()
+        .find(|&(_, (a, _, b, _))| same(a, n) || same(b, n))?;
+    let x = if !same(a, n) {
+        a
+    } else if !same(b, n) {
+        b
+    } else {
+        equations(prefix).last()?.1
+    };
+    let r = x / group;
+    let step = ((r * 100.0).fract().abs() < 1e-9)
+        .then(|| {
+            let [x, g, r] = [x, group, r].map(format_number);
+            replace_equation(sentence, k, &format!("{x} / {g} = {r}"))
+        })
+        .flatten();
+    Some(fitting(question, prefix, step))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{leaves_out, skips};
+    use super::{leaves_out, repeats, shares, skips};
 
     const WORKER: &str = "A worker starts with 29 meters of work done. Then 5 more meters are \
         added. The amount is multiplied by 2. Then 12 more meters are added. What is the amount \
@@ -497,5 +606,145 @@ mod tests {
         let q = "Each of her 3 cousins had 12 stickers. She gave 30 to each of her 3 cousins.";
         let step = " She gave 30 to each of her 3 cousins, so each cousin has 12 + 30 = 42.";
         assert_eq!(leaves_out(q, "", step), None, "per cousin");
+    }
+
+    #[test]
+    fn a_step_that_does_the_next_event_on_its_own_number_is_offered_the_latest_result() {
+        let step = " The amount is multiplied by 2, so 2 * 2 = 4 meters.";
+        let options = repeats(WORKER, DONE_ONE, step).expect("2 * 2 after 34");
+        assert!(
+            options.contains(&" The amount is multiplied by 2, so 34 * 2 = 68 meters.".into()),
+            "{options:?}"
+        );
+        assert!(
+            options
+                .iter()
+                .all(|o| o.starts_with(" The amount is multiplied by 2, so 34 ")),
+            "{options:?}"
+        );
+        let q = "A bakery has 7 muffins. The baker scales the batch up 2 times. Then 5 more \
+            muffins are baked.";
+        let prefix = "A bakery has 7 muffins, so 7 * 1 = 7 muffins.";
+        let options = repeats(
+            q,
+            prefix,
+            " The baker scales the batch up 2 times, so 2 * 2 = 4 muffins.",
+        )
+        .unwrap();
+        assert_eq!(
+            options,
+            [" The baker scales the batch up 2 times, so 7 * 2 = 14 muffins."],
+            "\"2 times\" multiplies: nothing is added to a multiplier"
+        );
+    }
+
+    #[test]
+    fn a_step_on_the_latest_result_or_in_its_own_words_repeats_nothing() {
+        let right = " The amount is multiplied by 2, so 34 * 2 = 68 meters.";
+        assert_eq!(repeats(WORKER, DONE_ONE, right), None);
+        assert_eq!(
+            repeats(WORKER, DONE_ONE, " So 2 * 2 = 4 meters."),
+            None,
+            "no quote"
+        );
+        assert_eq!(
+            repeats(
+                WORKER,
+                "",
+                " Then 5 more meters are added, so 5 + 5 = 10 meters."
+            ),
+            None,
+            "no result yet"
+        );
+        assert_eq!(
+            repeats(
+                WORKER,
+                DONE_ONE,
+                " Then 12 more meters are added, so 12 + 12 = 24 meters."
+            ),
+            None,
+            "not the next event: skips speaks for it"
+        );
+        let q = "A box holds 4 rows of 4 pens. Then 2 pens are added.";
+        let prefix = "We start. Then 2 pens are added, so 1 + 2 = 3 pens.";
+        assert_eq!(
+            repeats(
+                q,
+                prefix,
+                " A box holds 4 rows of 4 pens, so 4 * 4 = 16 pens."
+            ),
+            None,
+            "an event of two numbers"
+        );
+        let q = "Sam has 2 apples. He buys 2 more apples. How many apples?";
+        let prefix = "Sam has 2 apples, so 2 * 1 = 2 apples.";
+        assert_eq!(
+            repeats(q, prefix, " He buys 2 more apples, so 2 + 2 = 4 apples."),
+            None,
+            "the latest result is the event's number"
+        );
+    }
+
+    #[test]
+    fn sharing_with_others_and_oneself_divides_by_the_whole_group() {
+        let q = "Hana has 22 tokens in a wallet. She pays 6 tokens for a ticket. She splits the \
+            money equally with 3 friends and keeps one share. How many tokens does Hana have?";
+        let prefix = "She pays 6 tokens for a ticket, so 22 - 6 = 16 tokens.";
+        let step = " She splits the money equally with 3 friends and keeps one share, so 16 * 3 = \
+            48 tokens.";
+        assert_eq!(
+            shares(q, prefix, step).unwrap(),
+            [
+                " She splits the money equally with 3 friends and keeps one share, so 16 / 4 = 4 \
+                tokens."
+            ]
+        );
+        let step = " She splits the money equally with 3 friends and keeps one share, so 3 * 3 = \
+            9 tokens.";
+        assert_eq!(
+            shares(q, prefix, step).unwrap(),
+            [
+                " She splits the money equally with 3 friends and keeps one share, so 16 / 4 = 4 \
+                tokens."
+            ],
+            "the others' number twice: the latest result shared"
+        );
+        let q = "Hana picks 36 strawberries. She eats 6 and shares the rest equally with her 4 \
+            friends and herself. How many strawberries does each person get?";
+        let prefix = "She eats 6, so 36 - 6 = 30 strawberries.";
+        let step = " Then, she shares the rest equally with her 4 friends, so 30 / 4 = 7.5 \
+            strawberries.";
+        assert_eq!(
+            shares(q, prefix, step).unwrap(),
+            [" Then, she shares the rest equally with her 4 friends, so 30 / 5 = 6 strawberries."],
+            "the event quoted"
+        );
+        let q = "Tom and his 2 brothers split 45 dollars equally. How much does each get?";
+        let step = "Tom and his 2 brothers split 45 dollars equally, so 45 / 2 = 22.5 dollars.";
+        assert_eq!(
+            shares(q, "", step).unwrap(),
+            ["Tom and his 2 brothers split 45 dollars equally, so 45 / 3 = 15 dollars."]
+        );
+    }
+
+    #[test]
+    fn a_group_counted_or_a_sharing_among_others_alone_is_left_alone() {
+        let q = "Hana picks 36 strawberries. She shares them equally with her 3 friends and \
+            herself. How many does each person get?";
+        let counted = "There are 3 + 1 = 4 people.";
+        assert_eq!(shares(q, "", counted), None, "the group counted");
+        let prefix = "There are 3 + 1 = 4 people.";
+        assert_eq!(shares(q, prefix, " So 36 / 4 = 9 each."), None);
+        let q = "Hana picks 36 strawberries. She gives them equally to her 4 friends. How many \
+            does each friend get?";
+        let step = "She gives them equally to her 4 friends, so 36 / 4 = 9 strawberries.";
+        assert_eq!(shares(q, "", step), None, "she keeps none");
+        let q = "Jo splits 40 dollars equally with 3 friends and keeps one share.";
+        let step = "Jo splits 40 dollars equally with 3 friends and keeps one share, so 40 / 4 = \
+            10 dollars.";
+        assert_eq!(shares(q, "", step), None, "divided by the group");
+        let q = "She and her 3 friends each have 5 apples. How many apples do they have?";
+        let step = "She and her 3 friends each have 5 apples, so 3 * 5 = 15 apples.";
+        assert_eq!(shares(q, "", step), None, "no sharing");
     }
 }
