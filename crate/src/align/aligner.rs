@@ -21,7 +21,9 @@ use crate::text::arithmetic::{
     same_computation, stated_answer,
 };
 use crate::text::events::{leaves_out, repeats, shares, skips};
-use crate::text::quantities::{fits_quantities, refits, regrounds, renews};
+use crate::text::quantities::{
+    against_the_cue, fits_quantities, lost_part, refits, regrounds, renews,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Correction {
@@ -174,8 +176,11 @@ impl Aligner {
 
     /// The step repair ([`Self::repair_margin`]): when the revision's step does not fit its
     /// quantities, each operation that does ([`refits`]) is scored by the aligner after the
-    /// same prompt, and the likeliest replaces the revision if it is within `margin` nats of it.
-    /// The rule says which operations are possible; the aligner, which one the step meant. A step
+    /// same prompt, and the likeliest replaces the revision if it is within `margin` nats of it,
+    /// or, when the step goes against the cue of the event it quotes, the cued operation
+    /// whatever its score ([`against_the_cue`]: "9 more left, so 32 + 9" becomes "32 - 9",
+    /// which the aligner scored 10-20 nats below its own sum). The rule says which operations are possible; the aligner,
+    /// which one the step meant. A step
     /// that fits but computes with a number from nowhere ([`regrounds`]) or does a computation
     /// again ([`renews`]) is offered the numbers it was given instead, within the narrower
     /// [`NUMBER_MARGIN`]: a number of the step changes, not only its operation. First of all, a
@@ -188,7 +193,9 @@ impl Aligner {
     /// that quotes the next event but computes with its number twice, not with the latest result
     /// ([`repeats`]): it becomes that event on the latest result; and one that tells a sharing by
     /// one who shares too and computes with the others' number ([`shares`]): it divides by the
-    /// whole group. When none of those fits, the repairs below are asked.
+    /// whole group; and one that carries on the part a loss took, not the rest ([`lost_part`]:
+    /// "sells a third of them, so 132 / 3 = 44" then "buys 15, so 44 + 15"): it carries the rest
+    /// on. When none of those fits, the repairs below are asked.
     async fn repair(
         &mut self,
         prompt: &[u32],
@@ -201,8 +208,14 @@ impl Aligner {
         let Some((options, margin)) = skips(query, prefix, text)
             .or_else(|| repeats(query, prefix, text).filter(|o| !o.is_empty()))
             .or_else(|| shares(query, prefix, text).filter(|o| !o.is_empty()))
+            .or_else(|| lost_part(query, prefix, text).filter(|o| !o.is_empty()))
             .or_else(|| leaves_out(query, prefix, text).filter(|o| !o.is_empty()))
             .map(|options| (options, f32::INFINITY))
+            .or_else(|| {
+                // Against its event's cue, a step is wrong whatever the aligner thinks of it.
+                let cued = against_the_cue(query, prefix, text).filter(|o| !o.is_empty());
+                cued.map(|options| (options, f32::INFINITY))
+            })
             .or_else(|| refits(query, prefix, text).map(|options| (options, margin)))
             .or_else(|| {
                 let mut options =

@@ -175,6 +175,15 @@ fn latest_unit(prefix: &str) -> Option<String> {
     (!unit.is_empty()).then_some(unit)
 }
 
+/// What a step tells: the question's event it quotes, else its own words before its equation.
+fn told_event<'a>(events: &[Event<'a>], prefix: &str, sentence: &'a str) -> &'a str {
+    let Progress { quoted, .. } = progress(events, prefix);
+    match quoting(events, &quoted, &told(sentence)) {
+        Some(j) => events[j].text,
+        None => told_text(sentence),
+    }
+}
+
 /// What a step that skips the question's next event ([module docs](self)) should have been: that
 /// event's words, then the answer's latest result and the event's number by each operation,
 /// both ways round for a difference or a quotient ("The amount is multiplied by 2, so 34 * 2 =
@@ -239,12 +248,7 @@ pub fn leaves_out(question: &str, prefix: &str, sentence: &str) -> Option<Vec<St
         return None;
     }
     let events = events(question);
-    let Progress { quoted, .. } = progress(&events, prefix);
-    // The event it quotes, else what it tells in its own words.
-    let told_it = match quoting(&events, &quoted, &told(sentence)) {
-        Some(j) => events[j].text,
-        None => told_text(sentence),
-    };
+    let told_it = told_event(&events, prefix, sentence);
     let pair = rate_and_count(told_it)?;
     let of_event = |n: f64| pair.iter().any(|&e| same(e, n));
     let computed = computations(sentence);
@@ -333,11 +337,7 @@ pub fn shares(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String
         return None;
     }
     let events = events(question);
-    let Progress { quoted, .. } = progress(&events, prefix);
-    let told_it = match quoting(&events, &quoted, &told(sentence)) {
-        Some(j) => events[j].text,
-        None => told_text(sentence),
-    };
+    let told_it = told_event(&events, prefix, sentence);
     // A step that shares out the others' number in fewer words ("shares the rest equally with
     // her 4 friends") tells the question's sharing of that number.
     let told_words = told(sentence);

@@ -18,9 +18,11 @@
 //! 1.5-1.7% of the right ones; of the generator's, 26-36% and 0-0.1%.
 
 use super::arithmetic::{
-    Op, cardinal, checks_out, checks_out_with, computations, equations, implied_numbers, numbers,
-    operations, redo_operation, replace_operand, replace_operation, same, same_computation,
+    Op, cardinal, checks_out, checks_out_with, computations, equations, format_number,
+    implied_numbers, numbers, operations, redo_operation, replace_equation, replace_operand,
+    replace_operation, same, same_computation,
 };
+use super::sentence_splitter::split_sentences;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Item {
@@ -355,6 +357,117 @@ pub fn fits_quantities(question: &str, prefix: &str, sentence: &str) -> bool {
     misfit(question, prefix, sentence).is_none()
 }
 
+/// What a step whose first ill-fitting operation goes against the cue of the event it quotes
+/// ([`against_its_cue`]: "9 more left at 11, so 32 + 9 = 41") should have done: the other of a
+/// sum and a difference, the options of [`refits`] that do it ("so 32 - 9 = 23"). None for a
+/// step that fits or does not fit only by its quantities' roles.
+pub fn against_the_cue(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
+    let (k, (_, op, _, _)) = misfit(question, prefix, sentence)?;
+    let carries = carried(&operations(sentence), k);
+    if !((k == 0 || carries.is_some()) && against_its_cue(sentence, op, carries)) {
+        return None;
+    }
+    let cued = if op == Op::Add { Op::Sub } else { Op::Add };
+    let mut options = refits(question, prefix, sentence)?;
+    options.retain(|o| {
+        operations(o)
+            .get(k)
+            .is_some_and(|&(_, op, _, _)| op == cued)
+    });
+    Some(options)
+}
+
+/// The parts a word names ("a third of them": 3).
+const PARTS: &[(&str, f64)] = &[
+    ("half", 2.0),
+    ("third", 3.0),
+    ("quarter", 4.0),
+    ("fourth", 4.0),
+    ("fifth", 5.0),
+    ("sixth", 6.0),
+    ("eighth", 8.0),
+    ("tenth", 10.0),
+];
+
+/// The words of a sentence before its first equation (all of them when it has none).
+fn head_words(sentence: &str) -> Vec<String> {
+    let head = sentence.find('=').map_or(sentence, |eq| &sentence[..eq]);
+    items(head)
+        .into_iter()
+        .filter_map(|x| match x {
+            Item::Word(w) => Some(w),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What a step that carries on the part a loss took, not what it left, should have done: the
+/// answer's latest step took a part ("He sells a third of them, so 132 / 3 = 44 chickens."), and
+/// this one adds a gain to that part or takes a further loss from it ("Then he buys 15 chicks,
+/// so 44 + 15 = 59 birds.") where the rest was meant: "so 132 - 44 + 15 = 103 birds." Only a
+/// part a loss names by a word ("a third", "half", "a quarter") that the step divided by, not a
+/// part given to someone (that one may count what they have), and not once the rest was taken;
+/// None otherwise, or when the rest is the part (a half); an empty list when the step would not
+/// check out or fit.
+pub fn lost_part(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
+    let last = split_sentences(prefix)
+        .into_iter()
+        .rev()
+        .find(|s| !operations(s).is_empty())?;
+    let &(whole, op, k, part) = operations(last).last()?;
+    let told = head_words(last);
+    let has = |words: &[String], list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
+    let named = told.iter().any(|w| {
+        PARTS
+            .iter()
+            .any(|&(p, v)| same(v, k) && w.strip_suffix('s').unwrap_or(w) == p)
+    });
+    let given = has(&told, &["give", "gives", "gave", "given"]);
+    if op != Op::Div || !named || !has(&told, LOSSES) || given {
+        return None;
+    }
+    let rest = whole - part;
+    let taken =
+        |&(a, o, b, _): &(f64, Op, f64, f64)| o == Op::Sub && same(a, whole) && same(b, part);
+    if same(rest, part) || operations(prefix).iter().any(taken) {
+        return None;
+    }
+    let (a, op, b, _) = *operations(sentence).first()?;
+    let n = if same(a, part) { b } else { a };
+    let words = head_words(sentence);
+    let (gain, loss) = (has(&words, GAINS), has(&words, LOSSES));
+    let cued = match op {
+        Op::Add => gain && !loss,
+        Op::Sub => loss && !gain && same(a, part),
+        _ => false,
+    };
+    if !cued || same(n, whole) || !(same(a, part) || same(b, part)) {
+        return None;
+    }
+    let value = op.eval(rest, n)?;
+    let [whole, part, n, value] = [whole, part, n, value].map(format_number);
+    let step = format!("{whole} - {part} {} {n} = {value}", op.symbol());
+    Some(fitting(
+        question,
+        prefix,
+        replace_equation(sentence, 0, &step),
+    ))
+}
+
+/// The number operation `k` carries the one before it on with ("30 * 3 = 90, and 150 - 90":
+/// 150), if it uses the one before's result.
+fn carried(operations: &[(f64, Op, f64, f64)], k: usize) -> Option<f64> {
+    let (a, _, b, _) = operations[k];
+    let before = operations[k.checked_sub(1)?].3;
+    if same(a, before) {
+        Some(b)
+    } else if same(b, before) {
+        Some(a)
+    } else {
+        None
+    }
+}
+
 /// The first of the sentence's operations ([`operations`]) that does not fit
 /// ([`fits_quantities`]), with its index.
 fn misfit(question: &str, prefix: &str, sentence: &str) -> Option<(usize, (f64, Op, f64, f64))> {
@@ -368,15 +481,7 @@ fn misfit(question: &str, prefix: &str, sentence: &str) -> Option<(usize, (f64, 
         .find(|&(k, (a, op, b, c))| {
             // The quoted event's cue speaks for the first operation, and for one that carries
             // the one before it on ("30 * 3 = 90, and 150 - 90 = 60") with another number.
-            let carries = (k > 0).then(|| operations[k - 1].3).and_then(|before| {
-                if same(a, before) {
-                    Some(b)
-                } else if same(b, before) {
-                    Some(a)
-                } else {
-                    None
-                }
-            });
+            let carries = carried(&operations, k);
             if (k == 0 || carries.is_some()) && against_its_cue(sentence, op, carries)
                 || op == Op::Sub && c < 0.0
             {
@@ -562,7 +667,7 @@ fn allowed(x: f64, op: Op, y: f64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{fits_quantities, refits, regrounds, renews};
+    use super::{against_the_cue, fits_quantities, lost_part, refits, regrounds, renews};
 
     #[test]
     fn a_step_that_does_not_fit_is_offered_the_operations_that_do() {
@@ -856,5 +961,93 @@ mod tests {
                 right * 100.0
             );
         }
+    }
+
+    #[test]
+    fn a_step_against_its_events_cue_is_offered_the_cued_operation() {
+        let q = "There were 64 people at a party. Half of them left at 10 o'clock and 9 more left \
+            at 11. How many people were still there after 11?";
+        let prefix = "Half of them left at 10 o'clock, so 64 / 2 = 32 people.";
+        let step = " 9 more left at 11, so 32 + 9 = 41 people.";
+        assert_eq!(
+            against_the_cue(q, prefix, step).unwrap(),
+            [" 9 more left at 11, so 32 - 9 = 23 people."],
+            "a loss: not a product either"
+        );
+        assert_eq!(
+            against_the_cue(q, prefix, " 9 more left at 11, so 32 - 9 = 23 people."),
+            None
+        );
+        let q = "Ana saves 15 dollars a week for 8 weeks, then spends 47 dollars.";
+        let step = "Ana saves 15 - 8 = 7 dollars.";
+        assert!(!fits_quantities(q, "", step));
+        assert_eq!(
+            against_the_cue(q, "", step),
+            None,
+            "a rate taken from a count: roles, no cue"
+        );
+    }
+
+    #[test]
+    fn a_gain_added_to_the_part_a_loss_took_is_added_to_the_rest() {
+        let q = "A farmer has 132 chickens. He sells a third of them at the market and then buys \
+            15 chicks. How many birds does he have now?";
+        let prefix = "He sells a third of them at the market, so 132 / 3 = 44 chickens.";
+        let step = " Then buys 15 chicks, so 44 + 15 = 59 birds.";
+        assert_eq!(
+            lost_part(q, prefix, step).unwrap(),
+            [" Then buys 15 chicks, so 132 - 44 + 15 = 103 birds."]
+        );
+        let q = "Nina has 64 beads. She uses a quarter of them for a bracelet and then loses 6. \
+            How many beads does she have?";
+        let prefix = "She uses a quarter of them for a bracelet, so 64 / 4 = 16 beads.";
+        assert_eq!(
+            lost_part(q, prefix, " Then she loses 6, so 16 - 6 = 10 beads.").unwrap(),
+            [" Then she loses 6, so 64 - 16 - 6 = 42 beads."]
+        );
+    }
+
+    #[test]
+    fn the_rest_taken_a_half_a_gift_or_a_total_of_losses_is_left_alone() {
+        let q = "A farmer has 132 chickens. He sells a third of them and then buys 15 chicks.";
+        let prefix = "He sells a third of them, so 132 / 3 = 44 chickens. He keeps 132 - 44 = 88.";
+        assert_eq!(
+            lost_part(q, prefix, " Then buys 15 chicks, so 88 + 15 = 103 birds."),
+            None,
+            "the latest step took no part"
+        );
+        let prefix = "He sells a third of them, so 132 / 3 = 44 chickens.";
+        assert_eq!(
+            lost_part(q, prefix, " He keeps 132 - 44 = 88 chickens."),
+            None,
+            "the rest taken"
+        );
+        assert_eq!(
+            lost_part(
+                q,
+                prefix,
+                " He sold 44 and later sold 15 more, so 44 + 15 = 59 sold."
+            ),
+            None,
+            "losses added up"
+        );
+        let q = "Ann has 30 cards. She gives a third of them to Tom, and Tom buys 5 more.";
+        let prefix = "She gives a third of them to Tom, so 30 / 3 = 10 cards.";
+        assert_eq!(
+            lost_part(q, prefix, " Tom buys 5 more, so 10 + 5 = 15 cards."),
+            None,
+            "given: Tom's count"
+        );
+        let q = "Kai has 240 dollars. He spends half of it on rent and earns 35 dollars.";
+        let prefix = "He spends half of it on rent, so 240 / 2 = 120 dollars.";
+        assert_eq!(
+            lost_part(
+                q,
+                prefix,
+                " He earns 35 dollars, so 120 + 35 = 155 dollars."
+            ),
+            None,
+            "a half: the part is the rest"
+        );
     }
 }
