@@ -66,7 +66,11 @@ export interface StreamOptions {
    * order ("Then 12 more meters are added" before "The amount is multiplied by 2"), that event
    * carried out on the latest result; one that tells a rate and a count and computes with one
    * ("She gave 30 to each of her 3 cousins, so 150 - 30"), their product carried on ("30 * 3 =
-   * 90, and 150 - 90 = 60"). */
+   * 90, and 150 - 90 = 60"); one that does the next event on its own number ("scales the batch
+   * up 2 times, so 2 * 2"), that event on the latest result; a sharing "with 3 friends and
+   * herself", a division by 4; a gain added to the part a loss took ("sells a third, so 132 / 3
+   * = 44", then "44 + 15"), added to the rest; a step against its event's cue ("9 more left, so
+   * 32 + 9"), the cued operation. */
   repair?: boolean;
   /** Sentences drawn again from the upstream, sampled at `sampleTemperature` (default 0.4), for
    * a step whose correction does not hold up (a false step, a number from nowhere, an operation

@@ -18,9 +18,9 @@
 //! 1.5-1.7% of the right ones; of the generator's, 26-36% and 0-0.1%.
 
 use super::arithmetic::{
-    Op, cardinal, checks_out, checks_out_with, computations, equations, format_number,
-    implied_numbers, numbers, operations, redo_operation, replace_equation, replace_operand,
-    replace_operation, same, same_computation,
+    Op, cardinal, checks_out, checks_out_with, computations, equation_span, equations,
+    format_number, implied_numbers, numbers, operations, redo_operation, replace_equation,
+    replace_operand, replace_operation, same, same_computation,
 };
 use super::sentence_splitter::split_sentences;
 
@@ -360,11 +360,19 @@ pub fn fits_quantities(question: &str, prefix: &str, sentence: &str) -> bool {
 /// What a step whose first ill-fitting operation goes against the cue of the event it quotes
 /// ([`against_its_cue`]: "9 more left at 11, so 32 + 9 = 41") should have done: the other of a
 /// sum and a difference, the options of [`refits`] that do it ("so 32 - 9 = 23"). None for a
-/// step that fits or does not fit only by its quantities' roles.
+/// step that fits, does not fit only by its quantities' roles, or does its operation on two
+/// numbers it tells before it.
 pub fn against_the_cue(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
-    let (k, (_, op, _, _)) = misfit(question, prefix, sentence)?;
+    let (k, (a, op, b, _)) = misfit(question, prefix, sentence)?;
     let carries = carried(&operations(sentence), k);
     if !((k == 0 || carries.is_some()) && against_its_cue(sentence, op, carries)) {
+        return None;
+    }
+    // Two numbers the step tells before its equation may be two losses added up ("he has used
+    // 35 pages for maths and 28 pages for science, which means 35 + 28"): the cue says nothing
+    // sure of them.
+    let told = numbers(&sentence[..equation_span(sentence, k)?.start]);
+    if [a, b].iter().all(|&n| told.iter().any(|&t| same(t, n))) {
         return None;
     }
     let cued = if op == Op::Add { Op::Sub } else { Op::Add };
@@ -978,6 +986,11 @@ mod tests {
             against_the_cue(q, prefix, " 9 more left at 11, so 32 - 9 = 23 people."),
             None
         );
+        let q = "A notebook has 120 pages. Jamal has used 35 pages for maths and 28 pages for \
+            science. How many pages are still empty?";
+        let step = "Jamal has used 35 pages for maths and 28 pages for science, which means he has \
+            used 35 + 28 = 63 pages.";
+        assert_eq!(against_the_cue(q, "", step), None, "two losses added up");
         let q = "Ana saves 15 dollars a week for 8 weeks, then spends 47 dollars.";
         let step = "Ana saves 15 - 8 = 7 dollars.";
         assert!(!fits_quantities(q, "", step));

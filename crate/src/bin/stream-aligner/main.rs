@@ -94,7 +94,10 @@ pub(crate) struct MarginArgs {
     /// nowhere or does a step again, the likeliest step with the numbers given (within 1.5 nats);
     /// one that skips an event of the question the answer tells in order, that event carried
     /// out on the latest result, by the operation the aligner scores likeliest; one that tells a
-    /// rate and a count and computes with one of them, their product carried on
+    /// rate and a count and computes with one of them, their product carried on; one that does
+    /// the next event on its own number, that event on the latest result; a sharing "with 3
+    /// friends and herself", a division by 4; a gain added to the part a loss took, the rest; a
+    /// step against its event's cue ("9 more left, so 32 + 9"), the cued operation
     #[arg(long, default_value_t = stream_aligner::align::DEFAULT_REPAIR_MARGIN)]
     pub repair_margin: f32,
     /// No step repair: the aligner's revision stands
