@@ -20,7 +20,7 @@ use crate::text::arithmetic::{
     checks_out, checks_out_with, computations, equations, implied_numbers, numbers, same,
     same_computation, stated_answer,
 };
-use crate::text::events::{leaves_out, repeats, shares, skips};
+use crate::text::events::{compares, leaves_out, repeats, shares, skips};
 use crate::text::quantities::{
     against_the_cue, fits_quantities, lost_part, refits, regrounds, renews,
 };
@@ -193,7 +193,9 @@ impl Aligner {
     /// that quotes the next event but computes with its number twice, not with the latest result
     /// ([`repeats`]): it becomes that event on the latest result; and one that tells a sharing by
     /// one who shares too and computes with the others' number ([`shares`]): it divides by the
-    /// whole group; and one that carries on the part a loss took, not the rest ([`lost_part`]:
+    /// whole group; one that does a comparison with an event's number ("twice as many on
+    /// Tuesday" as the 25 of Monday) on the latest result ([`compares`]): it compares first,
+    /// then carries that on; and one that carries on the part a loss took, not the rest ([`lost_part`]:
     /// "sells a third of them, so 132 / 3 = 44" then "buys 15, so 44 + 15"): it carries the rest
     /// on. When none of those fits, the repairs below are asked.
     async fn repair(
@@ -208,6 +210,7 @@ impl Aligner {
         let Some((options, margin)) = skips(query, prefix, text)
             .or_else(|| repeats(query, prefix, text).filter(|o| !o.is_empty()))
             .or_else(|| shares(query, prefix, text).filter(|o| !o.is_empty()))
+            .or_else(|| compares(query, prefix, text).filter(|o| !o.is_empty()))
             .or_else(|| lost_part(query, prefix, text).filter(|o| !o.is_empty()))
             .or_else(|| leaves_out(query, prefix, text).filter(|o| !o.is_empty()))
             .map(|options| (options, f32::INFINITY))

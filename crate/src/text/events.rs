@@ -25,10 +25,14 @@
 //! Shared "with 3 friends" by one who keeps a share, or "between him and his 3 friends", is
 //! shared by 4: a step that tells such a sharing and computes with the 3 should have divided by
 //! the 4 ([`shares`]).
+//!
+//! "It sold 25 on Monday and twice as many on Tuesday" compares Tuesday with the 25, not with
+//! the answer's running total: a step that multiplies its latest result instead ("so 95 * 2")
+//! should have done the comparison first, then carried it on ([`compares`]).
 
 use super::arithmetic::{
-    SHARING, cardinal, computations, equation_span, equations, format_number, numbers, operations,
-    replace_equation, same, sharing_group, stated_answer,
+    Op, SHARING, cardinal, computations, equation_span, equations, format_number, numbers,
+    operations, replace_equation, same, sharing_group, stated_answer,
 };
 use super::quantities::{RATE_WORDS, carried_on, fitting, rate_and_count};
 use super::sentence_splitter::split_sentences;
@@ -383,9 +387,87 @@ pub fn shares(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String
     Some(fitting(question, prefix, step))
 }
 
+/// What a text compares and how: "It sold 25 on Monday and twice as many on Tuesday" is (25,
+/// times 2), "half as many" (n, divided by 2), "3 times as many" (n, times 3); the multiplier
+/// alone when the text gives no other number ("twice as many on Tuesday"). None without "as
+/// many" or "as much", or with another count of numbers.
+fn comparison(text: &str) -> Option<(Option<f64>, Op, f64)> {
+    let w = words(text);
+    if !w
+        .windows(2)
+        .any(|p| p[0] == "as" && (p[1] == "many" || p[1] == "much"))
+    {
+        return None;
+    }
+    let given = numbers(text);
+    let times = w.windows(2).find_map(|p| {
+        let k = p[0].parse::<f64>().ok().or_else(|| cardinal(&p[0]))?;
+        (p[1] == "times").then_some(k)
+    });
+    let (op, m) = if let Some(k) = times {
+        (Op::Mul, k)
+    } else if w.iter().any(|x| x == "twice" || x == "double") {
+        (Op::Mul, 2.0)
+    } else if w.iter().any(|x| x == "half") {
+        (Op::Div, 2.0)
+    } else {
+        return None;
+    };
+    let others: Vec<f64> = given.into_iter().filter(|&x| !same(x, m)).collect();
+    match others[..] {
+        [] => Some((None, op, m)),
+        [n] => Some((Some(n), op, m)),
+        _ => None,
+    }
+}
+
+/// What a step that tells a comparison with an event's own number ([`comparison`], the event it
+/// quotes or in its own words, "It sold twice as many on Tuesday" telling the question's "It sold
+/// 25 on Monday and twice as many on Tuesday") but does it on the answer's latest result ("so 95
+/// * 2 = 190 shirts") should have done: the comparison on the event's number first, then that
+/// carried on with the latest result by each operation, both ways round for a difference or a
+/// quotient ("so 25 * 2 = 50, and 95 - 50 = 45 shirts"), where the step then fits its quantities
+/// and checks out. None for a step that tells no such comparison, an answer with no result yet
+/// or stated already, a latest result that is the event's number, or no equation of the latest
+/// result by the multiplier; an empty list when nothing fits.
+pub fn compares(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
+    if stated_answer(prefix).is_some() {
+        return None;
+    }
+    let events = events(question);
+    let (n, op, m) = match comparison(told_event(&events, prefix, sentence))? {
+        (Some(n), op, m) => (n, op, m),
+        // The question's comparison by the same multiplier.
+        (None, op, m) => events
+            .iter()
+            .filter_map(|e| comparison(e.text))
+            .find_map(|(n, o, k)| (o == op && same(k, m)).then_some(n?))
+            .map(|n| (n, op, m))?,
+    };
+    let &(_, latest) = equations(prefix).last()?;
+    if same(latest, n) {
+        return None;
+    }
+    let k = operations(sentence)
+        .into_iter()
+        .position(|(a, o, b, _)| o == op && same(a, latest) && same(b, m))?;
+    let compared = op.eval(n, m)?;
+    let steps = carried_on(latest, compared).filter_map(|(x, carry, y)| {
+        let r = carry.eval(x, y)?;
+        let [n, m, c, x, y, r] = [n, m, compared, x, y, r].map(format_number);
+        let two = format!(
+            "{n} {} {m} = {c}, and {x} {} {y} = {r}",
+            op.symbol(),
+            carry.symbol()
+        );
+        replace_equation(sentence, k, &two)
+    });
+    Some(fitting(question, prefix, steps))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{leaves_out, repeats, shares, skips};
+    use super::{compares, leaves_out, repeats, shares, skips};
 
     const WORKER: &str = "A worker starts with 29 meters of work done. Then 5 more meters are \
         added. The amount is multiplied by 2. Then 12 more meters are added. What is the amount \
@@ -746,5 +828,63 @@ mod tests {
         let q = "She and her 3 friends each have 5 apples. How many apples do they have?";
         let step = "She and her 3 friends each have 5 apples, so 3 * 5 = 15 apples.";
         assert_eq!(shares(q, "", step), None, "no sharing");
+    }
+
+    #[test]
+    fn a_comparison_with_an_events_number_is_done_on_it_not_on_the_total() {
+        let q = "A store had 120 shirts. It sold 25 on Monday and twice as many on Tuesday. How \
+            many shirts are left?";
+        let prefix = "It sold 25 on Monday, so 120 - 25 = 95 shirts.";
+        let step = " It sold twice as many on Tuesday, so 95 * 2 = 190 shirts.";
+        let options = compares(q, prefix, step).expect("twice the 25, not the 95");
+        assert!(
+            options.contains(
+                &" It sold twice as many on Tuesday, so 25 * 2 = 50, and 95 - 50 = \
+                45 shirts."
+                    .into()
+            ),
+            "{options:?}"
+        );
+        assert!(
+            !options.iter().any(|o| o.contains("95 + 50")),
+            "selling is a loss: {options:?}"
+        );
+        let q = "Maya read 45 pages on Saturday and 3 times as many pages on Sunday.";
+        let prefix = "She read 45 pages, so 45 * 1 = 45 pages. Then 10 + 45 = 55 pages.";
+        let step = " Maya read 3 times as many pages on Sunday, so 55 * 3 = 165 pages.";
+        assert!(
+            compares(q, prefix, step).unwrap().contains(
+                &" Maya read 3 times as many pages on Sunday, so 45 * 3 = 135, and 55 \
+                    + 135 = 190 pages."
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_comparison_done_on_its_number_or_on_a_total_that_is_it_is_left_alone() {
+        let q = "A store had 120 shirts. It sold 25 on Monday and twice as many on Tuesday.";
+        let prefix = "It sold 25 on Monday, so 120 - 25 = 95 shirts.";
+        let right = " It sold twice as many on Tuesday, so 25 * 2 = 50 shirts.";
+        assert_eq!(compares(q, prefix, right), None);
+        let prefix = "On Monday it sold 20 + 5 = 25 shirts.";
+        let step = " It sold twice as many on Tuesday, so 25 * 2 = 50 shirts.";
+        assert_eq!(
+            compares(q, prefix, step),
+            None,
+            "the latest result is the 25"
+        );
+        assert_eq!(
+            compares(q, "", " It sold twice as many on Tuesday, so 95 * 2 = 190."),
+            None,
+            "no result yet"
+        );
+        let q = "Sam has 18 marbles. His friend gives him 3 more.";
+        let prefix = "Sam has 18 + 3 = 21 marbles.";
+        assert_eq!(
+            compares(q, prefix, " So 21 * 2 = 42."),
+            None,
+            "no comparison"
+        );
     }
 }
