@@ -792,3 +792,45 @@ fn a_step_its_quantities_rule_out_is_repaired_to_the_operation_the_aligner_finds
     let wide = block_on(aligner.correct(q, p, copied)).unwrap();
     assert!(wide.text.contains("15 * 8 = 120"), "{:?}", wide.text);
 }
+
+#[test]
+fn slips_of_the_thread_are_mended_whatever_the_aligner_thinks_of_them() {
+    // Each of these steps the aligner copies; the question's words say what it should have been.
+    let mut aligner = shipped_aligner();
+    let cases = [
+        // Against the event's cue: "left" is a loss (the aligner scored "32 - 9" 10-20 nats
+        // below its own sum).
+        (
+            "There were 64 people at a party. Half of them left at 10 o'clock and 9 more left at \
+             11. How many people were still there after 11?",
+            "Half of them left at 10 o'clock, so 64 / 2 = 32 people.",
+            " 9 more left at 11, so 32 + 9 = 41 people.",
+            "32 - 9 = 23",
+        ),
+        // Shared with 3 friends by one who keeps a share: 4 share.
+        (
+            "Tara has 84 stickers. She splits them equally with her 3 friends and keeps one \
+             share. How many stickers does Tara have?",
+            "Tara has 84 stickers.",
+            " She splits them equally with her 3 friends and keeps one share, so 84 / 3 = 28 \
+             stickers.",
+            "84 / 4 = 21",
+        ),
+        // A gain added to the part a loss took, not to the rest.
+        (
+            "A farmer has 132 chickens. He sells a third of them at the market and then buys 15 \
+             chicks. How many birds does he have now?",
+            "He sells a third of them at the market, so 132 / 3 = 44 chickens.",
+            " Then buys 15 chicks, so 44 + 15 = 59 birds.",
+            "132 - 44 + 15 = 103",
+        ),
+    ];
+    for (q, prefix, step, mended) in cases {
+        aligner.repair_margin = None;
+        let plain = block_on(aligner.correct(q, prefix, step)).unwrap();
+        assert!(!plain.text.contains(mended), "{:?}", plain.text);
+        aligner.repair_margin = Some(align::DEFAULT_REPAIR_MARGIN);
+        let repaired = block_on(aligner.correct(q, prefix, step)).unwrap();
+        assert!(repaired.text.contains(mended), "{:?}", repaired.text);
+    }
+}
