@@ -179,13 +179,23 @@ fn latest_unit(prefix: &str) -> Option<String> {
     (!unit.is_empty()).then_some(unit)
 }
 
-/// What a step tells: the question's event it quotes, else its own words before its equation.
-fn told_event<'a>(events: &[Event<'a>], prefix: &str, sentence: &'a str) -> &'a str {
-    let Progress { quoted, .. } = progress(events, prefix);
-    match quoting(events, &quoted, &told(sentence)) {
+/// The question's events and what a step tells: the event it quotes, else its own words before
+/// its equation. None once the answer is stated: nothing after it is a step.
+fn telling<'a>(
+    question: &'a str,
+    prefix: &str,
+    sentence: &'a str,
+) -> Option<(Vec<Event<'a>>, &'a str)> {
+    if stated_answer(prefix).is_some() {
+        return None;
+    }
+    let events = events(question);
+    let Progress { quoted, .. } = progress(&events, prefix);
+    let told_it = match quoting(&events, &quoted, &told(sentence)) {
         Some(j) => events[j].text,
         None => told_text(sentence),
-    }
+    };
+    Some((events, told_it))
 }
 
 /// What a step that skips the question's next event ([module docs](self)) should have been: that
@@ -248,11 +258,7 @@ pub fn skips(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>
 /// equation's clause or after it); None too once the answer is stated; an empty list when
 /// nothing fits.
 pub fn leaves_out(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
-    if stated_answer(prefix).is_some() {
-        return None;
-    }
-    let events = events(question);
-    let told_it = told_event(&events, prefix, sentence);
+    let (_, told_it) = telling(question, prefix, sentence)?;
     let pair = rate_and_count(told_it)?;
     let of_event = |n: f64| pair.iter().any(|&e| same(e, n));
     let computed = computations(sentence);
@@ -337,11 +343,7 @@ pub fn repeats(question: &str, prefix: &str, sentence: &str) -> Option<Vec<Strin
 /// stated, or no equation with the others' number; an empty list when the division does not
 /// check out or fit, or has more than two decimals.
 pub fn shares(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
-    if stated_answer(prefix).is_some() {
-        return None;
-    }
-    let events = events(question);
-    let told_it = told_event(&events, prefix, sentence);
+    let (events, told_it) = telling(question, prefix, sentence)?;
     // A step that shares out the others' number in fewer words ("shares the rest equally with
     // her 4 friends") tells the question's sharing of that number.
     let told_words = told(sentence);
@@ -431,11 +433,8 @@ fn comparison(text: &str) -> Option<(Option<f64>, Op, f64)> {
 /// or stated already, a latest result that is the event's number, or no equation of the latest
 /// result by the multiplier; an empty list when nothing fits.
 pub fn compares(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
-    if stated_answer(prefix).is_some() {
-        return None;
-    }
-    let events = events(question);
-    let (n, op, m) = match comparison(told_event(&events, prefix, sentence))? {
+    let (events, told_it) = telling(question, prefix, sentence)?;
+    let (n, op, m) = match comparison(told_it)? {
         (Some(n), op, m) => (n, op, m),
         // The question's comparison by the same multiplier.
         (None, op, m) => events
