@@ -357,15 +357,18 @@ pub fn fits_quantities(question: &str, prefix: &str, sentence: &str) -> bool {
     misfit(question, prefix, sentence).is_none()
 }
 
-/// What a step whose first ill-fitting operation goes against the cue of the event it quotes
-/// ([`against_its_cue`]: "9 more left at 11, so 32 + 9 = 41") should have done: the other of a
-/// sum and a difference, the options of [`refits`] that do it ("so 32 - 9 = 23"). None for a
-/// step that fits, does not fit only by its quantities' roles, or does its operation on two
-/// numbers it tells before it.
+/// What a step whose first ill-fitting operation adds after a loss the event it quotes tells
+/// ([`against_its_cue`]: "9 more left at 11, so 32 + 9 = 41") should have done: a difference,
+/// the options of [`refits`] that do it ("so 32 - 9 = 23"). None for a step that fits, does not
+/// fit only by its quantities' roles, subtracts after a gain (a purchase as often), or does its
+/// operation on two numbers it tells before it.
 pub fn against_the_cue(question: &str, prefix: &str, sentence: &str) -> Option<Vec<String>> {
     let (k, (a, op, b, _)) = misfit(question, prefix, sentence)?;
     let carries = carried(&operations(sentence), k);
-    if !((k == 0 || carries.is_some()) && against_its_cue(sentence, op, carries)) {
+    // Only a loss added: a gain's verbs are a purchase as often ("Dale bought 8 potatoes, so
+    // Marcel bought 12 - 8", "bought five juices for $10, so 10 / 5"), and GSM8K's references
+    // subtract after them rightly.
+    if op != Op::Add || !((k == 0 || carries.is_some()) && against_its_cue(sentence, op, carries)) {
         return None;
     }
     // Two numbers the step tells before its equation may be two losses added up ("he has used
@@ -375,12 +378,11 @@ pub fn against_the_cue(question: &str, prefix: &str, sentence: &str) -> Option<V
     if [a, b].iter().all(|&n| told.iter().any(|&t| same(t, n))) {
         return None;
     }
-    let cued = if op == Op::Add { Op::Sub } else { Op::Add };
     let mut options = refits(question, prefix, sentence)?;
     options.retain(|o| {
         operations(o)
             .get(k)
-            .is_some_and(|&(_, op, _, _)| op == cued)
+            .is_some_and(|&(_, op, _, _)| op == Op::Sub)
     });
     Some(options)
 }
@@ -985,6 +987,18 @@ mod tests {
         assert_eq!(
             against_the_cue(q, prefix, " 9 more left at 11, so 32 - 9 = 23 people."),
             None
+        );
+        let q = "Marcel buys 10 ears of corn and Dale buys 8 potatoes. They buy 27 vegetables.";
+        let prefix = "The rest are potatoes, 27 - 15 = 12 potatoes.";
+        let step = " Dale bought 8 potatoes, so Marcel bought 12 - 8 = 4 potatoes.";
+        assert!(
+            !fits_quantities(q, prefix, step),
+            "a subtraction after a gain"
+        );
+        assert_eq!(
+            against_the_cue(q, prefix, step),
+            None,
+            "a purchase: not forced"
         );
         let q = "A notebook has 120 pages. Jamal has used 35 pages for maths and 28 pages for \
             science. How many pages are still empty?";
