@@ -179,14 +179,14 @@ impl Aligner {
     /// same prompt, and the likeliest replaces the revision if it is within `margin` nats of it,
     /// or, when the step goes against the cue of the event it quotes, the cued operation
     /// whatever its score ([`against_the_cue`]: "9 more left, so 32 + 9" becomes "32 - 9",
-    /// which the aligner scored 10-20 nats below its own sum). The rule says which operations are possible; the aligner,
-    /// which one the step meant. A step
-    /// that fits but computes with a number from nowhere ([`regrounds`]) or does a computation
-    /// again ([`renews`]) is offered the numbers it was given instead, within the narrower
-    /// [`NUMBER_MARGIN`]: a number of the step changes, not only its operation. First of all, a
-    /// revision that skips the next event of a question the answer tells in order ([`skips`])
-    /// becomes that event carried out by the operation the aligner finds likeliest, whatever its
-    /// own revision's score: the order says a step is missing, the aligner only which operation.
+    /// which the aligner scored 10-20 nats below its own sum). The rule says which operations
+    /// are possible; the aligner, which one the step meant. A step that fits but computes with
+    /// a number from nowhere ([`regrounds`]) or does a computation again ([`renews`]) is offered
+    /// the numbers it was given instead, within the narrower [`NUMBER_MARGIN`]: a number of the
+    /// step changes, not only its operation. First of all, a revision that skips the next event
+    /// of a question the answer tells in order ([`skips`]) becomes that event carried out by the
+    /// operation the aligner finds likeliest, whatever its own revision's score: the order says
+    /// a step is missing, the aligner only which operation.
     /// So does a revision that tells a rate and a count (quoting an event or in its own words)
     /// and computes with only one of them, not per unit ([`leaves_out`]): it becomes the rate
     /// times the count carried on by the operation the aligner finds likeliest; and so does one
@@ -195,9 +195,9 @@ impl Aligner {
     /// one who shares too and computes with the others' number ([`shares`]): it divides by the
     /// whole group; one that does a comparison with an event's number ("twice as many on
     /// Tuesday" as the 25 of Monday) on the latest result ([`compares`]): it compares first,
-    /// then carries that on; and one that carries on the part a loss took, not the rest ([`lost_part`]:
-    /// "sells a third of them, so 132 / 3 = 44" then "buys 15, so 44 + 15"): it carries the rest
-    /// on. When none of those fits, the repairs below are asked.
+    /// then carries that on; and one that carries on the part a loss took, not the rest
+    /// ([`lost_part`]: "sells a third of them, so 132 / 3 = 44" then "buys 15, so 44 + 15"): it
+    /// carries the rest on. When none of those fits, the repairs below are asked.
     async fn repair(
         &mut self,
         prompt: &[u32],
